@@ -1,0 +1,181 @@
+//! The CPUID a guest vCPU sees: KVM's supported CPUID, adjusted for this vCPU's place in the
+//! guest's topology.
+//!
+//! Topology: one socket, `count` cores, one thread per core; APIC ID = vCPU index. Leaves that
+//! name the APIC ID or count CPUs (1, 4, 0xB, 0x1F, 0x8000_0008) are rewritten; the hypervisor bit
+//! is set so the guest looks for KVM's paravirtual leaves at 0x4000_0000, which KVM reports.
+
+use kvm_bindings::kvm_cpuid_entry2;
+
+const LEAF_FEATURES: u32 = 0x1;
+const LEAF_CACHE_PARAMS: u32 = 0x4;
+const LEAF_TOPOLOGY: u32 = 0xb;
+const LEAF_TOPOLOGY_V2: u32 = 0x1f;
+const LEAF_AMD_SIZE: u32 = 0x8000_0008;
+
+const ECX_HYPERVISOR: u32 = 1 << 31;
+const EDX_HTT: u32 = 1 << 28;
+const TOPOLOGY_LEVEL_SMT: u32 = 1;
+const TOPOLOGY_LEVEL_CORE: u32 = 2;
+
+/// The CPU's vendor, from leaf 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Vendor {
+    /// "GenuineIntel".
+    Intel,
+    /// "AuthenticAMD".
+    Amd,
+    /// Anything else.
+    Other,
+}
+
+/// Reads the vendor from leaf 0 of `entries`.
+pub fn vendor(entries: &[kvm_cpuid_entry2]) -> Vendor {
+    match entries.iter().find(|e| e.function == 0) {
+        Some(e) => {
+            let mut id = [0u8; 12];
+            id[..4].copy_from_slice(&e.ebx.to_le_bytes());
+            id[4..8].copy_from_slice(&e.edx.to_le_bytes());
+            id[8..].copy_from_slice(&e.ecx.to_le_bytes());
+            match &id {
+                b"GenuineIntel" => Vendor::Intel,
+                b"AuthenticAMD" => Vendor::Amd,
+                _ => Vendor::Other,
+            }
+        }
+        None => Vendor::Other,
+    }
+}
+
+/// Bits needed to number `count` items (the "shift" of a topology level).
+fn bits_for(count: u32) -> u32 {
+    if count <= 1 {
+        0
+    } else {
+        32 - (count - 1).leading_zeros()
+    }
+}
+
+/// Adjusts KVM's supported CPUID `entries` for vCPU `index` of `count`.
+pub fn filter(entries: &mut [kvm_cpuid_entry2], index: u8, count: u8) {
+    let vendor = vendor(entries);
+    let (index, count) = (u32::from(index), u32::from(count.max(1)));
+    for e in entries.iter_mut() {
+        match e.function {
+            LEAF_FEATURES => {
+                e.ebx = (e.ebx & 0x0000_ffff) | (index << 24) | (count.min(255) << 16);
+                e.ecx |= ECX_HYPERVISOR;
+                if count > 1 {
+                    e.edx |= EDX_HTT;
+                } else {
+                    e.edx &= !EDX_HTT;
+                }
+            }
+            LEAF_CACHE_PARAMS if vendor == Vendor::Intel => {
+                let level = (e.eax >> 5) & 0x7;
+                let sharing = if level >= 3 { count - 1 } else { 0 };
+                e.eax = (e.eax & 0x3fff) | ((sharing & 0xfff) << 14) | (((count - 1) & 0x3f) << 26);
+            }
+            LEAF_TOPOLOGY | LEAF_TOPOLOGY_V2 => {
+                e.edx = index;
+                match e.index {
+                    0 => {
+                        e.eax = 0;
+                        e.ebx = 1;
+                        e.ecx = (TOPOLOGY_LEVEL_SMT << 8) | e.index;
+                    }
+                    1 => {
+                        e.eax = bits_for(count);
+                        e.ebx = count;
+                        e.ecx = (TOPOLOGY_LEVEL_CORE << 8) | e.index;
+                    }
+                    _ => {
+                        e.eax = 0;
+                        e.ebx = 0;
+                        e.ecx = e.index;
+                    }
+                }
+            }
+            LEAF_AMD_SIZE if vendor == Vendor::Amd => {
+                e.ecx = (e.ecx & !0xff) | (count - 1);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(function: u32, index: u32) -> kvm_cpuid_entry2 {
+        kvm_cpuid_entry2 {
+            function,
+            index,
+            ..Default::default()
+        }
+    }
+
+    fn intel_leaf0() -> kvm_cpuid_entry2 {
+        kvm_cpuid_entry2 {
+            function: 0,
+            ebx: u32::from_le_bytes(*b"Genu"),
+            edx: u32::from_le_bytes(*b"ineI"),
+            ecx: u32::from_le_bytes(*b"ntel"),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn test_vendor_intel_recognised() {
+        assert_eq!(vendor(&[intel_leaf0()]), Vendor::Intel);
+        assert_eq!(vendor(&[entry(0, 0)]), Vendor::Other);
+    }
+
+    #[test]
+    fn test_filter_leaf1_sets_apic_id_hypervisor_and_htt() {
+        let mut e = [entry(LEAF_FEATURES, 0)];
+        e[0].ebx = 0x0008_0800;
+        filter(&mut e, 3, 4);
+        assert_eq!(e[0].ebx >> 24, 3);
+        assert_eq!((e[0].ebx >> 16) & 0xff, 4);
+        assert_eq!(e[0].ebx & 0xffff, 0x0800);
+        assert_ne!(e[0].ecx & ECX_HYPERVISOR, 0);
+        assert_ne!(e[0].edx & EDX_HTT, 0);
+    }
+
+    #[test]
+    fn test_filter_single_vcpu_clears_htt() {
+        let mut e = [entry(LEAF_FEATURES, 0)];
+        e[0].edx = EDX_HTT;
+        filter(&mut e, 0, 1);
+        assert_eq!(e[0].edx & EDX_HTT, 0);
+    }
+
+    #[test]
+    fn test_filter_leaf_b_describes_cores_and_x2apic_id() {
+        let mut e = [entry(LEAF_TOPOLOGY, 0), entry(LEAF_TOPOLOGY, 1), entry(LEAF_TOPOLOGY, 2)];
+        filter(&mut e, 5, 6);
+        assert_eq!((e[0].eax, e[0].ebx, e[0].ecx >> 8), (0, 1, TOPOLOGY_LEVEL_SMT));
+        assert_eq!((e[1].eax, e[1].ebx, e[1].ecx >> 8), (3, 6, TOPOLOGY_LEVEL_CORE));
+        assert_eq!((e[2].ebx, e[2].ecx >> 8), (0, 0));
+        assert!(e.iter().all(|x| x.edx == 5));
+    }
+
+    #[test]
+    fn test_filter_intel_leaf4_counts_cores() {
+        let mut e = [intel_leaf0(), entry(LEAF_CACHE_PARAMS, 0), entry(LEAF_CACHE_PARAMS, 3)];
+        e[1].eax = 1 << 5 | 0x1; // L1 data
+        e[2].eax = 3 << 5 | 0x3; // L3 unified
+        filter(&mut e, 0, 8);
+        assert_eq!(e[1].eax >> 26, 7);
+        assert_eq!((e[1].eax >> 14) & 0xfff, 0);
+        assert_eq!((e[2].eax >> 14) & 0xfff, 7);
+        assert_eq!(e[2].eax & 0x3fff, 3 << 5 | 0x3);
+    }
+
+    #[test]
+    fn test_bits_for_counts() {
+        assert_eq!([bits_for(1), bits_for(2), bits_for(3), bits_for(4), bits_for(5)], [0, 1, 2, 2, 3]);
+    }
+}
