@@ -1,1 +1,37 @@
-//! placeholder
+//! fennec: a small, fast KVM virtual machine monitor built on the rust-vmm crates.
+//!
+//! A [`Vm`] is built from a [`config::VmConfig`] and a [`Console`]: building opens `/dev/kvm`,
+//! maps guest memory, loads the kernel (ELF through PVH or the 64-bit protocol, or a bzImage),
+//! initrd and command line with `fennec-boot`, and creates the vCPUs and the devices of
+//! `fennec-devices`. [`Vm::start`] runs one thread per vCPU, forwarding port and MMIO exits to the
+//! device buses, and a controller thread with the event loop; [`VmHandle::wait`] returns the
+//! guest's [`ExitReason`].
+//!
+//! ```no_run
+//! use fennec::config::{BootSourceConfig, MachineConfig, VmConfig};
+//! use fennec::{Console, Vm};
+//!
+//! let config = VmConfig {
+//!     boot_source: BootSourceConfig {
+//!         kernel_image_path: "vmlinux".into(),
+//!         initrd_path: None,
+//!         boot_args: Some("console=ttyS0 panic=1".into()),
+//!     },
+//!     machine_config: MachineConfig { vcpu_count: 2, mem_size_mib: 256 },
+//! };
+//! let console = Console { output: Box::new(std::io::stdout()), input: None };
+//! let reason = Vm::new(&config, console)?.start()?.wait()?;
+//! println!("guest ended: {reason}");
+//! # Ok::<(), fennec::Error>(())
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod device_manager;
+pub mod terminal;
+pub mod vmm;
+pub mod vstate;
+
+pub use device_manager::Console;
+pub use vmm::{Error, ExitReason, Vm, VmHandle};

@@ -1,1 +1,207 @@
-fn main() {}
+//! The `fennec` command line: parse, build the configuration, call the library, map the result to
+//! an exit status.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use fennec::config::{BootSourceConfig, MachineConfig, VmConfig, MAX_MEM_MIB, MIN_MEM_MIB};
+use fennec::terminal::RawTerminal;
+use fennec::{Console, ExitReason, Vm};
+
+/// Exit status when the guest halted for good instead of resetting or powering off.
+const EXIT_GUEST_HALTED: u8 = 3;
+
+/// fennec: a small, fast KVM virtual machine monitor.
+#[derive(Parser)]
+#[command(version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Boot a guest; its serial console is this process's stdin and stdout.
+    ///
+    /// Exit status: 0 when the guest resets or powers off (Linux `reboot`, `reboot -f`, a
+    /// triple fault), 3 when it halts with interrupts disabled on every vCPU, 1 on any error
+    /// (printed as one line on stderr), 2 on bad usage. When stdin is a terminal it is put in
+    /// raw mode: every key, Ctrl-C included, goes to the guest.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Kernel image: ELF vmlinux (entered through PVH if it has the note, else the 64-bit
+    /// protocol) or bzImage.
+    #[arg(long, value_name = "PATH")]
+    kernel: PathBuf,
+
+    /// Initramfs to load.
+    #[arg(long, value_name = "PATH")]
+    initrd: Option<PathBuf>,
+
+    /// Kernel command line. fennec appends console=ttyS0 and reboot=k unless it names a
+    /// console= or reboot= of its own.
+    #[arg(long, value_name = "STR", default_value = fennec::config::DEFAULT_BOOT_ARGS)]
+    cmdline: String,
+
+    /// Number of vCPUs.
+    #[arg(long, value_name = "N", default_value_t = fennec::config::DEFAULT_VCPUS,
+          value_parser = clap::value_parser!(u8).range(1..=i64::from(fennec_boot::layout::MAX_VCPUS)))]
+    vcpus: u8,
+
+    /// Guest memory, in MiB, or with a suffix: 512M, 2G.
+    #[arg(long, value_name = "MIB", default_value = "128", value_parser = parse_mib)]
+    memory: usize,
+}
+
+/// Parses a memory size in MiB: `512`, `512M`, `512MiB`, `2G`, `2GiB`.
+fn parse_mib(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let (digits, factor) = match t.find(|c: char| !c.is_ascii_digit()) {
+        None => (t, 1),
+        Some(i) => match t[i..].to_ascii_lowercase().as_str() {
+            "m" | "mb" | "mib" => (&t[..i], 1),
+            "g" | "gb" | "gib" => (&t[..i], 1024),
+            unit => return Err(format!("unknown unit '{unit}' (use M or G)")),
+        },
+    };
+    let mib = digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .ok_or_else(|| format!("'{s}' is not a memory size"))?;
+    if (MIN_MEM_MIB..=MAX_MEM_MIB).contains(&mib) {
+        Ok(mib)
+    } else {
+        Err(format!(
+            "{mib} MiB is outside {MIN_MEM_MIB}..={MAX_MEM_MIB} MiB"
+        ))
+    }
+}
+
+impl RunArgs {
+    fn config(&self) -> VmConfig {
+        VmConfig {
+            boot_source: BootSourceConfig {
+                kernel_image_path: self.kernel.clone(),
+                initrd_path: self.initrd.clone(),
+                boot_args: Some(self.cmdline.clone()),
+            },
+            machine_config: MachineConfig {
+                vcpu_count: self.vcpus,
+                mem_size_mib: self.memory,
+            },
+        }
+    }
+}
+
+/// An error and its sources on one line.
+fn one_line(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        line.push_str(": ");
+        line.push_str(&s.to_string());
+        source = s.source();
+    }
+    line
+}
+
+fn console() -> io::Result<Console> {
+    let output = File::from(io::stdout().as_fd().try_clone_to_owned()?);
+    let input = File::from(io::stdin().as_fd().try_clone_to_owned()?);
+    Ok(Console {
+        output: Box::new(output),
+        input: Some(Box::new(input)),
+    })
+}
+
+fn run(args: &RunArgs) -> ExitCode {
+    let config = args.config();
+    let console = match console() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fennec: cannot use stdin/stdout as the console: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stdin = io::stdin();
+    let result = Vm::new(&config, console).and_then(|vm| {
+        // Raw mode only once the VM is built, so build errors print on a sane terminal; the
+        // guard restores the terminal before anything below prints.
+        let _raw = RawTerminal::enter(stdin.as_fd()).unwrap_or_else(|e| {
+            log::warn!("Cannot put the terminal in raw mode: {e}");
+            None
+        });
+        vm.start()?.wait()
+    });
+    match result {
+        Ok(reason) if reason.is_clean() => ExitCode::SUCCESS,
+        Ok(reason @ ExitReason::Halted) => {
+            eprintln!("fennec: {reason}");
+            ExitCode::from(EXIT_GUEST_HALTED)
+        }
+        Ok(reason) => {
+            eprintln!("fennec: {reason}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("fennec: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp_millis()
+        .init();
+    match &cli.command {
+        Command::Run(args) => run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_parse_mib_units() {
+        assert_eq!(parse_mib("512"), Ok(512));
+        assert_eq!(parse_mib("512M"), Ok(512));
+        assert_eq!(parse_mib("2G"), Ok(2048));
+        assert_eq!(parse_mib("2GiB"), Ok(2048));
+    }
+
+    #[test]
+    fn test_parse_mib_rejects_garbage_and_range() {
+        assert!(parse_mib("lots").is_err());
+        assert!(parse_mib("1").is_err());
+        assert!(parse_mib("12T").is_err());
+        assert!(parse_mib("99999999999999999999").is_err());
+    }
+
+    #[test]
+    fn test_cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

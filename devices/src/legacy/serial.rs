@@ -1,0 +1,331 @@
+//! The 16550 serial console on vm-superio, and the event-loop subscriber that feeds it input.
+//!
+//! Output goes straight to a writer (the CLI's stdout). Input is read from a pollable fd only
+//! while the guest's receive FIFO has room: when it is full, the input fd is unregistered, and the
+//! serial's "input buffer empty" event (an eventfd) registers it again, so a guest that stops
+//! reading its console never makes the event loop spin.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use event_manager::{EventOps, Events, MutEventSubscriber};
+use vm_superio::serial::SerialEvents;
+use vm_superio::Serial;
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::bus::BusDevice;
+use crate::EventFdTrigger;
+
+/// Serial counters, shared with whoever reports metrics.
+#[derive(Debug, Default)]
+pub struct SerialMetrics {
+    /// Bytes the guest wrote to the console.
+    pub bytes_out: AtomicU64,
+    /// Bytes the guest could not write (the writer failed).
+    pub bytes_lost: AtomicU64,
+    /// Bytes handed to the guest as input.
+    pub bytes_in: AtomicU64,
+}
+
+/// Serial events: counts, and the eventfd that says the guest drained its input FIFO.
+pub struct ConsoleEvents {
+    metrics: Arc<SerialMetrics>,
+    buffer_ready: EventFd,
+}
+
+impl SerialEvents for ConsoleEvents {
+    fn buffer_read(&self) {}
+
+    fn out_byte(&self) {
+        self.metrics.bytes_out.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn tx_lost_byte(&self) {
+        self.metrics.bytes_lost.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn in_buffer_empty(&self) {
+        if let Err(e) = self.buffer_ready.write(1) {
+            log::debug!("Failed to signal serial input room: {e}");
+        }
+    }
+}
+
+/// A boxed console writer.
+pub type ConsoleOut = Box<dyn Write + Send>;
+
+/// The serial port on the PIO bus.
+pub struct SerialDevice {
+    inner: Serial<EventFdTrigger, ConsoleEvents, ConsoleOut>,
+}
+
+impl SerialDevice {
+    /// A serial port that raises its interrupt on `irq` and writes the guest's output to `out`.
+    /// Returns the device and the eventfd that fires when its input FIFO has room again.
+    pub fn new(
+        irq: EventFdTrigger,
+        out: ConsoleOut,
+        metrics: Arc<SerialMetrics>,
+    ) -> io::Result<(Self, EventFd)> {
+        let buffer_ready = EventFd::new(EFD_NONBLOCK)?;
+        let events = ConsoleEvents {
+            metrics,
+            buffer_ready: buffer_ready.try_clone()?,
+        };
+        Ok((
+            SerialDevice {
+                inner: Serial::with_events(irq, events, out),
+            },
+            buffer_ready,
+        ))
+    }
+
+    /// Room left in the receive FIFO.
+    pub fn fifo_capacity(&self) -> usize {
+        self.inner.fifo_capacity()
+    }
+
+    /// Queues input for the guest and raises the receive interrupt if the guest enabled it.
+    pub fn enqueue(&mut self, bytes: &[u8]) -> usize {
+        match self.inner.enqueue_raw_bytes(bytes) {
+            Ok(n) => {
+                self.inner
+                    .events()
+                    .metrics
+                    .bytes_in
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                n
+            }
+            Err(e) => {
+                log::debug!("Serial input dropped: {e:?}");
+                0
+            }
+        }
+    }
+}
+
+impl BusDevice for SerialDevice {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        data.fill(0);
+        if let (Ok(offset), [byte]) = (u8::try_from(offset), data) {
+            *byte = self.inner.read(offset);
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        if let (Ok(offset), [byte]) = (u8::try_from(offset), data) {
+            if let Err(e) = self.inner.write(offset, *byte) {
+                log::debug!("Serial write at offset {offset} failed: {e:?}");
+            }
+        }
+    }
+}
+
+/// A readable console input: the CLI's stdin, a pipe, a socket.
+pub trait ConsoleIn: Read + AsRawFd + Send {}
+impl<T: Read + AsRawFd + Send> ConsoleIn for T {}
+
+const EVENT_INPUT: u32 = 0;
+const EVENT_BUFFER_READY: u32 = 1;
+
+/// Event-loop subscriber moving console input into the serial port.
+pub struct SerialInput {
+    serial: Arc<Mutex<SerialDevice>>,
+    input: Box<dyn ConsoleIn>,
+    buffer_ready: EventFd,
+    input_registered: bool,
+    input_closed: bool,
+}
+
+impl SerialInput {
+    /// Feeds `input` into `serial`; `buffer_ready` is the eventfd [`SerialDevice::new`] returned.
+    pub fn new(
+        serial: Arc<Mutex<SerialDevice>>,
+        input: Box<dyn ConsoleIn>,
+        buffer_ready: EventFd,
+    ) -> Self {
+        SerialInput {
+            serial,
+            input,
+            buffer_ready,
+            input_registered: false,
+            input_closed: false,
+        }
+    }
+
+    fn input_fd(&self) -> RawFd {
+        self.input.as_raw_fd()
+    }
+
+    fn register_input(&mut self, ops: &mut EventOps) {
+        if self.input_registered || self.input_closed {
+            return;
+        }
+        let event = Events::with_data_raw(self.input_fd(), EVENT_INPUT, EventSet::IN);
+        match ops.add(event) {
+            Ok(()) => self.input_registered = true,
+            Err(e) => {
+                // Regular files and /dev/null cannot be polled: the guest just gets no input.
+                log::debug!("Console input cannot be polled, guest input disabled: {e:?}");
+                self.input_closed = true;
+            }
+        }
+    }
+
+    fn unregister_input(&mut self, ops: &mut EventOps) {
+        if !self.input_registered {
+            return;
+        }
+        let event = Events::with_data_raw(self.input_fd(), EVENT_INPUT, EventSet::IN);
+        if let Err(e) = ops.remove(event) {
+            log::debug!("Failed to unregister console input: {e:?}");
+        }
+        self.input_registered = false;
+    }
+
+    fn handle_input(&mut self, ops: &mut EventOps) {
+        let room = crate::lock(&self.serial).fifo_capacity();
+        if room == 0 {
+            // Full FIFO: wait for the guest to drain it (EVENT_BUFFER_READY).
+            self.unregister_input(ops);
+            return;
+        }
+        let mut buf = [0u8; 64];
+        let want = room.min(buf.len());
+        match self.input.read(&mut buf[..want]) {
+            Ok(0) => {
+                log::debug!("Console input reached end of file");
+                self.unregister_input(ops);
+                self.input_closed = true;
+            }
+            Ok(n) => {
+                crate::lock(&self.serial).enqueue(&buf[..n]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => {
+                log::warn!("Console input failed, guest input disabled: {e}");
+                self.unregister_input(ops);
+                self.input_closed = true;
+            }
+        }
+    }
+}
+
+impl MutEventSubscriber for SerialInput {
+    fn process(&mut self, events: Events, ops: &mut EventOps) {
+        match events.data() {
+            EVENT_INPUT => {
+                if events
+                    .event_set()
+                    .intersects(EventSet::HANG_UP | EventSet::ERROR)
+                    && !events.event_set().contains(EventSet::IN)
+                {
+                    self.unregister_input(ops);
+                    self.input_closed = true;
+                } else {
+                    self.handle_input(ops);
+                }
+            }
+            EVENT_BUFFER_READY => {
+                // Drain the counter; the FIFO has room again.
+                let _ = self.buffer_ready.read();
+                self.register_input(ops);
+            }
+            other => log::debug!("Unexpected serial input event {other}"),
+        }
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        let ready = Events::with_data(&self.buffer_ready, EVENT_BUFFER_READY, EventSet::IN);
+        if let Err(e) = ops.add(ready) {
+            log::error!("Failed to register serial input-room eventfd: {e:?}");
+        }
+        self.register_input(ops);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer whose bytes the test can read afterwards.
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn serial() -> (SerialDevice, Sink, EventFd, Arc<SerialMetrics>) {
+        let irq = EventFd::new(EFD_NONBLOCK).unwrap();
+        let sink = Sink::default();
+        let metrics = Arc::new(SerialMetrics::default());
+        let (dev, _ready) = SerialDevice::new(
+            EventFdTrigger::new(irq.try_clone().unwrap()),
+            Box::new(sink.clone()),
+            metrics.clone(),
+        )
+        .unwrap();
+        (dev, sink, irq, metrics)
+    }
+
+    #[test]
+    fn test_serial_thr_write_reaches_output_and_counts() {
+        let (mut dev, sink, _irq, metrics) = serial();
+        for b in b"hi\n" {
+            dev.write(0, &[*b]);
+        }
+        assert_eq!(&*sink.0.lock().unwrap(), b"hi\n");
+        assert_eq!(metrics.bytes_out.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn test_serial_enqueued_input_readable_from_rbr() {
+        let (mut dev, _sink, _irq, metrics) = serial();
+        assert_eq!(dev.enqueue(b"ab"), 2);
+        let mut lsr = [0u8];
+        dev.read(5, &mut lsr);
+        assert_eq!(lsr[0] & 1, 1, "data ready");
+        let mut rbr = [0u8];
+        dev.read(0, &mut rbr);
+        assert_eq!(rbr[0], b'a');
+        assert_eq!(metrics.bytes_in.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn test_serial_input_interrupt_raised_when_enabled() {
+        let (mut dev, _sink, irq, _metrics) = serial();
+        dev.write(1, &[0x01]); // IER: received data available
+        dev.enqueue(b"x");
+        assert!(irq.read().unwrap() >= 1);
+    }
+
+    #[test]
+    fn test_serial_wide_access_ignored_reads_zero() {
+        let (mut dev, sink, _irq, _metrics) = serial();
+        dev.write(0, &[b'a', b'b']);
+        let mut data = [0xffu8; 2];
+        dev.read(5, &mut data);
+        assert!(sink.0.lock().unwrap().is_empty());
+        assert_eq!(data, [0, 0]);
+    }
+
+    #[test]
+    fn test_serial_full_fifo_accepts_no_more() {
+        let (mut dev, _sink, _irq, _metrics) = serial();
+        let cap = dev.fifo_capacity();
+        assert_eq!(dev.enqueue(&vec![b'z'; cap]), cap);
+        assert_eq!(dev.fifo_capacity(), 0);
+        assert_eq!(dev.enqueue(b"more"), 0);
+    }
+}

@@ -1,0 +1,107 @@
+//! The KVM VM: memory slots, the in-kernel irqchip and PIT, irqfds.
+
+use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::VmFd;
+use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::eventfd::EventFd;
+
+use fennec_boot::layout;
+
+use super::kvm::KvmContext;
+
+/// Errors creating or wiring up the VM.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// KVM_CREATE_VM failed.
+    #[error("Failed to create the KVM VM")]
+    Create(#[source] kvm_ioctls::Error),
+    /// A memory slot was refused.
+    #[error("Failed to register guest memory slot {slot} at {addr:#x}")]
+    MemorySlot {
+        /// Slot number.
+        slot: u32,
+        /// Guest address.
+        addr: u64,
+        /// Why.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// KVM_SET_TSS_ADDR / KVM_SET_IDENTITY_MAP_ADDR failed.
+    #[error("Failed to place KVM's TSS and identity-map pages")]
+    TssAddress(#[source] kvm_ioctls::Error),
+    /// KVM_CREATE_IRQCHIP failed.
+    #[error("Failed to create the in-kernel irqchip")]
+    Irqchip(#[source] kvm_ioctls::Error),
+    /// KVM_CREATE_PIT2 failed.
+    #[error("Failed to create the in-kernel PIT")]
+    Pit(#[source] kvm_ioctls::Error),
+    /// KVM_IRQFD failed.
+    #[error("Failed to register irqfd for GSI {gsi}")]
+    RegisterIrqfd {
+        /// The GSI.
+        gsi: u32,
+        /// Why.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+}
+
+/// A VM with its memory registered and its interrupt controllers created.
+pub struct KvmVm {
+    fd: VmFd,
+}
+
+impl KvmVm {
+    /// Creates the VM, registers `mem` as its RAM, and creates the irqchip (PIC + IOAPIC + LAPICs)
+    /// and the PIT. vCPUs are created after this, as KVM requires for the irqchip.
+    pub fn new(kvm: &KvmContext, mem: &GuestMemoryMmap) -> Result<Self, VmError> {
+        let fd = kvm.kvm().create_vm().map_err(VmError::Create)?;
+        for (slot, region) in mem.iter().enumerate() {
+            let slot = slot as u32;
+            let addr = region.start_addr().raw_value();
+            let host = mem
+                .get_host_address(region.start_addr())
+                .map_err(|_| VmError::MemorySlot {
+                    slot,
+                    addr,
+                    source: kvm_ioctls::Error::new(libc::EFAULT),
+                })?;
+            let region_desc = kvm_userspace_memory_region {
+                slot,
+                flags: 0,
+                guest_phys_addr: addr,
+                memory_size: region.len(),
+                userspace_addr: host as u64,
+            };
+            // SAFETY: `host..host + len` is a live anonymous mapping owned by `mem`'s
+            // GuestRegionMmap; the caller keeps `mem` alive for as long as this VM runs (both are
+            // owned by the same `crate::Vm`), so KVM never sees the mapping go away under it.
+            unsafe { fd.set_user_memory_region(region_desc) }.map_err(|source| {
+                VmError::MemorySlot { slot, addr, source }
+            })?;
+        }
+        fd.set_identity_map_address(layout::KVM_IDENTITY_MAP_ADDRESS)
+            .map_err(VmError::TssAddress)?;
+        fd.set_tss_address(layout::KVM_TSS_ADDRESS as usize)
+            .map_err(VmError::TssAddress)?;
+        fd.create_irq_chip().map_err(VmError::Irqchip)?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        fd.create_pit2(pit).map_err(VmError::Pit)?;
+        Ok(KvmVm { fd })
+    }
+
+    /// The KVM VM fd.
+    pub fn fd(&self) -> &VmFd {
+        &self.fd
+    }
+
+    /// Injects GSI `gsi` each time `evt` is signalled.
+    pub fn register_irqfd(&self, evt: &EventFd, gsi: u32) -> Result<(), VmError> {
+        self.fd
+            .register_irqfd(evt, gsi)
+            .map_err(|source| VmError::RegisterIrqfd { gsi, source })
+    }
+}
