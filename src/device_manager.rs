@@ -8,7 +8,9 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use fennec_boot::layout;
 use fennec_devices::bus::{Bus, BusError};
 use fennec_devices::legacy::i8042::I8042;
-use fennec_devices::legacy::serial::{ConsoleIn, ConsoleOut, SerialDevice, SerialInput, SerialMetrics};
+use fennec_devices::legacy::serial::{
+    ConsoleIn, ConsoleOut, SerialDevice, SerialInput, SerialMetrics,
+};
 use fennec_devices::EventFdTrigger;
 
 use crate::vstate::vm::{KvmVm, VmError};
@@ -69,8 +71,12 @@ impl DeviceManager {
         )
         .map_err(|e| DeviceError::EventFd("serial input", e))?;
         let serial = Arc::new(Mutex::new(serial));
-        pio.insert(serial.clone(), layout::SERIAL_PORT, layout::SERIAL_PORT_SIZE)
-            .map_err(DeviceError::Bus)?;
+        pio.insert(
+            serial.clone(),
+            layout::SERIAL_PORT,
+            layout::SERIAL_PORT_SIZE,
+        )
+        .map_err(DeviceError::Bus)?;
         let serial_input = console
             .input
             .map(|input| SerialInput::new(serial, input, buffer_ready));

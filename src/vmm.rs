@@ -61,7 +61,10 @@ pub enum ExitReason {
 impl ExitReason {
     /// Whether the guest ended the way a guest should: reset, power-off, or stopped by the host.
     pub fn is_clean(&self) -> bool {
-        matches!(self, ExitReason::Reset | ExitReason::PowerOff | ExitReason::Stopped)
+        matches!(
+            self,
+            ExitReason::Reset | ExitReason::PowerOff | ExitReason::Stopped
+        )
     }
 }
 
@@ -75,7 +78,9 @@ impl std::fmt::Display for ExitReason {
                 "the guest halted with interrupts disabled on every vCPU and can never run again"
             ),
             ExitReason::Stopped => write!(f, "stopped by the host"),
-            ExitReason::VcpuFailed { index, message } => write!(f, "vCPU {index} failed: {message}"),
+            ExitReason::VcpuFailed { index, message } => {
+                write!(f, "vCPU {index} failed: {message}")
+            }
         }
     }
 }
@@ -230,7 +235,9 @@ impl Vm {
         let exit_evt = EventFd::new(EFD_NONBLOCK).map_err(|e| start_err("exit eventfd", e))?;
         let stop_evt = EventFd::new(EFD_NONBLOCK).map_err(|e| start_err("stop eventfd", e))?;
         let exit = Arc::new(ExitSignal::new(
-            exit_evt.try_clone().map_err(|e| start_err("exit eventfd", e))?,
+            exit_evt
+                .try_clone()
+                .map_err(|e| start_err("exit eventfd", e))?,
         ));
         let stop = Arc::new(AtomicBool::new(false));
         let Vm {
@@ -266,7 +273,9 @@ impl Vm {
 
         let controller = Controller {
             exit_evt,
-            stop_evt: stop_evt.try_clone().map_err(|e| start_err("stop eventfd", e))?,
+            stop_evt: stop_evt
+                .try_clone()
+                .map_err(|e| start_err("stop eventfd", e))?,
             reset_evt: devices.reset_evt,
             exit,
             finished: None,
@@ -424,7 +433,7 @@ fn run_controller(
                 stuck_probes = 0;
             }
             if stuck_probes >= STUCK_PROBES {
-                log::warn!("{}", ExitReason::Halted);
+                log::info!("Guest finished: {}", ExitReason::Halted);
                 return ExitReason::Halted;
             }
             for (thread, _) in vcpus {
@@ -475,7 +484,9 @@ mod tests {
 
     #[test]
     fn test_all_stuck_halted_bsp_and_unstarted_aps() {
-        assert!(all_stuck([HaltedIrqsOff, NotStarted, NotStarted].into_iter()));
+        assert!(all_stuck(
+            [HaltedIrqsOff, NotStarted, NotStarted].into_iter()
+        ));
     }
 
     #[test]

@@ -123,7 +123,10 @@ mod tests {
         let regions = ram_regions(4 << 30);
         assert_eq!(
             regions,
-            vec![(0, MMIO_GAP_START), (MMIO_GAP_END, (4 << 30) - MMIO_GAP_START)]
+            vec![
+                (0, MMIO_GAP_START),
+                (MMIO_GAP_END, (4 << 30) - MMIO_GAP_START)
+            ]
         );
     }
 

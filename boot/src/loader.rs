@@ -47,7 +47,9 @@ pub enum LoaderError {
         source: linux_loader::loader::Error,
     },
     /// The kernel's end lies beyond the RAM below the MMIO hole.
-    #[error("The kernel ends at {end:#x}, beyond guest RAM (which ends at {ram_end:#x} below 4 GiB)")]
+    #[error(
+        "The kernel ends at {end:#x}, beyond guest RAM (which ends at {ram_end:#x} below 4 GiB)"
+    )]
     KernelTooLarge {
         /// End of the loaded kernel.
         end: u64,
@@ -55,7 +57,9 @@ pub enum LoaderError {
         ram_end: u64,
     },
     /// A bzImage without a 64-bit entry point.
-    #[error("The bzImage does not support the 64-bit boot protocol (boot protocol version {0:#x})")]
+    #[error(
+        "The bzImage does not support the 64-bit boot protocol (boot protocol version {0:#x})"
+    )]
     NoBoot64(u16),
     /// The initrd file could not be read.
     #[error("Failed to read the initrd")]
@@ -118,14 +122,17 @@ pub fn load_kernel(mem: &GuestMemoryMmap, image: &mut File) -> Result<LoadedKern
     let mut magic = [0u8; 4];
     let himem = Some(GuestAddress(layout::HIMEM_START));
     let ram_end = mem_low_end(mem);
-    let kernel = if peek(image, 0, &mut magic).map_err(LoaderError::ReadKernel)? && &magic == ELF_MAGIC
+    let kernel = if peek(image, 0, &mut magic).map_err(LoaderError::ReadKernel)?
+        && &magic == ELF_MAGIC
     {
         let loaded = Elf::load(mem, None, image, himem).map_err(|source| LoaderError::Load {
             format: "ELF",
             source,
         })?;
         let (format, mode, entry) = match loaded.pvh_boot_cap {
-            PvhBootCapability::PvhEntryPresent(addr) => (KernelFormat::ElfPvh, EntryMode::Pvh, addr.0),
+            PvhBootCapability::PvhEntryPresent(addr) => {
+                (KernelFormat::ElfPvh, EntryMode::Pvh, addr.0)
+            }
             _ => (KernelFormat::Elf, EntryMode::Linux64, loaded.kernel_load.0),
         };
         LoadedKernel {
@@ -138,10 +145,11 @@ pub fn load_kernel(mem: &GuestMemoryMmap, image: &mut File) -> Result<LoadedKern
     } else if peek(image, BZIMAGE_HDR_OFFSET, &mut magic).map_err(LoaderError::ReadKernel)?
         && &magic == BZIMAGE_HDR_MAGIC
     {
-        let loaded = BzImage::load(mem, None, image, himem).map_err(|source| LoaderError::Load {
-            format: "bzImage",
-            source,
-        })?;
+        let loaded =
+            BzImage::load(mem, None, image, himem).map_err(|source| LoaderError::Load {
+                format: "bzImage",
+                source,
+            })?;
         // `setup_header` is always set by the bzImage loader.
         let header = loaded.setup_header.unwrap_or_default();
         let version = header.version;
@@ -188,7 +196,9 @@ pub fn load_initrd(
         .seek(SeekFrom::End(0))
         .and_then(|size| image.rewind().map(|()| size))
         .map_err(LoaderError::ReadInitrd)?;
-    let top = max_addr.map_or(mem_low_end(mem), |max| max.saturating_add(1).min(mem_low_end(mem)));
+    let top = max_addr.map_or(mem_low_end(mem), |max| {
+        max.saturating_add(1).min(mem_low_end(mem))
+    });
     let kernel_end_page = kernel_end.div_ceil(PAGE_SIZE) * PAGE_SIZE;
     let addr = top
         .checked_sub(size)
@@ -277,13 +287,19 @@ mod tests {
     #[test]
     fn test_load_kernel_garbage_is_unknown_format() {
         let mut f = file_with(&[0x55; 4096]);
-        assert!(matches!(load_kernel(&mem(16 * MIB), &mut f), Err(LoaderError::UnknownFormat)));
+        assert!(matches!(
+            load_kernel(&mem(16 * MIB), &mut f),
+            Err(LoaderError::UnknownFormat)
+        ));
     }
 
     #[test]
     fn test_load_kernel_empty_file_is_unknown_format() {
         let mut f = file_with(&[]);
-        assert!(matches!(load_kernel(&mem(16 * MIB), &mut f), Err(LoaderError::UnknownFormat)));
+        assert!(matches!(
+            load_kernel(&mem(16 * MIB), &mut f),
+            Err(LoaderError::UnknownFormat)
+        ));
     }
 
     #[test]
@@ -325,13 +341,19 @@ mod tests {
     #[test]
     fn test_build_cmdline_appends_extra_params() {
         let cmdline = build_cmdline("quiet", &["console=ttyS0".to_string()]).unwrap();
-        assert_eq!(cmdline.as_cstring().unwrap().to_str().unwrap(), "quiet console=ttyS0");
+        assert_eq!(
+            cmdline.as_cstring().unwrap().to_str().unwrap(),
+            "quiet console=ttyS0"
+        );
     }
 
     #[test]
     fn test_build_cmdline_too_long_is_refused() {
         let long = "x".repeat(layout::CMDLINE_MAX_SIZE + 1);
-        assert!(matches!(build_cmdline(&long, &[]), Err(LoaderError::Cmdline(_))));
+        assert!(matches!(
+            build_cmdline(&long, &[]),
+            Err(LoaderError::Cmdline(_))
+        ));
     }
 
     #[test]
@@ -340,7 +362,8 @@ mod tests {
         let size = write_cmdline(&m, &build_cmdline("a=b", &[]).unwrap()).unwrap();
         assert_eq!(size, 4);
         let mut buf = [0xffu8; 4];
-        m.read_slice(&mut buf, GuestAddress(layout::CMDLINE_START)).unwrap();
+        m.read_slice(&mut buf, GuestAddress(layout::CMDLINE_START))
+            .unwrap();
         assert_eq!(&buf, b"a=b\0");
     }
 }

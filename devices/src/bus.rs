@@ -116,7 +116,8 @@ mod tests {
     #[test]
     fn test_bus_read_dispatches_with_offset() {
         let mut bus = Bus::new();
-        bus.insert(Arc::new(Mutex::new(Probe::default())), 0x3f8, 8).unwrap();
+        bus.insert(Arc::new(Mutex::new(Probe::default())), 0x3f8, 8)
+            .unwrap();
         let mut data = [0u8; 1];
         assert!(bus.read(0x3fd, &mut data));
         assert_eq!(data, [5]);
@@ -134,7 +135,8 @@ mod tests {
     #[test]
     fn test_bus_unmapped_address_not_handled() {
         let mut bus = Bus::new();
-        bus.insert(Arc::new(Mutex::new(Probe::default())), 0x3f8, 8).unwrap();
+        bus.insert(Arc::new(Mutex::new(Probe::default())), 0x3f8, 8)
+            .unwrap();
         assert!(!bus.read(0x400, &mut [0]));
         assert!(!bus.write(0x3f7, &[0]));
     }
@@ -142,10 +144,17 @@ mod tests {
     #[test]
     fn test_bus_overlapping_insert_refused() {
         let mut bus = Bus::new();
-        bus.insert(Arc::new(Mutex::new(Probe::default())), 0x100, 0x10).unwrap();
+        bus.insert(Arc::new(Mutex::new(Probe::default())), 0x100, 0x10)
+            .unwrap();
         let dev = Arc::new(Mutex::new(Probe::default()));
-        assert!(matches!(bus.insert(dev.clone(), 0x10f, 1), Err(BusError::Overlap { .. })));
-        assert!(matches!(bus.insert(dev.clone(), 0xf8, 0x10), Err(BusError::Overlap { .. })));
+        assert!(matches!(
+            bus.insert(dev.clone(), 0x10f, 1),
+            Err(BusError::Overlap { .. })
+        ));
+        assert!(matches!(
+            bus.insert(dev.clone(), 0xf8, 0x10),
+            Err(BusError::Overlap { .. })
+        ));
         assert!(bus.insert(dev, 0x110, 1).is_ok());
     }
 

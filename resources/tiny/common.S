@@ -278,7 +278,7 @@ halt_forever:
 
 triple_fault:
     lidt [rip + empty_idt]
-    int3
+    ud2
     jmp reset
 
 /* Finds the MP floating pointer in the BIOS area, checks both checksums, counts enabled CPUs. */

@@ -57,7 +57,10 @@ impl KvmContext {
         if version != KVM_API_VERSION {
             return Err(KvmError::ApiVersion(version));
         }
-        if let Some((_, name)) = REQUIRED_CAPS.iter().find(|(cap, _)| !kvm.check_extension(*cap)) {
+        if let Some((_, name)) = REQUIRED_CAPS
+            .iter()
+            .find(|(cap, _)| !kvm.check_extension(*cap))
+        {
             return Err(KvmError::MissingCap(name));
         }
         let max_vcpus = kvm.get_max_vcpus();

@@ -241,6 +241,7 @@ impl Vcpu {
         KVM_RUN.with(|p| p.set(run_ptr));
         while !ctx.stop.load(Ordering::SeqCst) {
             let outcome = match self.fd.run() {
+                Ok(VcpuExit::InternalError) => Some(self.internal_error()),
                 Ok(exit) => handle_exit(self.index, exit, &ctx),
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                     self.fd.set_kvm_immediate_exit(0);
@@ -260,6 +261,25 @@ impl Vcpu {
             }
         }
         KVM_RUN.with(|p| p.set(std::ptr::null_mut()));
+    }
+
+    /// Describes a `KVM_EXIT_INTERNAL_ERROR` that `run` just returned.
+    fn internal_error(&mut self) -> ExitReason {
+        let rip = self.fd.get_regs().map(|r| r.rip).unwrap_or_default();
+        let run = self.fd.get_kvm_run();
+        // SAFETY: the exit KVM_RUN just returned is KVM_EXIT_INTERNAL_ERROR, for which KVM fills
+        // the `internal` member of the exit union; it is plain data, read by value.
+        let suberror = unsafe { run.__bindgen_anon_1.internal.suberror };
+        let what = match suberror {
+            1 => "instruction emulation failed",
+            2 => "simultaneous exceptions",
+            3 => "event delivery failed",
+            _ => "unknown",
+        };
+        ExitReason::VcpuFailed {
+            index: self.index,
+            message: format!("KVM internal error {suberror} ({what}) at rip {rip:#x}"),
+        }
     }
 
     fn probe(&self, shared: &VcpuShared) {
@@ -321,11 +341,9 @@ fn handle_exit(index: u8, exit: VcpuExit<'_>, ctx: &RunContext) -> Option<ExitRe
         VcpuExit::Hlt => Some(ExitReason::Halted),
         VcpuExit::FailEntry(reason, cpu) => Some(ExitReason::VcpuFailed {
             index,
-            message: format!("KVM could not enter the guest (hardware reason {reason:#x} on CPU {cpu})"),
-        }),
-        VcpuExit::InternalError => Some(ExitReason::VcpuFailed {
-            index,
-            message: "KVM internal error (the guest ran something KVM cannot emulate)".into(),
+            message: format!(
+                "KVM could not enter the guest (hardware reason {reason:#x} on CPU {cpu})"
+            ),
         }),
         VcpuExit::IrqWindowOpen | VcpuExit::Intr => None,
         // Anything else would come back on every re-entry: end the guest rather than spin.

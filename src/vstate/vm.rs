@@ -59,13 +59,13 @@ impl KvmVm {
         for (slot, region) in mem.iter().enumerate() {
             let slot = slot as u32;
             let addr = region.start_addr().raw_value();
-            let host = mem
-                .get_host_address(region.start_addr())
-                .map_err(|_| VmError::MemorySlot {
-                    slot,
-                    addr,
-                    source: kvm_ioctls::Error::new(libc::EFAULT),
-                })?;
+            let host =
+                mem.get_host_address(region.start_addr())
+                    .map_err(|_| VmError::MemorySlot {
+                        slot,
+                        addr,
+                        source: kvm_ioctls::Error::new(libc::EFAULT),
+                    })?;
             let region_desc = kvm_userspace_memory_region {
                 slot,
                 flags: 0,
@@ -76,9 +76,8 @@ impl KvmVm {
             // SAFETY: `host..host + len` is a live anonymous mapping owned by `mem`'s
             // GuestRegionMmap; the caller keeps `mem` alive for as long as this VM runs (both are
             // owned by the same `crate::Vm`), so KVM never sees the mapping go away under it.
-            unsafe { fd.set_user_memory_region(region_desc) }.map_err(|source| {
-                VmError::MemorySlot { slot, addr, source }
-            })?;
+            unsafe { fd.set_user_memory_region(region_desc) }
+                .map_err(|source| VmError::MemorySlot { slot, addr, source })?;
         }
         fd.set_identity_map_address(layout::KVM_IDENTITY_MAP_ADDRESS)
             .map_err(VmError::TssAddress)?;

@@ -113,7 +113,7 @@ pub fn build_zero_page(
         params.ext_ramdisk_size = (size >> 32) as u32;
     }
     let map = e820_map(info.mem_size);
-    if map.len() > E820_MAX_ENTRIES_ZEROPAGE as usize {
+    if map.len() > E820_MAX_ENTRIES_ZEROPAGE {
         return Err(BootParamsError::TooManyE820Entries(map.len()));
     }
     for (slot, entry) in params.e820_table.iter_mut().zip(&map) {
@@ -198,8 +198,16 @@ mod tests {
         assert_eq!(
             map,
             vec![
-                E820Entry { addr: 0, size: layout::EBDA_START, kind: E820_RAM },
-                E820Entry { addr: MIB, size: 255 * MIB, kind: E820_RAM },
+                E820Entry {
+                    addr: 0,
+                    size: layout::EBDA_START,
+                    kind: E820_RAM
+                },
+                E820Entry {
+                    addr: MIB,
+                    size: 255 * MIB,
+                    kind: E820_RAM
+                },
             ]
         );
     }
@@ -216,7 +224,10 @@ mod tests {
     #[test]
     fn test_e820_map_total_excludes_only_legacy_area() {
         let total: u64 = e820_map(5000 * MIB).iter().map(|e| e.size).sum();
-        assert_eq!(total, 5000 * MIB - (layout::HIMEM_START - layout::EBDA_START));
+        assert_eq!(
+            total,
+            5000 * MIB - (layout::HIMEM_START - layout::EBDA_START)
+        );
     }
 
     #[test]
@@ -273,6 +284,9 @@ mod tests {
         let second: hvm_memmap_table_entry = mem
             .read_obj(GuestAddress(layout::PVH_MEMMAP_START + 24))
             .unwrap();
-        assert_eq!((second.addr, second.size, second.type_), (MIB, 63 * MIB, E820_RAM));
+        assert_eq!(
+            (second.addr, second.size, second.type_),
+            (MIB, 63 * MIB, E820_RAM)
+        );
     }
 }

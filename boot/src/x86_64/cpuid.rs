@@ -154,17 +154,31 @@ mod tests {
 
     #[test]
     fn test_filter_leaf_b_describes_cores_and_x2apic_id() {
-        let mut e = [entry(LEAF_TOPOLOGY, 0), entry(LEAF_TOPOLOGY, 1), entry(LEAF_TOPOLOGY, 2)];
+        let mut e = [
+            entry(LEAF_TOPOLOGY, 0),
+            entry(LEAF_TOPOLOGY, 1),
+            entry(LEAF_TOPOLOGY, 2),
+        ];
         filter(&mut e, 5, 6);
-        assert_eq!((e[0].eax, e[0].ebx, e[0].ecx >> 8), (0, 1, TOPOLOGY_LEVEL_SMT));
-        assert_eq!((e[1].eax, e[1].ebx, e[1].ecx >> 8), (3, 6, TOPOLOGY_LEVEL_CORE));
+        assert_eq!(
+            (e[0].eax, e[0].ebx, e[0].ecx >> 8),
+            (0, 1, TOPOLOGY_LEVEL_SMT)
+        );
+        assert_eq!(
+            (e[1].eax, e[1].ebx, e[1].ecx >> 8),
+            (3, 6, TOPOLOGY_LEVEL_CORE)
+        );
         assert_eq!((e[2].ebx, e[2].ecx >> 8), (0, 0));
         assert!(e.iter().all(|x| x.edx == 5));
     }
 
     #[test]
     fn test_filter_intel_leaf4_counts_cores() {
-        let mut e = [intel_leaf0(), entry(LEAF_CACHE_PARAMS, 0), entry(LEAF_CACHE_PARAMS, 3)];
+        let mut e = [
+            intel_leaf0(),
+            entry(LEAF_CACHE_PARAMS, 0),
+            entry(LEAF_CACHE_PARAMS, 3),
+        ];
         e[1].eax = 1 << 5 | 0x1; // L1 data
         e[2].eax = 3 << 5 | 0x3; // L3 unified
         filter(&mut e, 0, 8);
@@ -176,6 +190,15 @@ mod tests {
 
     #[test]
     fn test_bits_for_counts() {
-        assert_eq!([bits_for(1), bits_for(2), bits_for(3), bits_for(4), bits_for(5)], [0, 1, 2, 2, 3]);
+        assert_eq!(
+            [
+                bits_for(1),
+                bits_for(2),
+                bits_for(3),
+                bits_for(4),
+                bits_for(5)
+            ],
+            [0, 1, 2, 2, 3]
+        );
     }
 }

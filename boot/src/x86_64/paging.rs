@@ -52,7 +52,10 @@ mod tests {
         let pde: u64 = mem
             .read_obj(GuestAddress((pdpte & !0xfff) + 8 * ((va >> 21) & 0x1ff)))
             .unwrap();
-        assert_eq!(pde & (PAGE_SIZE_2M | PRESENT_WRITABLE), PAGE_SIZE_2M | PRESENT_WRITABLE);
+        assert_eq!(
+            pde & (PAGE_SIZE_2M | PRESENT_WRITABLE),
+            PAGE_SIZE_2M | PRESENT_WRITABLE
+        );
         (pde & !0x1f_ffff & !0xfff) | (va & 0x1f_ffff)
     }
 

@@ -75,7 +75,10 @@ pub fn boot_regs(mode: EntryMode, entry: u64) -> kvm_regs {
 }
 
 /// Writes the GDT and an empty IDT to guest memory, and for long mode the identity page tables.
-pub fn write_boot_tables(mem: &GuestMemoryMmap, mode: EntryMode) -> vm_memory::GuestMemoryResult<()> {
+pub fn write_boot_tables(
+    mem: &GuestMemoryMmap,
+    mode: EntryMode,
+) -> vm_memory::GuestMemoryResult<()> {
     for (i, entry) in gdt::gdt(mode.code_mode()).iter().enumerate() {
         mem.write_obj(*entry, GuestAddress(layout::GDT_START + 8 * i as u64))?;
     }
@@ -200,7 +203,10 @@ mod tests {
     fn test_configure_sregs_long_mode_enables_paging_and_lma() {
         let mut sregs = kvm_sregs::default();
         configure_sregs(&mut sregs, EntryMode::Linux64);
-        assert_eq!(sregs.cr0 & (X86_CR0_PE | X86_CR0_PG), X86_CR0_PE | X86_CR0_PG);
+        assert_eq!(
+            sregs.cr0 & (X86_CR0_PE | X86_CR0_PG),
+            X86_CR0_PE | X86_CR0_PG
+        );
         assert_eq!(sregs.cr3, layout::PML4_START);
         assert_eq!(sregs.efer & EFER_LMA, EFER_LMA);
         assert_eq!(sregs.cs.l, 1);
@@ -224,7 +230,9 @@ mod tests {
         let mut sregs = kvm_sregs::default();
         configure_sregs(&mut sregs, EntryMode::Linux64);
         let code: u64 = mem
-            .read_obj(GuestAddress(layout::GDT_START + u64::from(gdt::CODE_SELECTOR)))
+            .read_obj(GuestAddress(
+                layout::GDT_START + u64::from(gdt::CODE_SELECTOR),
+            ))
             .unwrap();
         assert_eq!(gdt::segment_from_entry(code, gdt::CODE_SELECTOR), sregs.cs);
     }
@@ -234,7 +242,10 @@ mod tests {
         let mut lapic = kvm_lapic_state::default();
         set_lapic_reg(&mut lapic, APIC_LVT0, 0x1_0000 | 0x700);
         configure_lint(&mut lapic);
-        assert_eq!(lapic_reg(&lapic, APIC_LVT0), 0x1_0000 | (APIC_MODE_EXTINT << 8));
+        assert_eq!(
+            lapic_reg(&lapic, APIC_LVT0),
+            0x1_0000 | (APIC_MODE_EXTINT << 8)
+        );
         assert_eq!(lapic_reg(&lapic, APIC_LVT1), APIC_MODE_NMI << 8);
     }
 

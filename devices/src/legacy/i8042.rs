@@ -45,7 +45,10 @@ mod tests {
 
     fn device() -> (I8042, EventFd) {
         let evt = EventFd::new(EFD_NONBLOCK).unwrap();
-        (I8042::new(EventFdTrigger::new(evt.try_clone().unwrap())), evt)
+        (
+            I8042::new(EventFdTrigger::new(evt.try_clone().unwrap())),
+            evt,
+        )
     }
 
     #[test]

@@ -313,7 +313,7 @@ mod tests {
     #[test]
     fn test_serial_wide_access_ignored_reads_zero() {
         let (mut dev, sink, _irq, _metrics) = serial();
-        dev.write(0, &[b'a', b'b']);
+        dev.write(0, b"ab");
         let mut data = [0xffu8; 2];
         dev.read(5, &mut data);
         assert!(sink.0.lock().unwrap().is_empty());

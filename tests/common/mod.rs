@@ -1,0 +1,232 @@
+//! Helpers for tests that boot fennec's tiny test kernels on `/dev/kvm`.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// How long a tiny kernel may take; they finish in well under a second.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Fails the test unless `/dev/kvm` can be opened: these tests exist to run on KVM.
+pub fn require_kvm() {
+    if let Err(e) = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        panic!(
+            "this test boots guests and needs read/write access to /dev/kvm ({e}); \
+             run it on a host with KVM (load kvm_intel or kvm_amd) as root or as a member of the kvm group"
+        );
+    }
+}
+
+/// The tiny kernels, built from `resources/tiny` with its Makefile into the test target dir.
+pub fn tiny_kernels() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tiny-kernels");
+        std::fs::create_dir_all(&out).unwrap();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("resources/tiny");
+        let status = Command::new("make")
+            .arg("-s")
+            .arg("-C")
+            .arg(&src)
+            .arg(format!("OUT={}", out.display()))
+            .status()
+            .unwrap_or_else(|e| {
+                panic!("cannot run make to build the tiny kernels ({e}): apt-get install make gcc")
+            });
+        assert!(
+            status.success(),
+            "building the tiny kernels in {} failed",
+            src.display()
+        );
+        out
+    })
+}
+
+/// Path of one tiny kernel: `pvh.elf`, `elf64.elf` or `bzImage`.
+pub fn tiny(name: &str) -> PathBuf {
+    tiny_kernels().join(name)
+}
+
+/// The finished fennec process.
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Context for assertion messages: exit code and both streams' tails.
+    pub fn context(&self) -> String {
+        let tail = |s: &str| {
+            s.chars()
+                .rev()
+                .take(2000)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<String>()
+        };
+        format!(
+            "exit code {:?}\n--- console (tail) ---\n{}\n--- stderr (tail) ---\n{}",
+            self.code,
+            tail(&self.stdout),
+            tail(&self.stderr)
+        )
+    }
+
+    /// The report the tiny kernel printed.
+    pub fn report(&self) -> Report {
+        Report::parse(&self.stdout)
+    }
+}
+
+/// Runs the fennec binary with `args`, feeding `stdin` (then closing it, unless `keep_open`),
+/// and kills it (by PID, it is our child) if it outlives [`TIMEOUT`].
+pub fn fennec_with_input(args: &[&str], stdin: &[u8]) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fennec"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn fennec");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin).unwrap();
+    drop(input);
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_thread = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out.read_to_end(&mut s);
+        s
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        s
+    });
+    let deadline = Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let run = Run {
+        code: status.and_then(|s| s.code()),
+        stdout: String::from_utf8_lossy(&out_thread.join().unwrap()).into_owned(),
+        stderr: String::from_utf8_lossy(&err_thread.join().unwrap()).into_owned(),
+    };
+    assert!(
+        status.is_some(),
+        "fennec did not finish within {TIMEOUT:?}\n{}",
+        run.context()
+    );
+    run
+}
+
+/// Runs fennec with empty stdin.
+pub fn fennec(args: &[&str]) -> Run {
+    fennec_with_input(args, b"")
+}
+
+/// What a tiny kernel printed.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub boot: String,
+    pub cmdline: String,
+    pub e820: Vec<(u64, u64, u32)>,
+    pub mem: u64,
+    pub initrd: Option<(u64, u64, u64)>,
+    pub cpus: u32,
+    pub mptable: String,
+    pub ready: bool,
+}
+
+fn hex(s: &str) -> u64 {
+    u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap_or_else(|_| panic!("not hex: {s}"))
+}
+
+impl Report {
+    pub fn parse(console: &str) -> Report {
+        let mut r = Report::default();
+        for line in console.lines().map(|l| l.trim_end_matches('\r')) {
+            let Some(rest) = line.strip_prefix("TINY ") else {
+                continue;
+            };
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            if let Some(v) = rest.strip_prefix("boot=") {
+                r.boot = v.to_string();
+            } else if let Some(v) = rest.strip_prefix("cmdline=") {
+                r.cmdline = v.to_string();
+            } else if words.first() == Some(&"e820") {
+                r.e820
+                    .push((hex(words[1]), hex(words[2]), words[3].parse().unwrap()));
+            } else if let Some(v) = rest.strip_prefix("mem=") {
+                r.mem = hex(v);
+            } else if rest.starts_with("initrd addr=") {
+                let field = |k: &str| hex(words.iter().find_map(|w| w.strip_prefix(k)).unwrap());
+                r.initrd = Some((field("addr="), field("size="), field("fnv=")));
+            } else if let Some(v) = rest.strip_prefix("cpus=") {
+                let mut parts = v.split(" mptable=");
+                r.cpus = parts.next().unwrap().parse().unwrap();
+                r.mptable = parts.next().unwrap_or_default().to_string();
+            } else if rest == "ready" {
+                r.ready = true;
+            }
+        }
+        r
+    }
+}
+
+/// FNV-1a 64, as the tiny kernels compute it over the initrd.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// The e820 map fennec should hand a guest with `mib` MiB.
+pub fn expected_e820(mib: u64) -> Vec<(u64, u64, u32)> {
+    let size = mib << 20;
+    let hole = 0xc000_0000u64;
+    let mut map = vec![(0, 0x9fc00, 1), (0x10_0000, size.min(hole) - 0x10_0000, 1)];
+    if size > hole {
+        map.push((1 << 32, size - hole, 1));
+    }
+    map
+}
+
+/// A file in a fresh temp dir with `bytes` in it.
+pub fn temp_file(name: &str, bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, bytes).unwrap();
+    (dir, path)
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
