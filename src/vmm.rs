@@ -466,9 +466,9 @@ impl VmHandle {
             .map_err(|e| Error::Start(format!("stop request: {e}")))
     }
 
-    /// Serial console counters.
-    pub fn serial_metrics(&self) -> &SerialMetrics {
-        &self.serial_metrics
+    /// Serial console counters; they stay readable after the guest ends.
+    pub fn serial_metrics(&self) -> Arc<SerialMetrics> {
+        self.serial_metrics.clone()
     }
 
     /// Waits for the guest to end; every VM thread has exited when this returns.

@@ -1,0 +1,143 @@
+//! The library API boots the tiny kernels with a console the caller owns, and stops a running
+//! guest on request.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fennec::config::{BootSourceConfig, MachineConfig, VmConfig};
+use fennec::{Console, ExitReason, Vm};
+
+use common::*;
+
+/// A console sink the test can read while the guest runs.
+#[derive(Clone, Default)]
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Sink {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    fn wait_for(&self, marker: &str) {
+        let deadline = Instant::now() + TIMEOUT;
+        while !self.text().contains(marker) {
+            assert!(
+                Instant::now() < deadline,
+                "no {marker:?} on the console:\n{}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+fn config(kernel: &str, boot_args: &str) -> VmConfig {
+    VmConfig {
+        boot_source: BootSourceConfig {
+            kernel_image_path: tiny(kernel),
+            initrd_path: None,
+            boot_args: Some(boot_args.into()),
+        },
+        machine_config: MachineConfig {
+            vcpu_count: 2,
+            mem_size_mib: 64,
+        },
+    }
+}
+
+#[test]
+fn test_library_boot_reports_reset_and_fills_console() {
+    require_kvm();
+    let sink = Sink::default();
+    let console = Console {
+        output: Box::new(sink.clone()),
+        input: None,
+    };
+    let vm = Vm::new(&config("bzImage", "lib"), console).unwrap();
+    let handle = vm.start().unwrap();
+    let metrics = handle.serial_metrics();
+    let reason = handle.wait().unwrap();
+    assert_eq!(reason, ExitReason::Reset, "{}", sink.text());
+    let report = Report::parse(&sink.text());
+    assert_eq!(
+        (report.boot.as_str(), report.cpus),
+        ("linux64", 2),
+        "{}",
+        sink.text()
+    );
+    let counted = metrics.bytes_out.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(counted, sink.0.lock().unwrap().len() as u64);
+}
+
+#[test]
+fn test_library_stop_ends_a_guest_waiting_for_input() {
+    require_kvm();
+    let sink = Sink::default();
+    let (host, guest_side) = UnixStream::pair().unwrap();
+    let console = Console {
+        output: Box::new(sink.clone()),
+        input: Some(Box::new(guest_side)),
+    };
+    let handle = Vm::new(&config("pvh.elf", "tiny.mode=echo"), console)
+        .unwrap()
+        .start()
+        .unwrap();
+    sink.wait_for("TINY ready\n");
+    (&host).write_all(b"ping\n").unwrap();
+    sink.wait_for("ping\n");
+    handle.stop().unwrap();
+    assert_eq!(
+        handle.wait().unwrap(),
+        ExitReason::Stopped,
+        "{}",
+        sink.text()
+    );
+    // The VM's end of the console is closed once every VM thread has exited.
+    let mut rest = Vec::new();
+    (&host).read_to_end(&mut rest).unwrap();
+}
+
+#[test]
+fn test_library_two_vms_in_one_process_run_side_by_side() {
+    require_kvm();
+    let sinks = [Sink::default(), Sink::default()];
+    let handles: Vec<_> = sinks
+        .iter()
+        .zip(["pvh.elf", "elf64.elf"])
+        .map(|(sink, kernel)| {
+            let console = Console {
+                output: Box::new(sink.clone()),
+                input: None,
+            };
+            Vm::new(&config(kernel, kernel), console)
+                .unwrap()
+                .start()
+                .unwrap()
+        })
+        .collect();
+    for (handle, sink) in handles.into_iter().zip(&sinks) {
+        assert_eq!(handle.wait().unwrap(), ExitReason::Reset, "{}", sink.text());
+    }
+    assert_eq!(
+        Report::parse(&sinks[0].text()).cmdline,
+        "pvh.elf console=ttyS0 reboot=k"
+    );
+    assert_eq!(
+        Report::parse(&sinks[1].text()).cmdline,
+        "elf64.elf console=ttyS0 reboot=k"
+    );
+}
