@@ -15,6 +15,7 @@
  *   echo    echo every byte received until 'q', then reset through the i8042
  *   halt    cli; hlt forever (the VMM should notice it can never run again)
  *   triple  triple-fault (load an empty IDT and trap)
+ *   spin    run a 500,000-iteration loop, then reset (to time how fast guest code runs)
  *   (none)  reset through the i8042
  */
 
@@ -54,6 +55,7 @@ s_bye:      .asciz "\nTINY bye\n"
 s_m_echo:   .asciz "tiny.mode=echo"
 s_m_halt:   .asciz "tiny.mode=halt"
 s_m_triple: .asciz "tiny.mode=triple"
+s_m_spin:   .asciz "tiny.mode=spin"
 s_nl:       .asciz "\n"
 hexdigits:  .ascii "0123456789abcdef"
 
@@ -254,6 +256,14 @@ tiny_main:
     call contains
     test eax, eax
     jnz triple_fault
+    mov rdi, [rip + info_cmdline]
+    lea rsi, [rip + s_m_spin]
+    call contains
+    test eax, eax
+    jz reset
+    mov ecx, 500000
+1:  dec ecx
+    jnz 1b
     jmp reset
 
 echo_loop:

@@ -230,3 +230,5 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+pub mod linux;
