@@ -8,27 +8,35 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::linux::{Guest, Session};
 
 /// Guests boot with `quiet`: inside the nested test host, boots that print the whole kernel log
 /// through the polled 8250 console have stalled mid-log (issue "Linux guests in CI").
 const CMDLINE: &str = "console=ttyS0 panic=-1 quiet";
 
-fn p(path: &std::path::Path) -> &str {
+fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
-/// Boots `kernel` to the init marker, reboots with `reboot -f`, expects exit 0.
-fn boot_and_reboot(kernel: &std::path::Path, guest: &Guest, format: &str) {
-    let mut vm = Session::start(&[
-        "-v",
+/// Starts fennec on `kernel` with the guest initramfs, the quiet command line and `extra` flags.
+fn start(kernel: &Path, g: &Guest, cmdline: &str, extra: &[&str]) -> Session {
+    let mut args = vec![
         "--kernel",
         p(kernel),
         "--initrd",
-        p(&guest.initramfs),
+        p(&g.initramfs),
         "--cmdline",
-        CMDLINE,
-    ]);
+        cmdline,
+    ];
+    args.extend_from_slice(extra);
+    Session::start(&args)
+}
+
+/// Boots `kernel` to the init marker, reboots with `reboot -f`, expects exit 0.
+fn boot_and_reboot(kernel: &Path, guest: &Guest, format: &str) {
+    let mut vm = start(kernel, guest, CMDLINE, &["-v"]);
     vm.expect("FENNEC-GUEST-READY 1 cpus");
     assert!(
         vm.stderr().contains(&format!("Loaded {format} kernel")),
@@ -48,16 +56,7 @@ linux_test!(linux_bzimage_boots_and_reboots, |g: &Guest| {
 });
 
 linux_test!(linux_two_vcpus_seen_by_nproc, |g: &Guest| {
-    let mut vm = Session::start(&[
-        "--kernel",
-        p(&g.vmlinux),
-        "--initrd",
-        p(&g.initramfs),
-        "--vcpus",
-        "2",
-        "--cmdline",
-        CMDLINE,
-    ]);
+    let mut vm = start(&g.vmlinux, g, CMDLINE, &["--vcpus", "2"]);
     vm.expect("FENNEC-GUEST-READY");
     assert_eq!(vm.run("nproc"), "2");
     vm.send_line("reboot -f");
@@ -65,16 +64,7 @@ linux_test!(linux_two_vcpus_seen_by_nproc, |g: &Guest| {
 });
 
 linux_test!(linux_memory_512_is_memtotal, |g: &Guest| {
-    let mut vm = Session::start(&[
-        "--kernel",
-        p(&g.bzimage),
-        "--initrd",
-        p(&g.initramfs),
-        "--memory",
-        "512",
-        "--cmdline",
-        CMDLINE,
-    ]);
+    let mut vm = start(&g.bzimage, g, CMDLINE, &["--memory", "512"]);
     vm.expect("FENNEC-GUEST-READY");
     let out = vm.run("grep MemTotal /proc/meminfo");
     let kib: u64 = out
@@ -92,14 +82,7 @@ linux_test!(linux_memory_512_is_memtotal, |g: &Guest| {
 });
 
 linux_test!(linux_typed_command_output_comes_back, |g: &Guest| {
-    let mut vm = Session::start(&[
-        "--kernel",
-        p(&g.vmlinux),
-        "--initrd",
-        p(&g.initramfs),
-        "--cmdline",
-        CMDLINE,
-    ]);
+    let mut vm = start(&g.vmlinux, g, CMDLINE, &[]);
     vm.expect("FENNEC-GUEST-READY");
     assert_eq!(
         vm.run("echo $((6 * 7))-answer; uname -s"),
@@ -110,14 +93,8 @@ linux_test!(linux_typed_command_output_comes_back, |g: &Guest| {
 });
 
 linux_test!(linux_kernel_panic_ends_fennec_cleanly, |g: &Guest| {
-    let mut vm = Session::start(&[
-        "--kernel",
-        p(&g.vmlinux),
-        "--initrd",
-        p(&g.initramfs),
-        "--cmdline",
-        "console=ttyS0 panic=-1 quiet rdinit=/does/not/exist init=/does/not/exist",
-    ]);
+    let broken = format!("{CMDLINE} rdinit=/does/not/exist init=/does/not/exist");
+    let mut vm = start(&g.vmlinux, g, &broken, &[]);
     vm.expect("Kernel panic");
     vm.assert_exit(0);
 });

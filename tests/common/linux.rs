@@ -19,7 +19,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::{require_kvm, tiny};
+use super::{require_kvm, tiny, wait_with_timeout};
 
 /// A guest's own timeout for markers: Linux under nested KVM inside the TCG test host boots in
 /// seconds, but give it room.
@@ -274,7 +274,7 @@ fn boot_test_host() -> HostRun {
         })
     })
     .collect();
-    let finished = wait_with_timeout(&mut child, TEST_HOST_TIMEOUT);
+    let finished = wait_with_timeout(&mut child, TEST_HOST_TIMEOUT).is_some();
     for s in streams {
         let _ = s.join();
     }
@@ -296,22 +296,6 @@ fn boot_test_host() -> HostRun {
     HostRun {
         results,
         console_tail,
-    }
-}
-
-/// Waits for `child`, killing it (our own child, by PID) at the deadline. True if it exited.
-fn wait_with_timeout(child: &mut Child, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -493,7 +477,7 @@ impl Session {
     /// Waits for fennec to exit; returns its exit code.
     pub fn wait(&mut self) -> Option<i32> {
         drop(self.stdin.take());
-        let finished = wait_with_timeout(&mut self.child, GUEST_TIMEOUT);
+        let finished = wait_with_timeout(&mut self.child, GUEST_TIMEOUT).is_some();
         assert!(
             finished,
             "fennec did not exit within {GUEST_TIMEOUT:?}\n{}",

@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -113,18 +113,7 @@ pub fn fennec_with_input(args: &[&str], stdin: &[u8]) -> Run {
         let _ = err.read_to_end(&mut s);
         s
     });
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = wait_with_timeout(&mut child, TIMEOUT);
     let run = Run {
         code: status.and_then(|s| s.code()),
         stdout: String::from_utf8_lossy(&out_thread.join().unwrap()).into_owned(),
@@ -136,6 +125,22 @@ pub fn fennec_with_input(args: &[&str], stdin: &[u8]) -> Run {
         run.context()
     );
     run
+}
+
+/// Waits for `child`, killing it (our own child, by PID) at the deadline; `None` if it was killed.
+pub fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Runs fennec with empty stdin.
