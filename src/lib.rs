@@ -34,4 +34,4 @@ pub mod vmm;
 pub mod vstate;
 
 pub use device_manager::Console;
-pub use vmm::{Error, ExitReason, Vm, VmHandle};
+pub use vmm::{Error, ExitReason, Stopper, Vm, VmHandle};

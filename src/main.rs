@@ -35,7 +35,8 @@ enum Command {
     /// Exit status: 0 when the guest resets or powers off (Linux `reboot`, `reboot -f`, a
     /// triple fault), 3 when it halts with interrupts disabled on every vCPU, 1 on any error
     /// (printed as one line on stderr), 2 on bad usage. When stdin is a terminal it is put in
-    /// raw mode: every key, Ctrl-C included, goes to the guest.
+    /// raw mode: every key, Ctrl-C included, goes to the guest. SIGTERM, SIGINT and SIGHUP stop
+    /// the VM cleanly and restore the terminal.
     Run(RunArgs),
 }
 
@@ -127,6 +128,40 @@ fn console() -> io::Result<Console> {
     })
 }
 
+/// Signals that stop the VM cleanly (so the terminal is restored) instead of killing fennec.
+const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+
+/// Blocks the stop signals in this thread, and so in every VM thread started after it; they are
+/// then taken by [`stop_on_signals`]. `None` if that fails (the defaults then apply).
+fn block_stop_signals() -> Option<libc::sigset_t> {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it before use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t owned by this frame; the signal numbers are valid.
+    let ok = unsafe {
+        libc::sigemptyset(&mut set);
+        STOP_SIGNALS.iter().for_each(|s| {
+            libc::sigaddset(&mut set, *s);
+        });
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) == 0
+    };
+    ok.then_some(set)
+}
+
+/// Waits for a stop signal on its own thread and stops the VM when one arrives.
+fn stop_on_signals(set: libc::sigset_t, stopper: fennec::Stopper) {
+    std::thread::spawn(move || loop {
+        let mut signo: libc::c_int = 0;
+        // SAFETY: `set` holds signals blocked in every thread, so sigwait is the only taker;
+        // `signo` is a valid out-pointer.
+        if unsafe { libc::sigwait(&set, &mut signo) } == 0 {
+            log::info!("Received signal {signo}, stopping the VM");
+            if let Err(e) = stopper.stop() {
+                log::error!("{e}");
+            }
+        }
+    });
+}
+
 fn run(args: &RunArgs) -> ExitCode {
     let config = args.config();
     let console = match console() {
@@ -144,7 +179,12 @@ fn run(args: &RunArgs) -> ExitCode {
             log::warn!("Cannot put the terminal in raw mode: {e}");
             None
         });
-        vm.start()?.wait()
+        let stop_signals = block_stop_signals();
+        let handle = vm.start()?;
+        if let Some(signals) = stop_signals {
+            stop_on_signals(signals, handle.stopper()?);
+        }
+        handle.wait()
     });
     match result {
         Ok(reason) if reason.is_clean() => ExitCode::SUCCESS,

@@ -450,6 +450,18 @@ fn all_stuck(states: impl Iterator<Item = ProbedState> + Clone) -> bool {
         && states.into_iter().any(|s| s == ProbedState::HaltedIrqsOff)
 }
 
+/// Stops a running VM, like [`VmHandle::stop`]; stopping a VM that already ended does nothing.
+pub struct Stopper(EventFd);
+
+impl Stopper {
+    /// Asks the VM to stop now.
+    pub fn stop(&self) -> Result<(), Error> {
+        self.0
+            .write(1)
+            .map_err(|e| Error::Start(format!("stop request: {e}")))
+    }
+}
+
 /// A running VM.
 pub struct VmHandle {
     thread: JoinHandle<ExitReason>,
@@ -464,6 +476,15 @@ impl VmHandle {
         self.stop_evt
             .write(1)
             .map_err(|e| Error::Start(format!("stop request: {e}")))
+    }
+
+    /// A handle that stops this VM from another thread, also after [`VmHandle::wait`] took the
+    /// handle itself.
+    pub fn stopper(&self) -> Result<Stopper, Error> {
+        self.stop_evt
+            .try_clone()
+            .map(Stopper)
+            .map_err(|e| Error::Start(format!("stop handle: {e}")))
     }
 
     /// Serial console counters; they stay readable after the guest ends.

@@ -188,3 +188,42 @@ fn test_guest_halted_with_interrupts_off_is_reported() {
         run.context()
     );
 }
+
+#[test]
+fn test_sigterm_stops_guest_cleanly() {
+    require_kvm();
+    let kernel = tiny("pvh.elf");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fennec"))
+        .args([
+            "run",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--cmdline",
+            "tiny.mode=echo",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("TINY ready") {
+        line.clear();
+        assert!(
+            std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0,
+            "console closed"
+        );
+    }
+    // kill(1) by PID: our own child.
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = wait_with_timeout(&mut child, TIMEOUT).and_then(|s| s.code());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}

@@ -13,15 +13,25 @@ use common::*;
 /// Runs `fennec run --kernel pvh.elf --cmdline <cmdline>` in a pty, typing `keys` after a pause;
 /// returns (pty transcript, fennec's exit status, stty settings before, after).
 fn in_pty(cmdline: &str, keys: &[u8]) -> (String, String, String, String) {
+    in_pty_with(
+        "'{fennec}' run --kernel '{kernel}' --cmdline '{cmdline}'; echo \"rc=$?\"",
+        cmdline,
+        keys,
+    )
+}
+
+/// Like [`in_pty`], with the shell lines that run fennec given as a template.
+fn in_pty_with(run: &str, cmdline: &str, keys: &[u8]) -> (String, String, String, String) {
     require_kvm();
     let dir = tempfile::tempdir().unwrap();
     let (before, after) = (dir.path().join("before"), dir.path().join("after"));
+    let run = run
+        .replace("{fennec}", env!("CARGO_BIN_EXE_fennec"))
+        .replace("{kernel}", &tiny("pvh.elf").display().to_string())
+        .replace("{cmdline}", cmdline);
     let script = format!(
-        "stty -g > '{}'; '{}' run --kernel '{}' --cmdline '{}'; echo \"rc=$?\"; stty -g > '{}'",
+        "stty -g > '{}'; {run}; stty -g > '{}'",
         before.display(),
-        env!("CARGO_BIN_EXE_fennec"),
-        tiny("pvh.elf").display(),
-        cmdline,
         after.display()
     );
     let mut child = Command::new("timeout")
@@ -61,5 +71,18 @@ fn test_tty_keys_reach_guest_without_enter_and_terminal_restored() {
 fn test_tty_restored_when_guest_halts() {
     let (transcript, rc, before, after) = in_pty("tiny.mode=halt", b"");
     assert_eq!(rc, "3", "{transcript}");
+    assert_eq!(before, after, "terminal settings not restored");
+}
+
+#[test]
+fn test_tty_restored_when_fennec_gets_sigterm() {
+    let (transcript, rc, before, after) = in_pty_with(
+        "'{fennec}' run --kernel '{kernel}' --cmdline '{cmdline}' < /dev/tty & pid=$!; \
+         sleep 1; kill -TERM $pid; wait $pid; echo \"rc=$?\"",
+        "tiny.mode=echo",
+        b"",
+    );
+    assert_eq!(rc, "0", "{transcript}");
+    assert!(transcript.contains("TINY ready"), "{transcript}");
     assert_eq!(before, after, "terminal settings not restored");
 }
