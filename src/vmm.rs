@@ -140,6 +140,9 @@ pub enum Error {
     /// A thread or the event loop could not be started.
     #[error("Failed to start the VM: {0}")]
     Start(String),
+    /// The stop request could not be sent.
+    #[error("Failed to ask the VM to stop")]
+    Stop(#[source] std::io::Error),
     /// The controller thread panicked.
     #[error("The VMM controller thread panicked")]
     ControllerPanicked,
@@ -296,7 +299,7 @@ impl Vm {
         match spawned {
             Ok(thread) => Ok(VmHandle {
                 thread,
-                stop_evt,
+                stopper: Stopper(stop_evt),
                 serial_metrics,
             }),
             Err(e) => Err(start_err("controller thread", e)),
@@ -456,16 +459,14 @@ pub struct Stopper(EventFd);
 impl Stopper {
     /// Asks the VM to stop now.
     pub fn stop(&self) -> Result<(), Error> {
-        self.0
-            .write(1)
-            .map_err(|e| Error::Start(format!("stop request: {e}")))
+        self.0.write(1).map_err(Error::Stop)
     }
 }
 
 /// A running VM.
 pub struct VmHandle {
     thread: JoinHandle<ExitReason>,
-    stop_evt: EventFd,
+    stopper: Stopper,
     serial_metrics: Arc<SerialMetrics>,
 }
 
@@ -473,18 +474,13 @@ impl VmHandle {
     /// Asks the VM to stop now, as pulling the plug would; [`VmHandle::wait`] then returns
     /// [`ExitReason::Stopped`].
     pub fn stop(&self) -> Result<(), Error> {
-        self.stop_evt
-            .write(1)
-            .map_err(|e| Error::Start(format!("stop request: {e}")))
+        self.stopper.stop()
     }
 
     /// A handle that stops this VM from another thread, also after [`VmHandle::wait`] took the
     /// handle itself.
     pub fn stopper(&self) -> Result<Stopper, Error> {
-        self.stop_evt
-            .try_clone()
-            .map(Stopper)
-            .map_err(|e| Error::Start(format!("stop handle: {e}")))
+        self.stopper.0.try_clone().map(Stopper).map_err(Error::Stop)
     }
 
     /// Serial console counters; they stay readable after the guest ends.

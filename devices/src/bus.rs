@@ -11,6 +11,12 @@ pub trait BusDevice: Send {
     fn write(&mut self, offset: u64, data: &[u8]);
 }
 
+/// The register a byte-wide device decodes for an access of `len` bytes at `offset`: `None` for
+/// wider accesses and offsets past 255, which such a device ignores (reads give 0).
+pub fn byte_register(offset: u64, len: usize) -> Option<u8> {
+    u8::try_from(offset).ok().filter(|_| len == 1)
+}
+
 /// Errors when inserting a device.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BusError {
@@ -156,6 +162,13 @@ mod tests {
             Err(BusError::Overlap { .. })
         ));
         assert!(bus.insert(dev, 0x110, 1).is_ok());
+    }
+
+    #[test]
+    fn test_byte_register_only_single_byte_low_offsets() {
+        assert_eq!(byte_register(5, 1), Some(5));
+        assert_eq!(byte_register(5, 2), None);
+        assert_eq!(byte_register(256, 1), None);
     }
 
     #[test]

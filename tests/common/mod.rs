@@ -88,8 +88,8 @@ impl Run {
     }
 }
 
-/// Runs the fennec binary with `args`, feeding `stdin` (then closing it, unless `keep_open`),
-/// and kills it (by PID, it is our child) if it outlives [`TIMEOUT`].
+/// Runs the fennec binary with `args`, feeding `stdin` and then closing it, and kills it (by
+/// PID, it is our child) if it outlives [`TIMEOUT`].
 pub fn fennec_with_input(args: &[&str], stdin: &[u8]) -> Run {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fennec"))
         .args(args)

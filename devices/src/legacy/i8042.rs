@@ -4,7 +4,7 @@
 
 use vm_superio::I8042Device;
 
-use crate::bus::BusDevice;
+use crate::bus::{byte_register, BusDevice};
 use crate::EventFdTrigger;
 
 /// The i8042 at ports 0x60 (data) and 0x64 (status/command).
@@ -24,14 +24,14 @@ impl I8042 {
 impl BusDevice for I8042 {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         data.fill(0);
-        if let (Ok(offset), [byte]) = (u8::try_from(offset), data) {
-            *byte = self.inner.read(offset);
+        if let Some(reg) = byte_register(offset, data.len()) {
+            data[0] = self.inner.read(reg);
         }
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
-        if let (Ok(offset), [byte]) = (u8::try_from(offset), data) {
-            if let Err(e) = self.inner.write(offset, *byte) {
+        if let Some(reg) = byte_register(offset, data.len()) {
+            if let Err(e) = self.inner.write(reg, data[0]) {
                 log::error!("Failed to signal the guest's reset request: {e}");
             }
         }

@@ -16,7 +16,7 @@ use vm_superio::Serial;
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::bus::BusDevice;
+use crate::bus::{byte_register, BusDevice};
 use crate::EventFdTrigger;
 
 /// Serial counters, shared with whoever reports metrics.
@@ -110,14 +110,14 @@ impl SerialDevice {
 impl BusDevice for SerialDevice {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         data.fill(0);
-        if let (Ok(offset), [byte]) = (u8::try_from(offset), data) {
-            *byte = self.inner.read(offset);
+        if let Some(reg) = byte_register(offset, data.len()) {
+            data[0] = self.inner.read(reg);
         }
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
-        if let (Ok(offset), [byte]) = (u8::try_from(offset), data) {
-            if let Err(e) = self.inner.write(offset, *byte) {
+        if let Some(reg) = byte_register(offset, data.len()) {
+            if let Err(e) = self.inner.write(reg, data[0]) {
                 log::debug!("Serial write at offset {offset} failed: {e:?}");
             }
         }
