@@ -15,7 +15,7 @@ if [ -n "$missing" ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >&2
 fi
 bb_version="$(dpkg-query -W -f '${Version}' busybox-static 2>/dev/null || /bin/busybox | head -n 1)"
-key="$( (cat "$here/guest/init" "$0"; echo "$bb_version") | sha256sum | cut -c1-16)"
+key="$( (cat "$here/guest/init" "$here/guest/tree.sh" "$0"; echo "$bb_version") | sha256sum | cut -c1-16)"
 out="$cache/guest-initramfs-$key.cpio"
 if [ -f "$out" ]; then
     echo "$out"
@@ -24,11 +24,7 @@ fi
 mkdir -p "$cache"
 root="$(mktemp -d)"
 trap 'rm -rf "$root"' EXIT
-mkdir -p "$root"/{bin,dev,proc,sys,tmp,root,etc}
-cp /bin/busybox "$root/bin/busybox"
-cp "$here/guest/init" "$root/init"
-chmod 755 "$root/init" "$root/bin/busybox"
-ln -s busybox "$root/bin/sh"
+. "$here/guest/tree.sh"
 (cd "$root" && find . -print0 | cpio --null -o -H newc --owner=0:0 --quiet) > "$out.tmp"
 mv "$out.tmp" "$out"
 echo "$out"

@@ -1,8 +1,8 @@
 //! The VM's configuration: one serde type per concern, validated once, shared by the CLI, the
 //! JSON config file and (later) the control socket.
 //!
-//! Field names follow Firecracker's API (`boot-source`, `machine-config`), so the same JSON
-//! works for both.
+//! Field names follow Firecracker's API (`boot-source`, `machine-config`, `drives`), so the
+//! same JSON works for both.
 
 use std::path::PathBuf;
 
@@ -35,6 +35,29 @@ pub enum ConfigError {
     /// No kernel given.
     #[error("No kernel image configured")]
     NoKernel,
+    /// A drive ID is empty, too long, or has characters other than `[A-Za-z0-9_-]`.
+    #[error("Invalid drive ID {0:?}: use 1 to 64 of A-Z a-z 0-9 _ -")]
+    DriveId(String),
+    /// Two drives share an ID.
+    #[error("Two drives have the ID {0:?}")]
+    DuplicateDrive(String),
+    /// More than one drive is the root device.
+    #[error("Drives {0:?} and {1:?} are both marked root; only one can be")]
+    TwoRootDrives(String, String),
+    /// A drive has no path.
+    #[error("Drive {0:?} has no path")]
+    DrivePath(String),
+    /// More virtio devices than IRQs.
+    #[error("{0} devices configured, but a VM has room for at most {max}", max = layout::MAX_VIRTIO_DEVICES)]
+    TooManyDevices(usize),
+    /// A `--disk` argument could not be parsed.
+    #[error("Invalid --disk {arg:?}: {why} (expected path=PATH[,id=ID][,ro][,root])")]
+    DiskArg {
+        /// The argument.
+        arg: String,
+        /// What is wrong.
+        why: String,
+    },
 }
 
 /// What to boot (Firecracker's `boot-source`).
@@ -88,6 +111,76 @@ impl MachineConfig {
     }
 }
 
+/// A virtio-blk drive. Field names are Firecracker's (`drive_id`, `path_on_host`,
+/// `is_root_device`, `is_read_only`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockConfig {
+    /// The drive's name; also the serial number the guest reads (first 20 bytes).
+    #[serde(rename = "drive_id")]
+    pub id: String,
+    /// The image: a raw file or a block device.
+    #[serde(rename = "path_on_host")]
+    pub path: PathBuf,
+    /// Make it the guest's root filesystem (`root=/dev/vda`).
+    #[serde(rename = "is_root_device", default)]
+    pub root: bool,
+    /// Refuse guest writes; the image is opened read-only.
+    #[serde(rename = "is_read_only", default)]
+    pub read_only: bool,
+}
+
+impl BlockConfig {
+    /// Parses a `--disk` argument: `path=PATH[,id=ID][,ro][,root]`; `default_id` names the
+    /// drive when `id=` is missing.
+    pub fn from_cli(arg: &str, default_id: &str) -> Result<Self, ConfigError> {
+        let bad = |why: &str| ConfigError::DiskArg {
+            arg: arg.to_string(),
+            why: why.to_string(),
+        };
+        let mut path = None;
+        let mut id = None;
+        let mut cfg = BlockConfig {
+            id: String::new(),
+            path: PathBuf::new(),
+            root: false,
+            read_only: false,
+        };
+        for part in arg.split(',') {
+            match part.split_once('=') {
+                Some(("path", p)) if path.is_none() => path = Some(p),
+                Some(("id", i)) if id.is_none() => id = Some(i),
+                Some(("path" | "id", _)) => return Err(bad("given twice")),
+                None if part == "ro" => cfg.read_only = true,
+                None if part == "root" => cfg.root = true,
+                _ => return Err(bad(&format!("unknown option {part:?}"))),
+            }
+        }
+        cfg.path = path
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| bad("no path"))?
+            .into();
+        cfg.id = id.unwrap_or(default_id).to_string();
+        Ok(cfg)
+    }
+
+    /// Checks the ID and path.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let id_ok = (1..=64).contains(&self.id.len())
+            && self
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !id_ok {
+            return Err(ConfigError::DriveId(self.id.clone()));
+        }
+        if self.path.as_os_str().is_empty() {
+            return Err(ConfigError::DrivePath(self.id.clone()));
+        }
+        Ok(())
+    }
+}
+
 /// A whole VM.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -98,6 +191,9 @@ pub struct VmConfig {
     /// vCPUs and memory.
     #[serde(rename = "machine-config", default)]
     pub machine_config: MachineConfig,
+    /// Virtio block drives, in the order given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drives: Vec<BlockConfig>,
 }
 
 impl VmConfig {
@@ -106,7 +202,34 @@ impl VmConfig {
         if self.boot_source.kernel_image_path.as_os_str().is_empty() {
             return Err(ConfigError::NoKernel);
         }
-        self.machine_config.validate()
+        self.machine_config.validate()?;
+        let mut root: Option<&BlockConfig> = None;
+        for (i, drive) in self.drives.iter().enumerate() {
+            drive.validate()?;
+            if self.drives[..i].iter().any(|d| d.id == drive.id) {
+                return Err(ConfigError::DuplicateDrive(drive.id.clone()));
+            }
+            if drive.root {
+                if let Some(first) = root {
+                    return Err(ConfigError::TwoRootDrives(
+                        first.id.clone(),
+                        drive.id.clone(),
+                    ));
+                }
+                root = Some(drive);
+            }
+        }
+        if self.drives.len() > layout::MAX_VIRTIO_DEVICES {
+            return Err(ConfigError::TooManyDevices(self.drives.len()));
+        }
+        Ok(())
+    }
+
+    /// The drives in the order the guest sees them: the root drive first (so it is always
+    /// `/dev/vda`), then the others as configured.
+    pub fn drives_in_guest_order(&self) -> Vec<&BlockConfig> {
+        let (root, rest): (Vec<_>, Vec<_>) = self.drives.iter().partition(|d| d.root);
+        root.into_iter().chain(rest).collect()
     }
 
     /// The command line the guest gets: the user's (or the default) plus what fennec needs —
@@ -129,6 +252,12 @@ impl VmConfig {
         if !has("reboot=") {
             extra.push("reboot=k".to_string());
         }
+        if let Some(root) = self.drives.iter().find(|d| d.root) {
+            if !has("root=") {
+                extra.push("root=/dev/vda".to_string());
+                extra.push(if root.read_only { "ro" } else { "rw" }.to_string());
+            }
+        }
         (base, extra)
     }
 }
@@ -145,7 +274,127 @@ mod tests {
                 boot_args: boot_args.map(str::to_string),
             },
             machine_config: MachineConfig::default(),
+            drives: Vec::new(),
         }
+    }
+
+    fn drive(id: &str, root: bool) -> BlockConfig {
+        BlockConfig {
+            id: id.into(),
+            path: format!("/img/{id}").into(),
+            root,
+            read_only: false,
+        }
+    }
+
+    #[test]
+    fn test_disk_arg_all_options() {
+        let d = BlockConfig::from_cli("path=/a.img,id=data,ro,root", "disk0").unwrap();
+        assert_eq!(
+            d,
+            BlockConfig {
+                id: "data".into(),
+                path: "/a.img".into(),
+                root: true,
+                read_only: true,
+            }
+        );
+    }
+
+    #[test]
+    fn test_disk_arg_default_id() {
+        let d = BlockConfig::from_cli("path=/a.img", "disk3").unwrap();
+        assert_eq!(d.id, "disk3");
+        assert!(!d.read_only && !d.root);
+    }
+
+    #[test]
+    fn test_disk_arg_without_path_rejected() {
+        let e = BlockConfig::from_cli("id=x,ro", "disk0").unwrap_err();
+        assert!(e.to_string().contains("no path"), "{e}");
+    }
+
+    #[test]
+    fn test_disk_arg_unknown_option_rejected() {
+        let e = BlockConfig::from_cli("path=/a,cache=none", "disk0").unwrap_err();
+        assert!(
+            e.to_string().contains("unknown option \"cache=none\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn test_drive_bad_id_rejected() {
+        let mut c = config(None);
+        c.drives.push(drive("has space", false));
+        assert_eq!(c.validate(), Err(ConfigError::DriveId("has space".into())));
+    }
+
+    #[test]
+    fn test_drives_duplicate_id_rejected() {
+        let mut c = config(None);
+        c.drives = vec![drive("a", false), drive("a", false)];
+        assert_eq!(c.validate(), Err(ConfigError::DuplicateDrive("a".into())));
+    }
+
+    #[test]
+    fn test_drives_two_roots_rejected() {
+        let mut c = config(None);
+        c.drives = vec![drive("a", true), drive("b", true)];
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::TwoRootDrives("a".into(), "b".into()))
+        );
+    }
+
+    #[test]
+    fn test_drives_too_many_rejected() {
+        let mut c = config(None);
+        c.drives = (0..20).map(|i| drive(&format!("d{i}"), false)).collect();
+        assert_eq!(c.validate(), Err(ConfigError::TooManyDevices(20)));
+    }
+
+    #[test]
+    fn test_drives_root_first_in_guest_order() {
+        let mut c = config(None);
+        c.drives = vec![drive("a", false), drive("r", true), drive("b", false)];
+        let ids: Vec<_> = c
+            .drives_in_guest_order()
+            .iter()
+            .map(|d| d.id.as_str())
+            .collect();
+        assert_eq!(ids, ["r", "a", "b"]);
+    }
+
+    #[test]
+    fn test_kernel_cmdline_root_drive_adds_root_and_mode() {
+        let mut c = config(Some("console=ttyS0 reboot=k"));
+        c.drives = vec![BlockConfig {
+            read_only: true,
+            ..drive("r", true)
+        }];
+        let (_, extra) = c.kernel_cmdline();
+        assert_eq!(extra, ["root=/dev/vda", "ro"]);
+    }
+
+    #[test]
+    fn test_kernel_cmdline_user_root_respected() {
+        let mut c = config(Some("root=/dev/vdb"));
+        c.drives = vec![drive("r", true)];
+        let (_, extra) = c.kernel_cmdline();
+        assert!(!extra.iter().any(|e| e.starts_with("root=")));
+    }
+
+    #[test]
+    fn test_vm_config_firecracker_drives_parse() {
+        let json = r#"{
+            "boot-source": {"kernel_image_path": "/vmlinux"},
+            "drives": [{"drive_id": "rootfs", "path_on_host": "/r.ext4",
+                        "is_root_device": true, "is_read_only": false}]
+        }"#;
+        let cfg: VmConfig = serde_json::from_str(json).unwrap();
+        assert_eq!(cfg.drives[0].id, "rootfs");
+        assert!(cfg.drives[0].root);
     }
 
     #[test]

@@ -1,9 +1,15 @@
-//! Wires devices to the buses and to KVM interrupts: the serial console at 0x3f8 on IRQ 4 and the
-//! i8042 at 0x60/0x64. Ports and IRQs come from [`fennec_boot::layout`].
+//! Wires devices to the buses and to KVM interrupts: the serial console at 0x3f8 on IRQ 4, the
+//! i8042 at 0x60/0x64, and virtio-mmio devices in 4 KiB slots from 0xd000_0000 with IRQs from 5.
+//! Each virtio queue's notifications go to an ioeventfd and each device's interrupt to an irqfd,
+//! so a request never passes through a vCPU thread. Addresses and IRQs come from
+//! [`fennec_boot::layout`].
 
 use std::sync::{Arc, Mutex};
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use event_manager::MutEventSubscriber;
+use vm_memory::GuestMemoryMmap;
 
 use fennec_boot::layout;
 use fennec_devices::bus::{Bus, BusError};
@@ -11,8 +17,12 @@ use fennec_devices::legacy::i8042::I8042;
 use fennec_devices::legacy::serial::{
     ConsoleIn, ConsoleOut, SerialDevice, SerialInput, SerialMetrics,
 };
+use fennec_devices::virtio::block::{Block, BlockMetrics, BlockSpec, DiskError, DiskFile};
+use fennec_devices::virtio::mmio::{self, MmioTransport};
+use fennec_devices::virtio::{Interrupt, VirtioDevice};
 use fennec_devices::EventFdTrigger;
 
+use crate::config::BlockConfig;
 use crate::vstate::vm::{KvmVm, VmError};
 
 /// Errors setting up devices.
@@ -24,9 +34,38 @@ pub enum DeviceError {
     /// Two devices claim the same range.
     #[error("Failed to place a device on the bus")]
     Bus(#[source] BusError),
-    /// Connecting an interrupt failed.
-    #[error("Failed to connect a device interrupt")]
-    Irq(#[source] VmError),
+    /// Connecting an interrupt or a queue notification failed.
+    #[error("Failed to connect a device to KVM")]
+    Kvm(#[source] VmError),
+    /// A drive's image could not be used.
+    #[error("Drive {id:?}")]
+    Disk {
+        /// The drive.
+        id: String,
+        /// Why.
+        #[source]
+        source: DiskError,
+    },
+}
+
+/// An event-loop subscriber, shared with the bus.
+pub type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
+
+/// A drive as the guest sees it.
+#[derive(Clone, Debug)]
+pub struct DriveInfo {
+    /// Its ID.
+    pub id: String,
+    /// The guest's name for it (`vda`, `vdb`, ...), if the guest probes in command-line order.
+    pub guest_name: String,
+    /// MMIO base of its transport.
+    pub mmio_base: u64,
+    /// Its IRQ.
+    pub irq: u32,
+    /// Capacity in 512-byte sectors.
+    pub sectors: u64,
+    /// Its counters.
+    pub metrics: Arc<BlockMetrics>,
 }
 
 /// The guest's console: where its serial output goes and where its input comes from.
@@ -49,6 +88,12 @@ pub struct DeviceManager {
     pub serial_input: Option<SerialInput>,
     /// Serial counters.
     pub serial_metrics: Arc<SerialMetrics>,
+    /// Devices the event loop serves.
+    pub subscribers: Vec<Subscriber>,
+    /// The virtio-blk drives, in slot order.
+    pub drives: Vec<DriveInfo>,
+    /// Virtio slots in use.
+    virtio_slots: usize,
 }
 
 fn eventfd(what: &'static str) -> Result<EventFd, DeviceError> {
@@ -56,13 +101,19 @@ fn eventfd(what: &'static str) -> Result<EventFd, DeviceError> {
 }
 
 impl DeviceManager {
-    /// Creates the legacy devices of `vm` around `console`.
-    pub fn new(vm: &KvmVm, console: Console) -> Result<Self, DeviceError> {
+    /// Creates the legacy devices of `vm` around `console`, and a virtio-blk device for each of
+    /// `drives` in that order (virtio slot `i` for drive `i`).
+    pub fn new(
+        vm: &KvmVm,
+        mem: &GuestMemoryMmap,
+        console: Console,
+        drives: &[&BlockConfig],
+    ) -> Result<Self, DeviceError> {
         let mut pio = Bus::new();
 
         let serial_irq = eventfd("the serial interrupt")?;
         vm.register_irqfd(&serial_irq, layout::SERIAL_IRQ)
-            .map_err(DeviceError::Irq)?;
+            .map_err(DeviceError::Kvm)?;
         let serial_metrics = Arc::new(SerialMetrics::default());
         let (serial, buffer_ready) = SerialDevice::new(
             EventFdTrigger::new(serial_irq),
@@ -89,12 +140,100 @@ impl DeviceManager {
         pio.insert(i8042, layout::I8042_PORT, layout::I8042_PORT_SIZE)
             .map_err(DeviceError::Bus)?;
 
-        Ok(DeviceManager {
+        let mut manager = DeviceManager {
             pio,
             mmio: Bus::new(),
             reset_evt,
             serial_input,
             serial_metrics,
+            subscribers: Vec::new(),
+            drives: Vec::new(),
+            virtio_slots: 0,
+        };
+        for drive in drives {
+            manager.add_drive(vm, mem, drive)?;
+        }
+        Ok(manager)
+    }
+
+    /// Opens `cfg`'s image and puts a virtio-blk device for it in the next virtio slot.
+    fn add_drive(
+        &mut self,
+        vm: &KvmVm,
+        mem: &GuestMemoryMmap,
+        cfg: &BlockConfig,
+    ) -> Result<(), DeviceError> {
+        let disk =
+            DiskFile::open(&cfg.path, cfg.read_only).map_err(|source| DeviceError::Disk {
+                id: cfg.id.clone(),
+                source,
+            })?;
+        let size = disk.size();
+        if size % 512 != 0 {
+            log::warn!(
+                "Drive {:?}: {} is {size} bytes, not a whole number of 512-byte sectors; \
+                 the guest sees only the whole sectors",
+                cfg.id,
+                cfg.path.display()
+            );
+        }
+        let discard = disk.supports_discard();
+        let block = Block::new(BlockSpec {
+            disk: Box::new(disk),
+            size,
+            read_only: cfg.read_only,
+            id: cfg.id.clone(),
+            discard,
         })
+        .map_err(|e| DeviceError::EventFd("a block device", e))?;
+        let sectors = block.capacity();
+        let metrics = block.metrics();
+        let block = Arc::new(Mutex::new(block));
+        let (mmio_base, irq) = self.add_virtio(vm, mem, block.clone())?;
+        self.subscribers.push(block);
+        let guest_name = format!("vd{}", (b'a' + self.drives.len() as u8) as char);
+        log::info!(
+            "Drive {:?}: {} ({sectors} sectors{}) at {mmio_base:#x} IRQ {irq}, /dev/{guest_name}",
+            cfg.id,
+            cfg.path.display(),
+            if cfg.read_only { ", read-only" } else { "" }
+        );
+        self.drives.push(DriveInfo {
+            id: cfg.id.clone(),
+            guest_name,
+            mmio_base,
+            irq,
+            sectors,
+            metrics,
+        });
+        Ok(())
+    }
+
+    /// Puts `device` behind a virtio-mmio transport in the next free slot: binds its queue
+    /// eventfds to QueueNotify writes and its interrupt to an irqfd. Returns the slot.
+    fn add_virtio(
+        &mut self,
+        vm: &KvmVm,
+        mem: &GuestMemoryMmap,
+        device: Arc<Mutex<dyn VirtioDevice>>,
+    ) -> Result<(u64, u32), DeviceError> {
+        // Config validation caps the device count at layout::MAX_VIRTIO_DEVICES.
+        let (base, irq) = layout::virtio_slot(self.virtio_slots);
+        {
+            let dev = fennec_devices::lock(&device);
+            for (queue, evt) in dev.queue_events().iter().enumerate() {
+                vm.register_ioevent(evt, base + mmio::reg::QUEUE_NOTIFY, queue as u32)
+                    .map_err(DeviceError::Kvm)?;
+            }
+        }
+        let irq_evt = eventfd("a virtio interrupt")?;
+        vm.register_irqfd(&irq_evt, irq).map_err(DeviceError::Kvm)?;
+        let interrupt = Arc::new(Interrupt::new(EventFdTrigger::new(irq_evt)));
+        let transport = MmioTransport::new(device, mem.clone(), interrupt);
+        self.mmio
+            .insert(Arc::new(Mutex::new(transport)), base, mmio::MMIO_LEN)
+            .map_err(DeviceError::Bus)?;
+        self.virtio_slots += 1;
+        Ok((base, irq))
     }
 }

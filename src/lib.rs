@@ -33,5 +33,6 @@ pub mod terminal;
 pub mod vmm;
 pub mod vstate;
 
-pub use device_manager::Console;
+pub use device_manager::{Console, DriveInfo};
+pub use fennec_devices::virtio::block::BlockMetrics;
 pub use vmm::{Error, ExitReason, Stopper, Vm, VmHandle};

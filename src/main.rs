@@ -9,7 +9,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use fennec::config::{BootSourceConfig, MachineConfig, VmConfig, MAX_MEM_MIB, MIN_MEM_MIB};
+use fennec::config::{
+    BlockConfig, BootSourceConfig, MachineConfig, VmConfig, MAX_MEM_MIB, MIN_MEM_MIB,
+};
 use fennec::terminal::RawTerminal;
 use fennec::{Console, ExitReason, Vm};
 
@@ -64,6 +66,16 @@ struct RunArgs {
     /// Guest memory, in MiB, or with a suffix: 512M, 2G.
     #[arg(long, value_name = "MIB", default_value = "128", value_parser = parse_mib)]
     memory: usize,
+
+    /// A virtio-blk drive backed by a raw image file or block device; repeat for more drives.
+    /// `id=` names it (default disk0, disk1, ...; the guest reads it as the disk's serial),
+    /// `ro` makes it read-only, `root` makes it the root filesystem: it becomes /dev/vda and
+    /// fennec adds root=/dev/vda and rw (or ro) to the command line. Other drives follow as
+    /// /dev/vdb, /dev/vdc, ... in the order given. A writable image is locked while fennec
+    /// runs, so no second VM can open it.
+    #[arg(long, value_name = "path=PATH[,id=ID][,ro][,root]",
+          value_parser = |s: &str| BlockConfig::from_cli(s, ""))]
+    disk: Vec<BlockConfig>,
 }
 
 /// Parses a memory size in MiB: `512`, `512M`, `512MiB`, `2G`, `2GiB`.
@@ -103,6 +115,19 @@ impl RunArgs {
                 vcpu_count: self.vcpus,
                 mem_size_mib: self.memory,
             },
+            drives: self
+                .disk
+                .iter()
+                .enumerate()
+                .map(|(i, d)| BlockConfig {
+                    id: if d.id.is_empty() {
+                        format!("disk{i}")
+                    } else {
+                        d.id.clone()
+                    },
+                    ..d.clone()
+                })
+                .collect(),
         }
     }
 }

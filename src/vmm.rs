@@ -27,7 +27,7 @@ use fennec_boot::x86_64::regs::{self, EntryMode};
 use fennec_devices::legacy::serial::SerialMetrics;
 
 use crate::config::{ConfigError, VmConfig};
-use crate::device_manager::{Console, DeviceError, DeviceManager};
+use crate::device_manager::{Console, DeviceError, DeviceManager, DriveInfo, Subscriber};
 use crate::vstate::kvm::{KvmContext, KvmError};
 use crate::vstate::memory::{self, MemoryError};
 use crate::vstate::vcpu::{self, ExitSignal, ProbedState, RunContext, Vcpu, VcpuError, VcpuShared};
@@ -195,7 +195,13 @@ impl Vm {
             .as_mut()
             .map(|f| loader::load_initrd(&mem, f, kernel.end, initrd_max))
             .transpose()?;
-        let (base, extra) = config.kernel_cmdline();
+        let drives = config.drives_in_guest_order();
+        let (base, mut extra) = config.kernel_cmdline();
+        // Virtio slot i holds drive i; the guest learns of each device from the command line.
+        for i in 0..drives.len() {
+            let (addr, irq) = layout::virtio_slot(i);
+            extra.push(format!("virtio_mmio.device=4K@{addr:#x}:{irq}"));
+        }
         let cmdline = loader::build_cmdline(&base, &extra)?;
         let cmdline_size = loader::write_cmdline(&mem, &cmdline)?;
         let info = BootInfo {
@@ -222,7 +228,7 @@ impl Vm {
                 Ok(vcpu)
             })
             .collect::<Result<Vec<_>, Error>>()?;
-        let devices = DeviceManager::new(&kvm_vm, console)?;
+        let devices = DeviceManager::new(&kvm_vm, &mem, console, &drives)?;
         Ok(Vm {
             mem,
             kvm_vm,
@@ -285,12 +291,16 @@ impl Vm {
         };
         let serial_input = devices.serial_input;
         let serial_metrics = devices.serial_metrics;
+        let subscribers = devices.subscribers;
+        let drives = devices.drives;
+        let drives_at_exit = drives.clone();
         let vcpu_stop = stop.clone();
         let spawned = std::thread::Builder::new()
             .name("fennec-vmm".into())
             .spawn(move || {
-                let reason = run_controller(controller, serial_input, &threads);
+                let reason = run_controller(controller, serial_input, subscribers, &threads);
                 stop_vcpus(&vcpu_stop, threads);
+                log_drive_metrics(&drives_at_exit);
                 // Guest memory and the VM outlive every vCPU thread.
                 drop(kvm_vm);
                 drop(mem);
@@ -301,9 +311,23 @@ impl Vm {
                 thread,
                 stopper: Stopper(stop_evt),
                 serial_metrics,
+                drives,
             }),
             Err(e) => Err(start_err("controller thread", e)),
         }
+    }
+}
+
+fn log_drive_metrics(drives: &[DriveInfo]) {
+    for d in drives {
+        let m: Vec<String> = d
+            .metrics
+            .values()
+            .into_iter()
+            .filter(|(_, v)| *v != 0)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        log::info!("Drive {:?}: {}", d.id, m.join(" "));
     }
 }
 
@@ -394,12 +418,11 @@ impl MutEventSubscriber for Controller {
     }
 }
 
-type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
-
 /// Runs the event loop until the guest ends; returns why it ended.
 fn run_controller(
     controller: Controller,
     serial_input: Option<fennec_devices::legacy::serial::SerialInput>,
+    subscribers: Vec<Subscriber>,
     vcpus: &[(JoinHandle<()>, Arc<VcpuShared>)],
 ) -> ExitReason {
     let mut manager = match EventManager::<Subscriber>::new() {
@@ -415,6 +438,9 @@ fn run_controller(
     manager.add_subscriber(controller.clone());
     if let Some(input) = serial_input {
         manager.add_subscriber(Arc::new(Mutex::new(input)));
+    }
+    for subscriber in subscribers {
+        manager.add_subscriber(subscriber);
     }
     let signum = vmm_sys_util::signal::SIGRTMIN() + vcpu::KICK_SIGNAL_OFFSET;
     let mut stuck_probes = 0;
@@ -468,6 +494,7 @@ pub struct VmHandle {
     thread: JoinHandle<ExitReason>,
     stopper: Stopper,
     serial_metrics: Arc<SerialMetrics>,
+    drives: Vec<DriveInfo>,
 }
 
 impl VmHandle {
@@ -486,6 +513,12 @@ impl VmHandle {
     /// Serial console counters; they stay readable after the guest ends.
     pub fn serial_metrics(&self) -> Arc<SerialMetrics> {
         self.serial_metrics.clone()
+    }
+
+    /// The VM's drives in slot order (the guest's `/dev/vda`, `/dev/vdb`, ...), with their
+    /// counters; they stay readable after the guest ends.
+    pub fn drives(&self) -> &[DriveInfo] {
+        &self.drives
     }
 
     /// Waits for the guest to end; every VM thread has exited when this returns.

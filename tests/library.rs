@@ -8,7 +8,9 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fennec::config::{BootSourceConfig, MachineConfig, VmConfig};
+use std::sync::atomic::Ordering;
+
+use fennec::config::{BlockConfig, BootSourceConfig, MachineConfig, VmConfig};
 use fennec::{Console, ExitReason, Vm};
 
 use common::*;
@@ -56,7 +58,41 @@ fn config(kernel: &str, boot_args: &str) -> VmConfig {
             vcpu_count: 2,
             mem_size_mib: 64,
         },
+        drives: Vec::new(),
     }
+}
+
+#[test]
+fn test_library_drive_metrics_count_guest_io() {
+    require_kvm();
+    let (_dir, img) = temp_file("lib.img", &pattern(64 * 512, 5));
+    let mut cfg = config("pvh.elf", "console=ttyS0 tiny.mode=blk");
+    cfg.drives.push(BlockConfig {
+        id: "lib-disk".into(),
+        path: img,
+        root: false,
+        read_only: false,
+    });
+    let sink = Sink::default();
+    let console = Console {
+        output: Box::new(sink.clone()),
+        input: None,
+    };
+    let handle = Vm::new(&cfg, console).unwrap().start().unwrap();
+    let drive = handle.drives()[0].clone();
+    assert_eq!(
+        (drive.id.as_str(), drive.guest_name.as_str()),
+        ("lib-disk", "vda")
+    );
+    assert_eq!(drive.sectors, 64);
+    assert_eq!(handle.wait().unwrap(), ExitReason::Reset, "{}", sink.text());
+    assert!(sink.text().contains("TINY blk done"), "{}", sink.text());
+    let m = &drive.metrics;
+    assert_eq!(m.write_count.load(Ordering::Relaxed), 1);
+    assert_eq!(m.write_bytes.load(Ordering::Relaxed), 512);
+    assert_eq!(m.get_id_count.load(Ordering::Relaxed), 1);
+    assert!(m.read_count.load(Ordering::Relaxed) >= 13);
+    assert_eq!(m.io_errors.load(Ordering::Relaxed), 0);
 }
 
 #[test]

@@ -90,6 +90,18 @@ pub const I8042_PORT_SIZE: u64 = 5;
 
 /// Number of pins on the IOAPIC, and so of legacy GSIs.
 pub const IOAPIC_PINS: u32 = 24;
+/// IRQ of the first virtio-mmio device; device `i` gets `VIRTIO_IRQ_BASE + i`.
+pub const VIRTIO_IRQ_BASE: u32 = 5;
+/// How many virtio-mmio devices a VM can have: one IRQ each, up to the last IOAPIC pin.
+pub const MAX_VIRTIO_DEVICES: usize = (IOAPIC_PINS - VIRTIO_IRQ_BASE) as usize;
+
+/// The MMIO base address and IRQ of virtio-mmio device `index` (< [`MAX_VIRTIO_DEVICES`]).
+pub fn virtio_slot(index: usize) -> (u64, u32) {
+    (
+        VIRTIO_MMIO_START + index as u64 * VIRTIO_MMIO_SLOT_SIZE,
+        VIRTIO_IRQ_BASE + index as u32,
+    )
+}
 /// Highest vCPU count the boot tables can describe (8-bit APIC IDs; one ID is the IOAPIC's).
 pub const MAX_VCPUS: u8 = 254;
 

@@ -3,10 +3,14 @@
 //!
 //! - [`bus`]: [`bus::BusDevice`] and the address-range [`bus::Bus`].
 //! - [`legacy`]: the 16550 serial console and the i8042 (reset), both on vm-superio.
+//! - [`virtio`]: the virtio-mmio transport and the virtio devices (block).
 //!
 //! Devices raise interrupts through [`vm_superio::Trigger`] implementations such as
 //! [`EventFdTrigger`]; the VMM connects those eventfds to KVM irqfds. This crate never sees a
 //! KVM file descriptor.
+//!
+//! The crate has no `unsafe` code except `virtio::block::disk`, which moves data between disk
+//! images and guest memory with `preadv`/`pwritev`.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -17,6 +21,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 pub mod bus;
 pub mod legacy;
+pub mod virtio;
 
 pub use vm_superio::Trigger;
 

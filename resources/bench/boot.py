@@ -18,21 +18,11 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tinybench import build
+
 MARKER = b"TINY ready"
 CMDLINE = "tiny.mode=triple"
-
-
-def build(args):
-    out = ROOT / "target" / "tiny-kernels"
-    out.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["make", "-s", "-C", str(ROOT / "resources/tiny"), f"OUT={out}"], check=True)
-    if args.fennec is None:
-        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-        args.fennec = str(ROOT / "target/release/fennec")
-    return out / "pvh.elf"
 
 
 def run_once(argv):

@@ -6,24 +6,9 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 n="${1:-10}"
-kernel="$("$root/resources/build-guest-kernel.sh")"
-initramfs="$("$root/resources/build-guest-initramfs.sh")"
-cargo build --release --quiet --manifest-path "$root/Cargo.toml"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/guest"
-ln -s "$kernel/vmlinux" "$work/guest/vmlinux"
-ln -s "$initramfs" "$work/guest/initramfs.cpio"
-sed "s/^n=.*/n=$n/" "$root/resources/bench/linux-boot-run.sh" > "$work/run"
-chmod +x "$work/run"
-"$root/resources/build-test-host.sh" "$work/host" "$root/resources/test-host/init" "$work/guest" \
-    "fennec=$root/target/release/fennec" "qemu-system-x86_64=$(command -v qemu-system-x86_64)" \
-    "qemu-share=/usr/share/qemu" "run=$work/run" > /dev/null
-echo "booting the test host; $n boots of each VMM follow" >&2
-timeout 3600 qemu-system-x86_64 -accel tcg,thread=multi -smp 2 -m 3072 -M q35 -cpu EPYC,+svm \
-    -nodefaults -no-user-config -nographic -monitor none -serial "file:$work/console" \
-    -serial "file:$work/results" -kernel "$work/host/vmlinuz" -initrd "$work/host/initramfs.cpio" \
-    -append "console=ttyS0 quiet panic=-1 rdinit=/init" -no-reboot < /dev/null
+"$root/resources/bench/in-test-host.sh" "$root/resources/bench/linux-boot-run.sh" "$n" "$work"
 tr -d '\r' < "$work/results" | python3 -c '
 import statistics, sys
 runs = {}

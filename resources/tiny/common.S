@@ -16,6 +16,8 @@
  *   halt    cli; hlt forever (the VMM should notice it can never run again)
  *   triple  triple-fault (load an empty IDT and trap)
  *   spin    run a 500,000-iteration loop, then reset (to time how fast guest code runs)
+ *   blk     (pvh.elf) drive the virtio-mmio block devices, see virtio.c, then triple-fault
+ *   blkbench  (pvh.elf) time bulk I/O on the first block device, then triple-fault
  *   (none)  reset through the i8042
  */
 
@@ -56,6 +58,7 @@ s_m_echo:   .asciz "tiny.mode=echo"
 s_m_halt:   .asciz "tiny.mode=halt"
 s_m_triple: .asciz "tiny.mode=triple"
 s_m_spin:   .asciz "tiny.mode=spin"
+s_m_blk:    .asciz "tiny.mode=blk"
 s_nl:       .asciz "\n"
 hexdigits:  .ascii "0123456789abcdef"
 
@@ -257,6 +260,11 @@ tiny_main:
     test eax, eax
     jnz triple_fault
     mov rdi, [rip + info_cmdline]
+    lea rsi, [rip + s_m_blk]            /* also matches tiny.mode=blkbench */
+    call contains
+    test eax, eax
+    jnz virtio_mode
+    mov rdi, [rip + info_cmdline]
     lea rsi, [rip + s_m_spin]
     call contains
     test eax, eax
@@ -280,6 +288,17 @@ echo_loop:
 2:  lea rsi, [rip + s_bye]
     call puts
     jmp reset
+
+/* The C virtio driver exists only in pvh.elf; elsewhere the weak symbol is 0. */
+.weak tiny_virtio
+virtio_mode:
+    lea rax, [rip + tiny_virtio]
+    test rax, rax
+    jz reset
+    mov rdi, [rip + info_cmdline]
+    and rsp, -16
+    call rax
+    jmp triple_fault            /* ends QEMU's microvm too, which has no i8042 */
 
 halt_forever:
     cli

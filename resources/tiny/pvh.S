@@ -38,7 +38,7 @@ start_info: .long 0
 pml4:     .skip 4096
 pdpt:     .skip 4096
 pds:      .skip 4 * 4096
-stack:    .skip 4096
+stack:    .skip 16384
 stack_top:
 
 .section .text

@@ -283,6 +283,17 @@ impl Vcpu {
     }
 
     fn probe(&self, shared: &VcpuShared) {
+        if log::log_enabled!(log::Level::Trace) {
+            if let (Ok(mp), Ok(r)) = (self.fd.get_mp_state(), self.fd.get_regs()) {
+                log::trace!(
+                    "vCPU {}: mp_state {} rip {:#x} rflags {:#x}",
+                    self.index,
+                    mp.mp_state,
+                    r.rip,
+                    r.rflags
+                );
+            }
+        }
         let state = match self.fd.get_mp_state().map(|s| s.mp_state) {
             Ok(KVM_MP_STATE_HALTED) => match self.fd.get_regs() {
                 Ok(r) if r.rflags & RFLAGS_IF == 0 => ProbedState::HaltedIrqsOff,

@@ -1,7 +1,7 @@
 //! The KVM VM: memory slots, the in-kernel irqchip and PIT, irqfds.
 
 use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
-use kvm_ioctls::VmFd;
+use kvm_ioctls::{IoEventAddress, VmFd};
 use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -35,6 +35,17 @@ pub enum VmError {
     /// KVM_CREATE_PIT2 failed.
     #[error("Failed to create the in-kernel PIT")]
     Pit(#[source] kvm_ioctls::Error),
+    /// An ioeventfd could not be registered.
+    #[error("Failed to register ioeventfd at {addr:#x} for queue {queue}")]
+    RegisterIoeventfd {
+        /// MMIO address.
+        addr: u64,
+        /// Queue index (the datamatch value).
+        queue: u32,
+        /// Why.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
     /// KVM_IRQFD failed.
     #[error("Failed to register irqfd for GSI {gsi}")]
     RegisterIrqfd {
@@ -102,5 +113,17 @@ impl KvmVm {
         self.fd
             .register_irqfd(evt, gsi)
             .map_err(|source| VmError::RegisterIrqfd { gsi, source })
+    }
+
+    /// Makes 4-byte guest writes of `queue` to `addr` signal `evt` inside KVM, without a VM exit
+    /// to userspace: how virtio queue notifications reach the event loop.
+    pub fn register_ioevent(&self, evt: &EventFd, addr: u64, queue: u32) -> Result<(), VmError> {
+        self.fd
+            .register_ioevent(evt, &IoEventAddress::Mmio(addr), queue)
+            .map_err(|source| VmError::RegisterIoeventfd {
+                addr,
+                queue,
+                source,
+            })
     }
 }

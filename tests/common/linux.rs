@@ -86,6 +86,8 @@ pub struct Guest {
     pub vmlinux: PathBuf,
     pub bzimage: PathBuf,
     pub initramfs: PathBuf,
+    /// The ext4 root filesystem; tests boot copies of it.
+    pub rootfs: PathBuf,
 }
 
 fn resource_script(name: &str) -> PathBuf {
@@ -115,6 +117,7 @@ pub fn guest() -> &'static Guest {
                 vmlinux: dir.join("vmlinux"),
                 bzimage: dir.join("bzImage"),
                 initramfs: dir.join("initramfs.cpio"),
+                rootfs: dir.join("rootfs.ext4"),
             }
         }
         None => {
@@ -123,6 +126,7 @@ pub fn guest() -> &'static Guest {
                 vmlinux: kernel.join("vmlinux"),
                 bzimage: kernel.join("bzImage"),
                 initramfs: resource_script("build-guest-initramfs.sh"),
+                rootfs: resource_script("build-guest-rootfs.sh"),
             }
         }
     })
@@ -153,11 +157,25 @@ pub fn run_linux_test(name: &str, body: impl FnOnce(&Guest)) {
 macro_rules! linux_test {
     ($name:ident, $body:expr) => {
         #[test]
-        #[ignore = "Linux guests: run with --include-ignored (see tests/linux.rs)"]
         fn $name() {
             $crate::common::linux::run_linux_test(stringify!($name), $body);
         }
     };
+}
+
+/// A program the Linux tests run on their host (inside the test host: under /fennec).
+pub fn host_tool(name: &str) -> PathBuf {
+    let inside = Path::new("/fennec").join(name);
+    if std::env::var_os("FENNEC_GUEST_DIR").is_some() && inside.exists() {
+        return inside;
+    }
+    for dir in ["/usr/sbin", "/sbin", "/usr/bin", "/bin"] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{name} not found: apt-get install e2fsprogs");
 }
 
 /// What the test host reported.
@@ -199,6 +217,7 @@ fn boot_test_host() -> HostRun {
         (&g.vmlinux, "vmlinux"),
         (&g.bzimage, "bzImage"),
         (&g.initramfs, "initramfs.cpio"),
+        (&g.rootfs, "rootfs.ext4"),
     ] {
         std::os::unix::fs::symlink(src, guest_dir.join(name)).unwrap();
     }
@@ -214,6 +233,8 @@ fn boot_test_host() -> HostRun {
         .arg(entry("fennec", &fennec_bin()))
         .arg(entry("linux-tests", &exe))
         .arg(entry("tests.list", &list))
+        .arg(entry("debugfs", &host_tool("debugfs")))
+        .arg(entry("e2fsck", &host_tool("e2fsck")))
         .stdout(Stdio::null())
         .status()
         .expect("run resources/build-test-host.sh");
@@ -487,6 +508,12 @@ impl Session {
         // Let the reader threads drain.
         std::thread::sleep(Duration::from_millis(50));
         code
+    }
+
+    /// Kills fennec with SIGKILL, as a crash would end it, and reaps it.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL fennec");
+        let _ = self.child.wait();
     }
 
     /// Asserts fennec exits with `code`, with the console in the failure message.

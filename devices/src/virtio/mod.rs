@@ -1,0 +1,194 @@
+//! Virtio devices: the [`VirtioDevice`] trait every device implements, the interrupt they raise,
+//! and the virtio-mmio transport ([`mmio`]) that puts them on the MMIO bus.
+//!
+//! The transport owns what the driver configures (features, queue addresses, status); a device
+//! owns its queues once the driver sets DRIVER_OK and serves them on the event loop, woken by
+//! the queue eventfds the VMM binds to `KVM_IOEVENTFD` at the transport's QueueNotify register.
+//! A device signals used buffers through [`Interrupt`], whose trigger the VMM binds to a
+//! `KVM_IRQFD`; neither path goes through a vCPU thread.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::{EventFdTrigger, Trigger};
+
+pub mod block;
+pub mod mmio;
+
+pub use virtio_queue::{Queue, QueueT};
+
+/// Device status bits (virtio 1.2, 2.1).
+pub mod status {
+    /// The guest noticed the device.
+    pub const ACKNOWLEDGE: u8 = 1;
+    /// The guest has a driver for it.
+    pub const DRIVER: u8 = 2;
+    /// The driver is ready to drive the device.
+    pub const DRIVER_OK: u8 = 4;
+    /// Feature negotiation is complete.
+    pub const FEATURES_OK: u8 = 8;
+    /// The device hit an error it cannot recover from without a reset.
+    pub const DEVICE_NEEDS_RESET: u8 = 0x40;
+    /// The driver gave up on the device.
+    pub const FAILED: u8 = 0x80;
+}
+
+/// Feature bits shared by every device type.
+pub mod features {
+    /// Indirect descriptor tables.
+    pub const RING_INDIRECT_DESC: u64 = 1 << 28;
+    /// `used_event` / `avail_event` notification suppression.
+    pub const RING_EVENT_IDX: u64 = 1 << 29;
+    /// Virtio 1.x (modern) device; required by the MMIO transport version 2.
+    pub const VERSION_1: u64 = 1 << 32;
+}
+
+/// Interrupt status bits (virtio-mmio InterruptStatus).
+pub mod interrupt {
+    /// The device used a buffer in at least one queue.
+    pub const USED_BUFFER: u32 = 1;
+    /// The device configuration changed (or the device needs a reset).
+    pub const CONFIG_CHANGE: u32 = 2;
+}
+
+/// A device's interrupt line and the InterruptStatus register behind it, shared by the device
+/// (which raises it) and its transport (which lets the driver read and acknowledge it).
+#[derive(Debug)]
+pub struct Interrupt {
+    status: AtomicU32,
+    trigger: EventFdTrigger,
+}
+
+impl Interrupt {
+    /// An interrupt raised through `trigger` (an irqfd's eventfd).
+    pub fn new(trigger: EventFdTrigger) -> Self {
+        Interrupt {
+            status: AtomicU32::new(0),
+            trigger,
+        }
+    }
+
+    /// Sets `bits` in InterruptStatus and raises the interrupt.
+    pub fn signal(&self, bits: u32) {
+        self.status.fetch_or(bits, Ordering::SeqCst);
+        if let Err(e) = self.trigger.trigger() {
+            log::warn!("Failed to raise a virtio interrupt: {e}");
+        }
+    }
+
+    /// The InterruptStatus register.
+    pub fn status(&self) -> u32 {
+        self.status.load(Ordering::SeqCst)
+    }
+
+    /// Clears the bits the driver acknowledged.
+    pub fn ack(&self, bits: u32) {
+        self.status.fetch_and(!bits, Ordering::SeqCst);
+    }
+
+    fn clear(&self) {
+        self.status.store(0, Ordering::SeqCst);
+    }
+}
+
+/// What a device gets when the driver sets DRIVER_OK.
+pub struct ActiveQueues {
+    /// Guest memory the queues live in.
+    pub mem: GuestMemoryMmap,
+    /// The queues, configured by the driver and checked against `mem`.
+    pub queues: Vec<Queue>,
+    /// Features the driver accepted.
+    pub acked_features: u64,
+    /// The device's interrupt.
+    pub interrupt: Arc<Interrupt>,
+}
+
+/// Why a device could not be activated.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    /// The device is not in a state to start.
+    #[error("The device cannot start: {0}")]
+    BadState(String),
+    /// Waking the event loop failed.
+    #[error("Failed to wake the event loop")]
+    Wake(#[source] std::io::Error),
+}
+
+/// A virtio device, behind a transport.
+///
+/// The transport calls these methods with the device locked; the device serves its queues on the
+/// event loop through its own `MutEventSubscriber`.
+pub trait VirtioDevice: Send {
+    /// The virtio device ID (2 for block, 1 for network).
+    fn device_type(&self) -> u32;
+    /// Every feature the device offers, [`features::VERSION_1`] included.
+    fn features(&self) -> u64;
+    /// The largest size of each queue; its length is the number of queues.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// One eventfd per queue, written when the driver notifies that queue.
+    fn queue_events(&self) -> &[EventFd];
+    /// Reads the device configuration space; bytes past its end read as 0.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Writes the device configuration space; most devices ignore writes.
+    fn write_config(&mut self, offset: u64, data: &[u8]);
+    /// Starts serving the queues.
+    fn activate(&mut self, active: ActiveQueues) -> Result<(), ActivateError>;
+    /// Stops serving the queues and forgets them: the driver reset the device.
+    fn reset(&mut self);
+}
+
+/// Copies `src[offset..]` into `data`, zero-filling past its end: how a device reads its config.
+pub fn read_config_bytes(src: &[u8], offset: u64, data: &mut [u8]) {
+    data.fill(0);
+    let Ok(offset) = usize::try_from(offset) else {
+        return;
+    };
+    if let Some(tail) = src.get(offset..) {
+        let n = tail.len().min(data.len());
+        data[..n].copy_from_slice(&tail[..n]);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_utils {
+    use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+    /// 1 MiB of guest memory at 0 for device tests.
+    pub fn memory() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vmm_sys_util::eventfd::EFD_NONBLOCK;
+
+    #[test]
+    fn test_read_config_bytes_past_end_reads_zero() {
+        let mut data = [0xff; 4];
+        read_config_bytes(&[1, 2, 3], 1, &mut data);
+        assert_eq!(data, [2, 3, 0, 0]);
+    }
+
+    #[test]
+    fn test_read_config_bytes_huge_offset_reads_zero() {
+        let mut data = [0xff; 2];
+        read_config_bytes(&[1, 2, 3], u64::MAX, &mut data);
+        assert_eq!(data, [0, 0]);
+    }
+
+    #[test]
+    fn test_interrupt_signal_sets_status_and_fires_once() {
+        let evt = EventFd::new(EFD_NONBLOCK).unwrap();
+        let irq = Interrupt::new(EventFdTrigger::new(evt.try_clone().unwrap()));
+        irq.signal(interrupt::USED_BUFFER);
+        assert_eq!(irq.status(), interrupt::USED_BUFFER);
+        assert_eq!(evt.read().unwrap(), 1);
+        irq.ack(interrupt::USED_BUFFER);
+        assert_eq!(irq.status(), 0);
+    }
+}

@@ -1,0 +1,16 @@
+"""Shared by the tiny-kernel benchmarks (boot.py, block.py): building what they run."""
+
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def build(args):
+    out = ROOT / "target" / "tiny-kernels"
+    out.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["make", "-s", "-C", str(ROOT / "resources/tiny"), f"OUT={out}"], check=True)
+    if args.fennec is None:
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+        args.fennec = str(ROOT / "target/release/fennec")
+    return out / "pvh.elf"
