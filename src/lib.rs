@@ -8,7 +8,7 @@
 //! guest's [`ExitReason`].
 //!
 //! ```no_run
-//! use fennec::config::{BootSourceConfig, MachineConfig, VmConfig};
+//! use fennec::config::{BlockConfig, BootSourceConfig, MachineConfig, VmConfig};
 //! use fennec::{Console, Vm};
 //!
 //! let config = VmConfig {
@@ -18,6 +18,12 @@
 //!         boot_args: Some("console=ttyS0 panic=1".into()),
 //!     },
 //!     machine_config: MachineConfig { vcpu_count: 2, mem_size_mib: 256 },
+//!     drives: vec![BlockConfig {
+//!         id: "rootfs".into(),
+//!         path: "rootfs.ext4".into(),
+//!         root: true,
+//!         read_only: false,
+//!     }],
 //! };
 //! let console = Console { output: Box::new(std::io::stdout()), input: None };
 //! let reason = Vm::new(&config, console)?.start()?.wait()?;
