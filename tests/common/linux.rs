@@ -23,7 +23,7 @@ use super::{require_kvm, tiny, wait_with_timeout};
 
 /// A guest's own timeout for markers: Linux under nested KVM inside the TCG test host boots in
 /// seconds, but give it room.
-pub const GUEST_TIMEOUT: Duration = Duration::from_secs(120);
+pub const GUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// The whole test host run.
 const TEST_HOST_TIMEOUT: Duration = Duration::from_secs(1800);
 /// A native guest runs the probe loop in about a millisecond; emulated, in about a second.
@@ -132,10 +132,35 @@ pub fn guest() -> &'static Guest {
     })
 }
 
+/// Panic messages of a guest whose console went silent (see [`run_linux_test`]).
+const STALL_MARKS: [&str; 2] = ["from the guest within", "fennec did not exit within"];
+
 /// Runs the Linux test `name`: here, or by looking up its result from the test host.
-pub fn run_linux_test(name: &str, body: impl FnOnce(&Guest)) {
+///
+/// A test whose guest console goes silent (a marker that never comes) runs once more, and says
+/// so on stderr: inside the nested test host, about one boot in 30 has stopped mid-output, and
+/// QEMU's microvm has stalled the same way there (README, "Known problems"). Any other failure,
+/// and a second stall, fails the test.
+pub fn run_linux_test(name: &str, body: impl Fn(&Guest)) {
     match mode() {
-        Mode::Direct => body(guest()),
+        Mode::Direct => {
+            let g = guest();
+            let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(g)));
+            if let Err(panic) = first {
+                let msg = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                if !STALL_MARKS.iter().any(|m| msg.contains(m)) {
+                    std::panic::resume_unwind(panic);
+                }
+                eprintln!(
+                    "FENNEC-RETRY {name}: the guest console went silent; running it once more"
+                );
+                body(g);
+            }
+        }
         Mode::TestHost => {
             let host = test_host();
             match host.results.get(name) {
