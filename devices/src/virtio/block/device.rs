@@ -9,7 +9,7 @@ use vm_memory::{Bytes, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::request::{
-    self, DiskBackend, DriveInfo, Malformed, Outcome, RequestKind, ID_BYTES, MAX_DISCARD_SECTORS,
+    self, DiskBackend, DriveView, Malformed, Outcome, RequestKind, ID_BYTES, MAX_DISCARD_SECTORS,
     MAX_DISCARD_SEGMENTS,
 };
 use super::BlockMetrics;
@@ -61,7 +61,7 @@ pub struct BlockSpec {
 /// A virtio-blk device.
 pub struct Block {
     pub(super) disk: Box<dyn DiskBackend + Send>,
-    pub(super) drive: DriveInfo,
+    pub(super) drive: DriveView,
     features: u64,
     config: [u8; CONFIG_LEN],
     queue_events: Vec<EventFd>,
@@ -92,7 +92,7 @@ impl Block {
         id[..n].copy_from_slice(&spec.id.as_bytes()[..n]);
         Ok(Block {
             disk: spec.disk,
-            drive: DriveInfo {
+            drive: DriveView {
                 capacity,
                 read_only: spec.read_only,
                 id,
@@ -193,7 +193,7 @@ fn serve(
     chain: virtio_queue::DescriptorChain<&GuestMemoryMmap>,
     mem: &GuestMemoryMmap,
     disk: &mut dyn DiskBackend,
-    drive: &DriveInfo,
+    drive: &DriveView,
     metrics: &BlockMetrics,
 ) -> u32 {
     let request = match request::parse(chain, drive.capacity) {

@@ -333,7 +333,7 @@ pub trait DiskBackend {
 
 /// What a drive is, as far as requests are concerned.
 #[derive(Clone, Debug)]
-pub struct DriveInfo {
+pub struct DriveView {
     /// Size in sectors.
     pub capacity: u64,
     /// Whether writes are refused.
@@ -397,7 +397,7 @@ impl Request {
         &self,
         mem: &GuestMemoryMmap,
         disk: &mut dyn DiskBackend,
-        drive: &DriveInfo,
+        drive: &DriveView,
     ) -> Outcome {
         let writes = matches!(
             self.kind,
@@ -793,10 +793,10 @@ pub(crate) mod tests {
         assert_eq!(out.status(), status::UNSUPP);
     }
 
-    fn drive(read_only: bool) -> DriveInfo {
+    fn drive(read_only: bool) -> DriveView {
         let mut id = [0u8; ID_BYTES];
         id[..6].copy_from_slice(b"disk-a");
-        DriveInfo {
+        DriveView {
             capacity: CAPACITY,
             read_only,
             id,
