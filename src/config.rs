@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use fennec_boot::layout;
+use fennec_devices::virtio::net::{tap, MacAddr};
 
 /// Kernel command line used when the user gives none.
 pub const DEFAULT_BOOT_ARGS: &str =
@@ -50,6 +51,42 @@ pub enum ConfigError {
     /// More virtio devices than IRQs.
     #[error("{0} devices configured, but a VM has room for at most {max}", max = layout::MAX_VIRTIO_DEVICES)]
     TooManyDevices(usize),
+    /// A network interface ID is empty, too long, or has characters other than `[A-Za-z0-9_-]`.
+    #[error("Invalid network interface ID {0:?}: use 1 to 64 of A-Z a-z 0-9 _ -")]
+    IfaceId(String),
+    /// Two network interfaces share an ID.
+    #[error("Two network interfaces have the ID {0:?}")]
+    DuplicateIface(String),
+    /// A TAP name cannot be an interface name.
+    #[error("Network interface {id:?}: {name:?} is not a valid TAP name (1 to 15 characters, no '/', ':' or spaces)")]
+    TapName {
+        /// The interface.
+        id: String,
+        /// The name.
+        name: String,
+    },
+    /// Two network interfaces use the same TAP.
+    #[error("Two network interfaces use TAP {0:?}")]
+    DuplicateTap(String),
+    /// A guest MAC is multicast or zero.
+    #[error("Network interface {id:?}: {mac} is not a unicast MAC address")]
+    Mac {
+        /// The interface.
+        id: String,
+        /// The address.
+        mac: MacAddr,
+    },
+    /// Two network interfaces have the same MAC.
+    #[error("Two network interfaces have the MAC address {0}")]
+    DuplicateMac(MacAddr),
+    /// A `--net` argument could not be parsed.
+    #[error("Invalid --net {arg:?}: {why} (expected tap=NAME[,mac=MAC][,id=ID])")]
+    NetArg {
+        /// The argument.
+        arg: String,
+        /// What is wrong.
+        why: String,
+    },
     /// A `--disk` argument could not be parsed.
     #[error("Invalid --disk {arg:?}: {why} (expected path=PATH[,id=ID][,ro][,root])")]
     DiskArg {
@@ -166,18 +203,117 @@ impl BlockConfig {
 
     /// Checks the ID and path.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let id_ok = (1..=64).contains(&self.id.len())
-            && self
-                .id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if !id_ok {
+        if !valid_id(&self.id) {
             return Err(ConfigError::DriveId(self.id.clone()));
         }
         if self.path.as_os_str().is_empty() {
             return Err(ConfigError::DrivePath(self.id.clone()));
         }
         Ok(())
+    }
+}
+
+/// Whether `id` can name a device: 1 to 64 of `[A-Za-z0-9_-]`.
+fn valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// A virtio-net interface on a TAP. Field names are Firecracker's (`iface_id`,
+/// `host_dev_name`, `guest_mac`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetConfig {
+    /// The interface's name.
+    #[serde(rename = "iface_id")]
+    pub id: String,
+    /// The TAP interface on the host; it must exist.
+    #[serde(rename = "host_dev_name")]
+    pub tap: String,
+    /// The guest's MAC address; derived from the TAP name when absent, so it is stable.
+    #[serde(
+        rename = "guest_mac",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "mac_string"
+    )]
+    pub mac: Option<MacAddr>,
+}
+
+impl NetConfig {
+    /// Parses a `--net` argument: `tap=NAME[,mac=MAC][,id=ID]`; `default_id` names the
+    /// interface when `id=` is missing.
+    pub fn from_cli(arg: &str, default_id: &str) -> Result<Self, ConfigError> {
+        let bad = |why: String| ConfigError::NetArg {
+            arg: arg.to_string(),
+            why,
+        };
+        let (mut tap, mut mac, mut id) = (None, None, None);
+        for part in arg.split(',') {
+            let (slot, value) = match part.split_once('=') {
+                Some(("tap", v)) => (&mut tap, v),
+                Some(("mac", v)) => (&mut mac, v),
+                Some(("id", v)) => (&mut id, v),
+                _ => return Err(bad(format!("unknown option {part:?}"))),
+            };
+            if slot.replace(value).is_some() {
+                return Err(bad(format!("{part:?} given twice")));
+            }
+        }
+        Ok(NetConfig {
+            id: id.unwrap_or(default_id).to_string(),
+            tap: tap
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| bad("no tap".into()))?
+                .to_string(),
+            mac: mac.map(str::parse).transpose().map_err(bad)?,
+        })
+    }
+
+    /// The guest's MAC: the configured one, or one derived from the TAP name.
+    pub fn guest_mac(&self) -> MacAddr {
+        self.mac.unwrap_or_else(|| MacAddr::stable(&self.tap))
+    }
+
+    /// Checks the ID, TAP name and MAC.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !valid_id(&self.id) {
+            return Err(ConfigError::IfaceId(self.id.clone()));
+        }
+        if !tap::valid_name(&self.tap) {
+            return Err(ConfigError::TapName {
+                id: self.id.clone(),
+                name: self.tap.clone(),
+            });
+        }
+        match self.mac {
+            Some(mac) if !mac.is_unicast() => Err(ConfigError::Mac {
+                id: self.id.clone(),
+                mac,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `MacAddr` as the `"02:fc:00:00:00:01"` strings of the JSON API.
+mod mac_string {
+    use super::MacAddr;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(mac: &Option<MacAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match mac {
+            Some(m) => s.serialize_str(&m.to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<MacAddr>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| s.parse().map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 
@@ -194,6 +330,13 @@ pub struct VmConfig {
     /// Virtio block drives, in the order given.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drives: Vec<BlockConfig>,
+    /// Virtio network interfaces, in the order given (the guest's eth0, eth1, ...).
+    #[serde(
+        rename = "network-interfaces",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub net: Vec<NetConfig>,
 }
 
 impl VmConfig {
@@ -219,8 +362,22 @@ impl VmConfig {
                 root = Some(drive);
             }
         }
-        if self.drives.len() > layout::MAX_VIRTIO_DEVICES {
-            return Err(ConfigError::TooManyDevices(self.drives.len()));
+        for (i, net) in self.net.iter().enumerate() {
+            net.validate()?;
+            let before = &self.net[..i];
+            if before.iter().any(|n| n.id == net.id) {
+                return Err(ConfigError::DuplicateIface(net.id.clone()));
+            }
+            if before.iter().any(|n| n.tap == net.tap) {
+                return Err(ConfigError::DuplicateTap(net.tap.clone()));
+            }
+            if before.iter().any(|n| n.guest_mac() == net.guest_mac()) {
+                return Err(ConfigError::DuplicateMac(net.guest_mac()));
+            }
+        }
+        let devices = self.drives.len() + self.net.len();
+        if devices > layout::MAX_VIRTIO_DEVICES {
+            return Err(ConfigError::TooManyDevices(devices));
         }
         Ok(())
     }
@@ -275,7 +432,114 @@ mod tests {
             },
             machine_config: MachineConfig::default(),
             drives: Vec::new(),
+            net: Vec::new(),
         }
+    }
+
+    fn net(id: &str, tap: &str) -> NetConfig {
+        NetConfig {
+            id: id.into(),
+            tap: tap.into(),
+            mac: None,
+        }
+    }
+
+    #[test]
+    fn test_net_arg_all_options() {
+        let n = NetConfig::from_cli("tap=tap0,mac=02:fc:00:00:00:07,id=uplink", "net0").unwrap();
+        assert_eq!(
+            n,
+            NetConfig {
+                id: "uplink".into(),
+                tap: "tap0".into(),
+                mac: Some(MacAddr([2, 0xfc, 0, 0, 0, 7])),
+            }
+        );
+    }
+
+    #[test]
+    fn test_net_arg_default_id_and_stable_mac() {
+        let n = NetConfig::from_cli("tap=tap1", "net3").unwrap();
+        assert_eq!(n.id, "net3");
+        assert_eq!(n.guest_mac(), MacAddr::stable("tap1"));
+    }
+
+    #[test]
+    fn test_net_arg_errors_name_the_problem() {
+        for (arg, why) in [
+            ("mac=02:fc:00:00:00:07", "no tap"),
+            ("tap=a,tap=b", "given twice"),
+            ("tap=a,queues=4", "unknown option"),
+            ("tap=a,mac=nonsense", "not a MAC address"),
+        ] {
+            let e = NetConfig::from_cli(arg, "net0").unwrap_err().to_string();
+            assert!(e.contains(why), "{arg}: {e}");
+        }
+    }
+
+    #[test]
+    fn test_net_multicast_mac_rejected() {
+        let mut c = config(None);
+        c.net = vec![NetConfig {
+            mac: Some(MacAddr([1, 0, 0, 0, 0, 1])),
+            ..net("n", "tap0")
+        }];
+        assert!(matches!(c.validate(), Err(ConfigError::Mac { .. })));
+    }
+
+    #[test]
+    fn test_net_duplicates_rejected() {
+        let mut c = config(None);
+        c.net = vec![net("a", "tap0"), net("a", "tap1")];
+        assert_eq!(c.validate(), Err(ConfigError::DuplicateIface("a".into())));
+        c.net = vec![net("a", "tap0"), net("b", "tap0")];
+        assert_eq!(c.validate(), Err(ConfigError::DuplicateTap("tap0".into())));
+        let mac = MacAddr([2, 0, 0, 0, 0, 1]);
+        c.net = vec![
+            NetConfig {
+                mac: Some(mac),
+                ..net("a", "tap0")
+            },
+            NetConfig {
+                mac: Some(mac),
+                ..net("b", "tap1")
+            },
+        ];
+        assert_eq!(c.validate(), Err(ConfigError::DuplicateMac(mac)));
+    }
+
+    #[test]
+    fn test_net_bad_tap_name_rejected() {
+        let mut c = config(None);
+        c.net = vec![net("a", "a-name-far-too-long")];
+        assert!(matches!(c.validate(), Err(ConfigError::TapName { .. })));
+    }
+
+    #[test]
+    fn test_devices_drives_and_nets_share_the_limit() {
+        let mut c = config(None);
+        c.drives = (0..10).map(|i| drive(&format!("d{i}"), false)).collect();
+        c.net = (0..10)
+            .map(|i| net(&format!("n{i}"), &format!("tap{i}")))
+            .collect();
+        assert_eq!(c.validate(), Err(ConfigError::TooManyDevices(20)));
+    }
+
+    #[test]
+    fn test_vm_config_firecracker_network_interfaces_parse() {
+        let json = r#"{
+            "boot-source": {"kernel_image_path": "/vmlinux"},
+            "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "tap0",
+                                    "guest_mac": "06:00:AC:10:00:02"}]
+        }"#;
+        let cfg: VmConfig = serde_json::from_str(json).unwrap();
+        assert_eq!(cfg.net[0].tap, "tap0");
+        assert_eq!(cfg.net[0].mac, Some(MacAddr([6, 0, 0xac, 0x10, 0, 2])));
+        let back = serde_json::to_value(&cfg).unwrap();
+        assert_eq!(
+            back["network-interfaces"][0]["guest_mac"],
+            "06:00:ac:10:00:02"
+        );
     }
 
     fn drive(id: &str, root: bool) -> BlockConfig {

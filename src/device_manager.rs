@@ -19,10 +19,11 @@ use fennec_devices::legacy::serial::{
 };
 use fennec_devices::virtio::block::{Block, BlockMetrics, BlockSpec, DiskError, DiskFile};
 use fennec_devices::virtio::mmio::{self, MmioTransport};
+use fennec_devices::virtio::net::{MacAddr, Net, NetMetrics, NetSpec, Tap, TapError};
 use fennec_devices::virtio::{Interrupt, VirtioDevice};
 use fennec_devices::EventFdTrigger;
 
-use crate::config::BlockConfig;
+use crate::config::{BlockConfig, NetConfig};
 use crate::vstate::vm::{KvmVm, VmError};
 
 /// Errors setting up devices.
@@ -46,6 +47,15 @@ pub enum DeviceError {
         #[source]
         source: DiskError,
     },
+    /// A network interface's TAP could not be used.
+    #[error("Network interface {id:?}")]
+    Tap {
+        /// The interface.
+        id: String,
+        /// Why.
+        #[source]
+        source: TapError,
+    },
 }
 
 /// An event-loop subscriber, shared with the bus.
@@ -66,6 +76,23 @@ pub struct DriveInfo {
     pub sectors: u64,
     /// Its counters.
     pub metrics: Arc<BlockMetrics>,
+}
+
+/// A network interface as the guest sees it.
+#[derive(Clone, Debug)]
+pub struct NetInfo {
+    /// Its ID.
+    pub id: String,
+    /// The TAP on the host.
+    pub tap: String,
+    /// The guest's MAC address.
+    pub mac: MacAddr,
+    /// MMIO base of its transport.
+    pub mmio_base: u64,
+    /// Its IRQ.
+    pub irq: u32,
+    /// Its counters.
+    pub metrics: Arc<NetMetrics>,
 }
 
 /// The guest's console: where its serial output goes and where its input comes from.
@@ -92,6 +119,8 @@ pub struct DeviceManager {
     pub subscribers: Vec<Subscriber>,
     /// The virtio-blk drives, in slot order.
     pub drives: Vec<DriveInfo>,
+    /// The virtio-net interfaces, in slot order.
+    pub nets: Vec<NetInfo>,
     /// Virtio slots in use.
     virtio_slots: usize,
 }
@@ -101,13 +130,15 @@ fn eventfd(what: &'static str) -> Result<EventFd, DeviceError> {
 }
 
 impl DeviceManager {
-    /// Creates the legacy devices of `vm` around `console`, and a virtio-blk device for each of
-    /// `drives` in that order (virtio slot `i` for drive `i`).
+    /// Creates the legacy devices of `vm` around `console`, then a virtio-blk device for each of
+    /// `drives` and a virtio-net device for each of `nets`, in that order, in consecutive virtio
+    /// slots from slot 0.
     pub fn new(
         vm: &KvmVm,
         mem: &GuestMemoryMmap,
         console: Console,
         drives: &[&BlockConfig],
+        nets: &[NetConfig],
     ) -> Result<Self, DeviceError> {
         let mut pio = Bus::new();
 
@@ -148,12 +179,54 @@ impl DeviceManager {
             serial_metrics,
             subscribers: Vec::new(),
             drives: Vec::new(),
+            nets: Vec::new(),
             virtio_slots: 0,
         };
         for drive in drives {
             manager.add_drive(vm, mem, drive)?;
         }
+        for net in nets {
+            manager.add_net(vm, mem, net)?;
+        }
         Ok(manager)
+    }
+
+    /// Attaches to `cfg`'s TAP and puts a virtio-net device for it in the next virtio slot.
+    fn add_net(
+        &mut self,
+        vm: &KvmVm,
+        mem: &GuestMemoryMmap,
+        cfg: &NetConfig,
+    ) -> Result<(), DeviceError> {
+        let tap = Tap::open(&cfg.tap).map_err(|source| DeviceError::Tap {
+            id: cfg.id.clone(),
+            source,
+        })?;
+        let mac = cfg.guest_mac();
+        let net = Net::new(NetSpec {
+            backend: Box::new(tap),
+            mac,
+        })
+        .map_err(|e| DeviceError::EventFd("a network device", e))?;
+        let metrics = net.metrics();
+        let net = Arc::new(Mutex::new(net));
+        let (mmio_base, irq) = self.add_virtio(vm, mem, net.clone())?;
+        self.subscribers.push(net);
+        log::info!(
+            "Network interface {:?}: TAP {}, MAC {mac}, at {mmio_base:#x} IRQ {irq}, guest eth{}",
+            cfg.id,
+            cfg.tap,
+            self.nets.len()
+        );
+        self.nets.push(NetInfo {
+            id: cfg.id.clone(),
+            tap: cfg.tap.clone(),
+            mac,
+            mmio_base,
+            irq,
+            metrics,
+        });
+        Ok(())
     }
 
     /// Opens `cfg`'s image and puts a virtio-blk device for it in the next virtio slot.

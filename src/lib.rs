@@ -8,7 +8,7 @@
 //! guest's [`ExitReason`].
 //!
 //! ```no_run
-//! use fennec::config::{BlockConfig, BootSourceConfig, MachineConfig, VmConfig};
+//! use fennec::config::{BlockConfig, BootSourceConfig, MachineConfig, NetConfig, VmConfig};
 //! use fennec::{Console, Vm};
 //!
 //! let config = VmConfig {
@@ -24,6 +24,7 @@
 //!         root: true,
 //!         read_only: false,
 //!     }],
+//!     net: vec![NetConfig { id: "eth0".into(), tap: "tap0".into(), mac: None }],
 //! };
 //! let console = Console { output: Box::new(std::io::stdout()), input: None };
 //! let reason = Vm::new(&config, console)?.start()?.wait()?;
@@ -39,6 +40,7 @@ pub mod terminal;
 pub mod vmm;
 pub mod vstate;
 
-pub use device_manager::{Console, DriveInfo};
+pub use device_manager::{Console, DriveInfo, NetInfo};
 pub use fennec_devices::virtio::block::BlockMetrics;
+pub use fennec_devices::virtio::net::{MacAddr, NetMetrics};
 pub use vmm::{Error, ExitReason, Stopper, Vm, VmHandle};

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use fennec::config::{
-    BlockConfig, BootSourceConfig, MachineConfig, VmConfig, MAX_MEM_MIB, MIN_MEM_MIB,
+    BlockConfig, BootSourceConfig, MachineConfig, NetConfig, VmConfig, MAX_MEM_MIB, MIN_MEM_MIB,
 };
 use fennec::terminal::RawTerminal;
 use fennec::{Console, ExitReason, Vm};
@@ -76,6 +76,15 @@ struct RunArgs {
     #[arg(long, value_name = "path=PATH[,id=ID][,ro][,root]",
           value_parser = |s: &str| BlockConfig::from_cli(s, ""))]
     disk: Vec<BlockConfig>,
+
+    /// A virtio-net interface on an existing TAP interface; repeat for more. The guest sees
+    /// them as eth0, eth1, ... in the order given. `mac=` sets the guest's MAC address (default:
+    /// a locally administered one derived from the TAP name, the same on every run); `id=` names
+    /// the interface (default net0, net1, ...). Create the TAP first, for example:
+    /// `ip tuntap add tap0 mode tap && ip link set tap0 up`.
+    #[arg(long, value_name = "tap=NAME[,mac=MAC][,id=ID]",
+          value_parser = |s: &str| NetConfig::from_cli(s, ""))]
+    net: Vec<NetConfig>,
 }
 
 /// Parses a memory size in MiB: `512`, `512M`, `512MiB`, `2G`, `2GiB`.
@@ -120,15 +129,29 @@ impl RunArgs {
                 .iter()
                 .enumerate()
                 .map(|(i, d)| BlockConfig {
-                    id: if d.id.is_empty() {
-                        format!("disk{i}")
-                    } else {
-                        d.id.clone()
-                    },
+                    id: id_or_default(&d.id, "disk", i),
                     ..d.clone()
                 })
                 .collect(),
+            net: self
+                .net
+                .iter()
+                .enumerate()
+                .map(|(i, n)| NetConfig {
+                    id: id_or_default(&n.id, "net", i),
+                    ..n.clone()
+                })
+                .collect(),
         }
+    }
+}
+
+/// `id`, or `{prefix}{index}` when the user gave none.
+fn id_or_default(id: &str, prefix: &str, index: usize) -> String {
+    if id.is_empty() {
+        format!("{prefix}{index}")
+    } else {
+        id.to_string()
     }
 }
 

@@ -27,7 +27,7 @@ use fennec_boot::x86_64::regs::{self, EntryMode};
 use fennec_devices::legacy::serial::SerialMetrics;
 
 use crate::config::{ConfigError, VmConfig};
-use crate::device_manager::{Console, DeviceError, DeviceManager, DriveInfo, Subscriber};
+use crate::device_manager::{Console, DeviceError, DeviceManager, DriveInfo, NetInfo, Subscriber};
 use crate::vstate::kvm::{KvmContext, KvmError};
 use crate::vstate::memory::{self, MemoryError};
 use crate::vstate::vcpu::{self, ExitSignal, ProbedState, RunContext, Vcpu, VcpuError, VcpuShared};
@@ -197,8 +197,9 @@ impl Vm {
             .transpose()?;
         let drives = config.drives_in_guest_order();
         let (base, mut extra) = config.kernel_cmdline();
-        // Virtio slot i holds drive i; the guest learns of each device from the command line.
-        for i in 0..drives.len() {
+        // Virtio slots hold the drives, then the network interfaces; the guest learns of each
+        // device from the command line and probes them in this order.
+        for i in 0..drives.len() + config.net.len() {
             let (addr, irq) = layout::virtio_slot(i);
             extra.push(format!("virtio_mmio.device=4K@{addr:#x}:{irq}"));
         }
@@ -228,7 +229,7 @@ impl Vm {
                 Ok(vcpu)
             })
             .collect::<Result<Vec<_>, Error>>()?;
-        let devices = DeviceManager::new(&kvm_vm, &mem, console, &drives)?;
+        let devices = DeviceManager::new(&kvm_vm, &mem, console, &drives, &config.net)?;
         Ok(Vm {
             mem,
             kvm_vm,
@@ -293,14 +294,21 @@ impl Vm {
         let serial_metrics = devices.serial_metrics;
         let subscribers = devices.subscribers;
         let drives = devices.drives;
+        let nets = devices.nets;
         let drives_at_exit = drives.clone();
+        let nets_at_exit = nets.clone();
         let vcpu_stop = stop.clone();
         let spawned = std::thread::Builder::new()
             .name("fennec-vmm".into())
             .spawn(move || {
                 let reason = run_controller(controller, serial_input, subscribers, &threads);
                 stop_vcpus(&vcpu_stop, threads);
-                log_drive_metrics(&drives_at_exit);
+                for d in &drives_at_exit {
+                    log_metrics("Drive", &d.id, d.metrics.values());
+                }
+                for n in &nets_at_exit {
+                    log_metrics("Network interface", &n.id, n.metrics.values());
+                }
                 // Guest memory and the VM outlive every vCPU thread.
                 drop(kvm_vm);
                 drop(mem);
@@ -312,23 +320,21 @@ impl Vm {
                 stopper: Stopper(stop_evt),
                 serial_metrics,
                 drives,
+                nets,
             }),
             Err(e) => Err(start_err("controller thread", e)),
         }
     }
 }
 
-fn log_drive_metrics(drives: &[DriveInfo]) {
-    for d in drives {
-        let m: Vec<String> = d
-            .metrics
-            .values()
-            .into_iter()
-            .filter(|(_, v)| *v != 0)
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        log::info!("Drive {:?}: {}", d.id, m.join(" "));
-    }
+/// Logs a device's non-zero counters on one line.
+fn log_metrics(kind: &str, id: &str, values: Vec<(&'static str, u64)>) {
+    let m: Vec<String> = values
+        .into_iter()
+        .filter(|(_, v)| *v != 0)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    log::info!("{kind} {id:?}: {}", m.join(" "));
 }
 
 fn log_boot(
@@ -495,6 +501,7 @@ pub struct VmHandle {
     stopper: Stopper,
     serial_metrics: Arc<SerialMetrics>,
     drives: Vec<DriveInfo>,
+    nets: Vec<NetInfo>,
 }
 
 impl VmHandle {
@@ -519,6 +526,12 @@ impl VmHandle {
     /// counters; they stay readable after the guest ends.
     pub fn drives(&self) -> &[DriveInfo] {
         &self.drives
+    }
+
+    /// The VM's network interfaces in slot order (the guest's eth0, eth1, ...), with their
+    /// counters; they stay readable after the guest ends.
+    pub fn nets(&self) -> &[NetInfo] {
+        &self.nets
     }
 
     /// Waits for the guest to end; every VM thread has exited when this returns.

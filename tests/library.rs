@@ -59,6 +59,7 @@ fn config(kernel: &str, boot_args: &str) -> VmConfig {
             mem_size_mib: 64,
         },
         drives: Vec::new(),
+        net: Vec::new(),
     }
 }
 

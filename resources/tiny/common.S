@@ -18,6 +18,7 @@
  *   spin    run a 500,000-iteration loop, then reset (to time how fast guest code runs)
  *   blk     (pvh.elf) drive the virtio-mmio block devices, see virtio.c, then triple-fault
  *   blkbench  (pvh.elf) time bulk I/O on the first block device, then triple-fault
+ *   net     (pvh.elf) drive the first virtio-mmio network device, see net.c, then triple-fault
  *   (none)  reset through the i8042
  */
 
@@ -59,6 +60,7 @@ s_m_halt:   .asciz "tiny.mode=halt"
 s_m_triple: .asciz "tiny.mode=triple"
 s_m_spin:   .asciz "tiny.mode=spin"
 s_m_blk:    .asciz "tiny.mode=blk"
+s_m_net:    .asciz "tiny.mode=net"
 s_nl:       .asciz "\n"
 hexdigits:  .ascii "0123456789abcdef"
 
@@ -265,6 +267,11 @@ tiny_main:
     test eax, eax
     jnz virtio_mode
     mov rdi, [rip + info_cmdline]
+    lea rsi, [rip + s_m_net]
+    call contains
+    test eax, eax
+    jnz virtio_mode
+    mov rdi, [rip + info_cmdline]
     lea rsi, [rip + s_m_spin]
     call contains
     test eax, eax
@@ -289,7 +296,7 @@ echo_loop:
     call puts
     jmp reset
 
-/* The C virtio driver exists only in pvh.elf; elsewhere the weak symbol is 0. */
+/* The C virtio drivers exist only in pvh.elf; elsewhere the weak symbol is 0. */
 .weak tiny_virtio
 virtio_mode:
     lea rax, [rip + tiny_virtio]

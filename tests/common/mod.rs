@@ -237,3 +237,4 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
 }
 
 pub mod linux;
+pub mod netns;

@@ -16,7 +16,9 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::{EventFdTrigger, Trigger};
 
 pub mod block;
+pub mod chain;
 pub mod mmio;
+pub mod net;
 
 pub use virtio_queue::{Queue, QueueT};
 
@@ -154,11 +156,134 @@ pub fn read_config_bytes(src: &[u8], offset: u64, data: &mut [u8]) {
 
 #[cfg(test)]
 pub(crate) mod test_utils {
-    use vm_memory::{GuestAddress, GuestMemoryMmap};
+    use virtio_queue::{Queue, QueueT};
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
     /// 1 MiB of guest memory at 0 for device tests.
     pub fn memory() -> GuestMemoryMmap {
         GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap()
+    }
+
+    /// `VRING_DESC_F_NEXT`.
+    pub const NEXT: u16 = 1;
+    /// `VRING_DESC_F_WRITE`: a buffer the device writes.
+    pub const WRITE: u16 = 2;
+
+    /// The driver's side of a split queue in test memory: it posts chains and reads what the
+    /// device used, wrapping around the rings the way a real driver does.
+    pub struct TestRing {
+        base: u64,
+        size: u16,
+        next_desc: u16,
+        avail_idx: u16,
+        used_seen: u16,
+    }
+
+    impl TestRing {
+        /// A ring of `size` entries at `base` (descriptors, then avail, then used).
+        pub fn new(mem: &GuestMemoryMmap, base: u64, size: u16) -> Self {
+            let ring = TestRing {
+                base,
+                size,
+                next_desc: 0,
+                avail_idx: 0,
+                used_seen: 0,
+            };
+            let end = ring.used() + 6 + 8 * u64::from(size);
+            mem.write_slice(&vec![0u8; (end - base) as usize], GuestAddress(base))
+                .unwrap();
+            ring
+        }
+
+        fn avail(&self) -> u64 {
+            self.base + 16 * u64::from(self.size)
+        }
+
+        fn used(&self) -> u64 {
+            (self.avail() + 6 + 2 * u64::from(self.size) + 3) & !3
+        }
+
+        /// The device's view of the ring, ready to use.
+        pub fn queue(&self, event_idx: bool) -> Queue {
+            let mut q = Queue::new(self.size).unwrap();
+            q.try_set_desc_table_address(GuestAddress(self.base))
+                .unwrap();
+            q.try_set_avail_ring_address(GuestAddress(self.avail()))
+                .unwrap();
+            q.try_set_used_ring_address(GuestAddress(self.used()))
+                .unwrap();
+            q.set_event_idx(event_idx);
+            q.set_ready(true);
+            q
+        }
+
+        /// Posts one chain of `(addr, len, flags)` buffers (NEXT and next indices filled in);
+        /// returns its head.
+        pub fn post(&mut self, mem: &GuestMemoryMmap, descs: &[(u64, u32, u16)]) -> u16 {
+            let head = self.next_desc;
+            for (i, &(addr, len, flags)) in descs.iter().enumerate() {
+                let index = self.next_desc;
+                let next = (index + 1) % self.size;
+                let more = i + 1 < descs.len();
+                self.write_desc(
+                    mem,
+                    index,
+                    addr,
+                    len,
+                    flags | if more { NEXT } else { 0 },
+                    next,
+                );
+                self.next_desc = next;
+            }
+            self.publish(mem, head);
+            head
+        }
+
+        /// Writes descriptor `index` as given, NEXT flag and all.
+        pub fn write_desc(
+            &self,
+            mem: &GuestMemoryMmap,
+            index: u16,
+            addr: u64,
+            len: u32,
+            flags: u16,
+            next: u16,
+        ) {
+            let at = GuestAddress(self.base + 16 * u64::from(index));
+            let mut raw = [0u8; 16];
+            raw[0..8].copy_from_slice(&addr.to_le_bytes());
+            raw[8..12].copy_from_slice(&len.to_le_bytes());
+            raw[12..14].copy_from_slice(&flags.to_le_bytes());
+            raw[14..16].copy_from_slice(&next.to_le_bytes());
+            mem.write_slice(&raw, at).unwrap();
+        }
+
+        /// Makes the chain at `head` available.
+        pub fn publish(&mut self, mem: &GuestMemoryMmap, head: u16) {
+            let slot = self.avail() + 4 + 2 * u64::from(self.avail_idx % self.size);
+            mem.write_obj(head, GuestAddress(slot)).unwrap();
+            self.avail_idx = self.avail_idx.wrapping_add(1);
+            self.set_avail_idx(mem, self.avail_idx);
+        }
+
+        /// Writes the available index, as a hostile driver might.
+        pub fn set_avail_idx(&self, mem: &GuestMemoryMmap, idx: u16) {
+            mem.write_obj(idx, GuestAddress(self.avail() + 2)).unwrap();
+        }
+
+        /// The `(head, len)` entries the device used since the last call.
+        pub fn take_used(&mut self, mem: &GuestMemoryMmap) -> Vec<(u32, u32)> {
+            let idx: u16 = mem.read_obj(GuestAddress(self.used() + 2)).unwrap();
+            let mut out = Vec::new();
+            while self.used_seen != idx {
+                let at = self.used() + 4 + 8 * u64::from(self.used_seen % self.size);
+                let id: u32 = mem.read_obj(GuestAddress(at)).unwrap();
+                let len: u32 = mem.read_obj(GuestAddress(at + 4)).unwrap();
+                out.push((id, len));
+                self.used_seen = self.used_seen.wrapping_add(1);
+            }
+            out
+        }
     }
 }
 

@@ -13,6 +13,8 @@ use std::ops::Deref;
 
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::DescriptorChain;
+
+use crate::virtio::chain::{check_in_memory, collect, ChainError};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
 
 /// Bytes in a virtio-blk sector, whatever the backing store's block size.
@@ -125,26 +127,15 @@ pub struct Request {
 /// Why a chain is not a well-formed request.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
-    /// The chain ends early: a loop, a next index past the table, an unreadable descriptor.
-    #[error("The descriptor chain is broken (loop, bad next index or unreadable table)")]
-    BrokenChain,
-    /// The chain has more descriptors than any request needs.
-    #[error("The descriptor chain has more than {MAX_DESCRIPTORS} descriptors")]
-    TooManyDescriptors,
+    /// The chain is broken, too long, or names memory the guest does not have.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
     /// The last descriptor is not a device-writable buffer of at least one byte.
     #[error("The chain does not end with a writable status byte")]
     NoStatus,
     /// The first descriptor is not a device-readable header of 16 bytes.
     #[error("The chain does not start with a readable 16-byte header")]
     BadHeader,
-    /// A buffer lies (partly) outside guest memory.
-    #[error("Buffer {addr:#x}+{len:#x} lies outside guest memory")]
-    OutsideMemory {
-        /// Guest address.
-        addr: u64,
-        /// Length.
-        len: u64,
-    },
     /// A data buffer has the wrong direction for the request.
     #[error("A data buffer has the wrong direction for this request")]
     WrongDirection,
@@ -181,43 +172,6 @@ pub struct Malformed {
     pub error: RequestError,
 }
 
-fn check_in_memory(
-    mem: &GuestMemoryMmap,
-    addr: GuestAddress,
-    len: u64,
-) -> Result<(), RequestError> {
-    let outside = RequestError::OutsideMemory {
-        addr: addr.raw_value(),
-        len,
-    };
-    let len = usize::try_from(len).map_err(|_| outside.clone())?;
-    if len == 0 || mem.check_range(addr, len) {
-        Ok(())
-    } else {
-        Err(outside)
-    }
-}
-
-/// Reads the descriptors of `chain`, at most [`MAX_DESCRIPTORS`]; errors if it ends early.
-fn collect<M>(chain: DescriptorChain<M>) -> Result<Vec<Descriptor>, RequestError>
-where
-    M: Deref<Target = GuestMemoryMmap>,
-{
-    let mut descs = Vec::new();
-    for desc in chain {
-        if descs.len() == MAX_DESCRIPTORS {
-            return Err(RequestError::TooManyDescriptors);
-        }
-        descs.push(desc);
-    }
-    // The iterator stops silently on a loop (its TTL), a next index past the table, or an
-    // unreadable descriptor; a chain that really ended has no NEXT flag on its last descriptor.
-    match descs.last() {
-        Some(last) if !last.has_next() => Ok(descs),
-        _ => Err(RequestError::BrokenChain),
-    }
-}
-
 /// Parses `chain` into a request for a disk of `capacity` sectors.
 pub fn parse<M>(chain: DescriptorChain<M>, capacity: u64) -> Result<Request, Malformed>
 where
@@ -228,7 +182,7 @@ where
         status: None,
         error,
     };
-    let descs = collect(chain).map_err(no_status)?;
+    let descs = collect(chain, MAX_DESCRIPTORS).map_err(|e| no_status(e.into()))?;
     let last = descs[descs.len() - 1];
     if !last.is_write_only() || last.len() == 0 {
         return Err(no_status(RequestError::NoStatus));
@@ -381,9 +335,11 @@ fn slices<'m>(
     let mut out = Vec::with_capacity(data.len());
     for seg in data {
         for slice in mem.get_slices(seg.addr, seg.len as usize) {
-            out.push(slice.map_err(|_| RequestError::OutsideMemory {
-                addr: seg.addr.raw_value(),
-                len: seg.len.into(),
+            out.push(slice.map_err(|_| {
+                RequestError::Chain(ChainError::OutsideMemory {
+                    addr: seg.addr.raw_value(),
+                    len: seg.len.into(),
+                })
             })?);
         }
     }
@@ -430,10 +386,10 @@ impl Request {
                         .write_slice(&drive.id[written..written + n], seg.addr)
                         .is_err()
                     {
-                        return Outcome::Refused(RequestError::OutsideMemory {
+                        return Outcome::Refused(RequestError::Chain(ChainError::OutsideMemory {
                             addr: seg.addr.raw_value(),
                             len: n as u64,
-                        });
+                        }));
                     }
                     written += n;
                 }
@@ -603,10 +559,10 @@ pub(crate) mod tests {
             r,
             refused(
                 STATUS,
-                RequestError::OutsideMemory {
+                RequestError::Chain(ChainError::OutsideMemory {
                     addr: 0xffff_ffff_0000,
                     len: 16
-                }
+                })
             )
         );
     }
@@ -657,10 +613,10 @@ pub(crate) mod tests {
             r,
             refused(
                 STATUS,
-                RequestError::OutsideMemory {
+                RequestError::Chain(ChainError::OutsideMemory {
                     addr: 0xf_fe00,
                     len: 1024
-                }
+                })
             )
         );
     }
@@ -677,10 +633,10 @@ pub(crate) mod tests {
             r,
             refused(
                 STATUS,
-                RequestError::OutsideMemory {
+                RequestError::Chain(ChainError::OutsideMemory {
                     addr: DATA,
                     len: 0x7fff_fe00
-                }
+                })
             )
         );
     }
@@ -690,7 +646,7 @@ pub(crate) mod tests {
         let mem = memory();
         header(&mem, HDR, req_type::IN, 0);
         let r = parse_one(&mem, &[(HDR, 16, R), (DATA, u32::MAX, W), (STATUS, 1, W)]);
-        assert_eq!(r, dropped(RequestError::BrokenChain));
+        assert_eq!(r, dropped(RequestError::Chain(ChainError::Broken)));
     }
 
     #[test]
@@ -763,7 +719,10 @@ pub(crate) mod tests {
         vq.add_desc_chains(&raw, 0).unwrap();
         let mut q: Queue = vq.create_queue().unwrap();
         let chain = q.iter(&mem).unwrap().next().unwrap();
-        assert_eq!(parse(chain, CAPACITY), dropped(RequestError::BrokenChain));
+        assert_eq!(
+            parse(chain, CAPACITY),
+            dropped(RequestError::Chain(ChainError::Broken))
+        );
     }
 
     #[test]
@@ -780,7 +739,10 @@ pub(crate) mod tests {
         vq.add_desc_chains(&raw, 0).unwrap();
         let mut q: Queue = vq.create_queue().unwrap();
         let chain = q.iter(&mem).unwrap().next().unwrap();
-        assert_eq!(parse(chain, CAPACITY), dropped(RequestError::BrokenChain));
+        assert_eq!(
+            parse(chain, CAPACITY),
+            dropped(RequestError::Chain(ChainError::Broken))
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 /*
  * A minimal virtio-mmio (version 2) block driver for the tiny PVH kernel, polled, one request
- * at a time, with interrupts left masked. common.S calls tiny_virtio(cmdline) for
- * `tiny.mode=blk` (the test sequence below) and `tiny.mode=blkbench` (timed bulk I/O).
+ * at a time, with interrupts left masked. tiny_blk(cmdline) runs for `tiny.mode=blk` (the test
+ * sequence below) and `tiny.mode=blkbench` (timed bulk I/O).
  *
  * Devices come from the command line's `virtio_mmio.device=<size>@<addr>:<irq>` entries, as
  * fennec (and QEMU's microvm) pass them. Output, one fact per line, prefixed "TINY blk<N> ":
@@ -13,16 +13,8 @@
  * then "TINY blk done". The hostile cases are the ones a VMM must survive: buffers outside
  * guest memory, wrong directions, short status, past the end, absurd lengths, loops.
  */
+#include "tiny.h"
 
-typedef unsigned long u64;
-typedef unsigned int u32;
-typedef unsigned short u16;
-typedef unsigned char u8;
-
-#define QSZ 8
-#define MAXDEV 4
-#define DESC_F_NEXT 1
-#define DESC_F_WRITE 2
 #define T_IN 0
 #define T_OUT 1
 #define T_FLUSH 4
@@ -32,23 +24,6 @@ typedef unsigned char u8;
 #define F_FLUSH (1u << 9)
 #define F_WRITE_ZEROES (1u << 14)
 #define NO_STATUS 0xee
-
-struct desc {
-    u64 addr;
-    u32 len;
-    u16 flags;
-    u16 next;
-};
-
-struct used_ring {
-    u16 flags;
-    u16 idx;
-    struct {
-        u32 id;
-        u32 len;
-    } ring[QSZ];
-    u16 avail_event;
-};
 
 struct dev {
     volatile u32 *mmio;
@@ -66,64 +41,9 @@ static volatile u8 status;
 static u8 buf[4096] __attribute__((aligned(4096)));
 static u8 sector0[512];
 
-/* The benchmark's 1 MiB buffer: plain RAM above the kernel image. */
-#define BIG ((u8 *)0x400000)
+/* The benchmark's 1 MiB buffer. */
 #define BIG_LEN (1u << 20)
 
-void *memset(void *d, int c, unsigned long n)
-{
-    u8 *p = d;
-    while (n--)
-        *p++ = (u8)c;
-    return d;
-}
-
-void *memcpy(void *d, const void *s, unsigned long n)
-{
-    u8 *p = d;
-    const u8 *q = s;
-    while (n--)
-        *p++ = *q++;
-    return d;
-}
-
-static inline void outb(u16 port, u8 v) { __asm__ volatile("outb %0, %1" ::"a"(v), "Nd"(port)); }
-static inline u8 inb(u16 port)
-{
-    u8 v;
-    __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
-    return v;
-}
-static inline void barrier(void) { __asm__ volatile("" ::: "memory"); }
-
-static void putc(char c)
-{
-    while (!(inb(0x3f8 + 5) & 0x20))
-        ;
-    outb(0x3f8, (u8)c);
-}
-static void puts(const char *s)
-{
-    while (*s)
-        putc(*s++);
-}
-static void puthex(u64 v)
-{
-    puts("0x");
-    for (int i = 60; i >= 0; i -= 4)
-        putc("0123456789abcdef"[(v >> i) & 0xf]);
-}
-static void putdec(u64 v)
-{
-    char b[24];
-    int n = 0;
-    do {
-        b[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n)
-        putc(b[--n]);
-}
 static void line(int d, const char *what)
 {
     puts("TINY blk");
@@ -132,100 +52,19 @@ static void line(int d, const char *what)
     puts(what);
 }
 
-static u64 fnv(const u8 *p, u64 n)
-{
-    u64 h = 0xcbf29ce484222325ul;
-    while (n--) {
-        h ^= *p++;
-        h *= 0x100000001b3ul;
-    }
-    return h;
-}
-
-static int starts(const char *s, const char *p)
-{
-    while (*p)
-        if (*s++ != *p++)
-            return 0;
-    return 1;
-}
-
-static u64 parse_hex(const char **s)
-{
-    u64 v = 0;
-    if (starts(*s, "0x"))
-        *s += 2;
-    for (;; (*s)++) {
-        char c = **s;
-        if (c >= '0' && c <= '9')
-            v = v * 16 + (u64)(c - '0');
-        else if (c >= 'a' && c <= 'f')
-            v = v * 16 + (u64)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F')
-            v = v * 16 + (u64)(c - 'A' + 10);
-        else
-            return v;
-    }
-}
-
-/* Finds the virtio-mmio devices on the command line; returns how many. */
-static int find_devices(const char *cmdline, u64 *bases)
-{
-    int n = 0;
-    for (const char *s = cmdline; s && *s && n < MAXDEV; s++) {
-        if (!starts(s, "virtio_mmio.device="))
-            continue;
-        while (*s && *s != '@' && *s != ' ')
-            s++;
-        if (*s != '@')
-            continue;
-        s++;
-        bases[n++] = parse_hex(&s);
-    }
-    return n;
-}
-
 #define R(off) (d->mmio[(off) / 4])
 
 /* Resets the device and brings it up with one 8-entry queue; 0 on success. */
 static int bring_up(int i)
 {
     struct dev *d = &devs[i];
-    R(0x70) = 0;
-    if (R(0x000) != 0x74726976 || R(0x004) != 2 || R(0x008) != 2)
-        return -1;
-    R(0x70) = 1;
-    R(0x70) = 3;
-    R(0x14) = 0;
-    d->features = R(0x10);
-    R(0x14) = 1;
-    if (!(R(0x10) & 1))
-        return -2;
-    R(0x24) = 0;
-    R(0x20) = d->features & (F_RO | F_FLUSH | F_WRITE_ZEROES | 6);
-    R(0x24) = 1;
-    R(0x20) = 1; /* VIRTIO_F_VERSION_1 */
-    R(0x70) = 0xb;
-    if (!(R(0x70) & 8))
-        return -3;
-    /* Fresh rings, as a driver allocating new ones would have. */
-    memset(descs[i], 0, sizeof(descs[i]));
-    memset((void *)avail[i], 0, sizeof(avail[i]));
-    memset((void *)&used[i], 0, sizeof(used[i]));
-    R(0x30) = 0;
-    if (R(0x34) < QSZ)
-        return -4;
-    R(0x38) = QSZ;
-    R(0x80) = (u32)(u64)descs[i];
-    R(0x84) = 0;
-    R(0x90) = (u32)(u64)avail[i];
-    R(0x94) = 0;
-    R(0xa0) = (u32)(u64)&used[i];
-    R(0xa4) = 0;
-    R(0x44) = 1;
-    R(0x70) = 0xf;
-    if (R(0x70) != 0xf)
-        return -5;
+    long features = virtio_begin(d->mmio, 2, F_RO | F_FLUSH | F_WRITE_ZEROES | 6);
+    if (features < 0)
+        return (int)features;
+    d->features = (u32)features;
+    int r = virtio_queue(d->mmio, 0, descs[i], avail[i], &used[i]);
+    if (r || (r = virtio_ready(d->mmio)))
+        return r;
     d->sectors = (u64)R(0x100) | ((u64)R(0x104) << 32);
     d->avail_idx = 0;
     d->used_idx = 0;
@@ -484,14 +323,13 @@ static void bench(int i, const char *cmdline)
     putc('\n');
 }
 
-void tiny_virtio(const char *cmdline)
+void tiny_blk(const char *cmdline)
 {
     u64 bases[MAXDEV];
     int n = find_devices(cmdline, bases), found = 0;
     int benchmark = 0;
-    for (const char *s = cmdline; *s; s++)
-        if (starts(s, "tiny.mode=blkbench"))
-            benchmark = 1;
+    if (contains(cmdline, "tiny.mode=blkbench"))
+        benchmark = 1;
     for (int i = 0; i < n; i++) {
         devs[i].mmio = (volatile u32 *)bases[i];
         int r = bring_up(i);
