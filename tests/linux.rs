@@ -7,11 +7,13 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::linux::{host_tool, Guest, Session};
+use common::netns::NetNs;
 
 /// Guests boot with `quiet`: the kernel log through an emulated 8250 costs seconds in the nested
 /// test host and tells these tests nothing.
@@ -228,4 +230,110 @@ linux_test!(linux_two_disks_and_read_only_second, |g: &Guest| {
         std::fs::read(&data).unwrap() == bytes,
         "the read-only image changed"
     );
+});
+
+/// Bytes each way in the TCP test.
+const NET_BYTES: usize = 16 << 20;
+
+linux_test!(linux_network_ping_and_16_mib_each_way, |g: &Guest| {
+    let ns = NetNs::new("linux");
+    ns.add_tap("tap0", Some("10.0.0.1/24"));
+    let mut vm = Session::start_in(
+        &ns,
+        &[
+            "--kernel",
+            p(&g.vmlinux),
+            "--initrd",
+            p(&g.initramfs),
+            "--cmdline",
+            CMDLINE,
+            "--memory",
+            "256",
+            "--net",
+            "tap=tap0",
+            "-v",
+        ],
+    );
+    vm.expect("FENNEC-GUEST-READY");
+    let up = vm.run(
+        "ip addr add 10.0.0.2/24 dev eth0 && ip link set eth0 up && \
+         ping -c 3 -w 30 10.0.0.1 | grep -c 'bytes from'",
+    );
+    assert_eq!(
+        up.lines().last(),
+        Some("3"),
+        "the guest pings the host: {up}"
+    );
+    let ping = ns
+        .command(Path::new("/bin/busybox"))
+        .args(["ping", "-c", "3", "-w", "30", "10.0.0.2"])
+        .output()
+        .unwrap();
+    assert!(
+        ping.status.success(),
+        "the host pings the guest: {}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+
+    // Host to guest: the guest's nc stores what arrives; its checksum must match.
+    let data = common::pattern(NET_BYTES, 0x5eed);
+    let want = sha256_hex(&data);
+    let from = vm.console().len();
+    vm.send_line("nc -l -p 5001 > /tmp/in; echo NC-RX-$((40+2))");
+    ns.run_in(|| {
+        let addr: std::net::SocketAddr = "10.0.0.2:5001".parse().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut stream = loop {
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+                Ok(s) => break s,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => panic!("cannot connect to the guest's nc: {e}"),
+            }
+        };
+        stream.write_all(&data).unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    vm.expect_from(from, "NC-RX-42");
+    let got = vm.run("sha256sum /tmp/in");
+    assert!(
+        got.contains(&want),
+        "host to guest: want {want}, guest has {got}"
+    );
+
+    // Guest to host: the guest sends the file back; every byte must arrive.
+    let listener = ns.run_in(|| std::net::TcpListener::bind("10.0.0.1:5002").unwrap());
+    let receiver = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let mut back = vec![0u8; NET_BYTES];
+        conn.read_exact(&mut back).map(|_| back)
+    });
+    let sent = vm.run("nc 10.0.0.1 5002 < /tmp/in; echo sent $?");
+    let back = receiver.join().unwrap().expect("16 MiB from the guest");
+    assert!(sent.contains("sent 0"), "{sent}");
+    assert_eq!(sha256_hex(&back), want, "guest to host");
+
+    vm.send_line("reboot -f");
+    vm.assert_exit(0);
+    let stderr = vm.stderr();
+    let metrics: std::collections::HashMap<&str, u64> = stderr
+        .lines()
+        .filter_map(|l| l.split_once("Network interface \"net0\": "))
+        .next_back()
+        .map(|(_, m)| m)
+        .unwrap_or_default()
+        .split(' ')
+        .filter_map(|w| w.split_once('='))
+        .filter_map(|(k, v)| Some((k, v.parse().ok()?)))
+        .collect();
+    for counter in ["rx_bytes", "tx_bytes"] {
+        let n = metrics.get(counter).copied().unwrap_or(0);
+        assert!(
+            n >= NET_BYTES as u64,
+            "{counter}={n}: fennec counted less than the transfer\n{stderr}"
+        );
+    }
 });

@@ -86,7 +86,7 @@ fn net_metrics(stderr: &str, id: &str) -> HashMap<String, u64> {
     let line = stderr
         .lines()
         .filter_map(|l| l.split_once(&prefix).map(|(_, m)| m.to_string()))
-        .last()
+        .next_back()
         .unwrap_or_else(|| panic!("no metrics line for {id}:\n{stderr}"));
     line.split(' ')
         .filter_map(|w| w.split_once('='))

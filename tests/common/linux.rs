@@ -260,6 +260,7 @@ fn boot_test_host() -> HostRun {
         .arg(entry("tests.list", &list))
         .arg(entry("debugfs", &host_tool("debugfs")))
         .arg(entry("e2fsck", &host_tool("e2fsck")))
+        .arg(entry("ip", &super::netns::ip_tool()))
         .stdout(Stdio::null())
         .status()
         .expect("run resources/build-test-host.sh");
@@ -402,7 +403,16 @@ pub struct Session {
 impl Session {
     /// Starts `fennec run` with `args` (the guest kernel and initramfs come from the caller).
     pub fn start(args: &[&str]) -> Session {
-        let mut child = Command::new(fennec_bin())
+        Self::start_cmd(Command::new(fennec_bin()), args)
+    }
+
+    /// Starts `fennec run` with `args` inside network namespace `ns`.
+    pub fn start_in(ns: &super::netns::NetNs, args: &[&str]) -> Session {
+        Self::start_cmd(ns.command(&fennec_bin()), args)
+    }
+
+    fn start_cmd(mut fennec: Command, args: &[&str]) -> Session {
+        let mut child = fennec
             .arg("run")
             .args(args)
             .stdin(Stdio::piped())
