@@ -17,7 +17,7 @@ sed "s/^n=.*/n=$n/" "$script" > "$work/run"
 chmod +x "$work/run"
 "$root/resources/build-test-host.sh" "$work/host" "$root/resources/test-host/init" "$work/guest" \
     "fennec=$root/target/release/fennec" "qemu-system-x86_64=$(command -v qemu-system-x86_64)" \
-    "qemu-share=/usr/share/qemu" "run=$work/run" > /dev/null
+    "qemu-share=/usr/share/qemu" "ip=$(command -v ip)" "run=$work/run" > /dev/null
 echo "booting the test host; $n runs of each VMM follow" >&2
 timeout 3600 qemu-system-x86_64 -accel tcg,thread=multi -smp 2 -m 3072 -M q35 -cpu EPYC,+svm \
     -nodefaults -no-user-config -nographic -monitor none -serial "file:$work/console" \

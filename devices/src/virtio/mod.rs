@@ -19,6 +19,7 @@ pub mod block;
 pub mod chain;
 pub mod mmio;
 pub mod net;
+pub mod queue;
 
 pub use virtio_queue::{Queue, QueueT};
 

@@ -1,7 +1,6 @@
 //! The virtio-blk device: its features and configuration space, and the processing of its one
 //! request queue (called from the event loop by `event_handler.rs`).
 
-use std::num::Wrapping;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -13,8 +12,9 @@ use super::request::{
     MAX_DISCARD_SEGMENTS,
 };
 use super::BlockMetrics;
+use crate::virtio::queue::drain;
 use crate::virtio::{
-    features, interrupt, read_config_bytes, ActivateError, ActiveQueues, QueueT, VirtioDevice,
+    features, interrupt, read_config_bytes, ActivateError, ActiveQueues, VirtioDevice,
 };
 
 /// Virtio device type of a block device.
@@ -128,56 +128,19 @@ impl Block {
             return;
         };
         let mem = &active.mem;
-        let queue = &mut active.queues[0];
-        let mut budget = queue.size();
-        let mut used_any = false;
-        let mut broken = false;
-        'drain: loop {
-            if queue.disable_notification(mem).is_err() {
-                broken = true;
-                break;
-            }
-            while budget > 0 {
-                match queue.avail_idx(mem, Ordering::Acquire) {
-                    Ok(avail) if (avail - Wrapping(queue.next_avail())).0 <= queue.size() => {}
-                    _ => {
-                        broken = true;
-                        break 'drain;
-                    }
-                }
-                let Some(chain) = queue.pop_descriptor_chain(mem) else {
-                    break;
-                };
-                budget -= 1;
-                let head = chain.head_index();
-                let used_len = serve(chain, mem, self.disk.as_mut(), &self.drive, &self.metrics);
-                if queue.add_used(mem, head, used_len).is_err() {
-                    // Only a head index past the queue gets here (already counted as a dropped
-                    // chain): there is no descriptor to return.
-                    log::debug!("virtio-blk: chain head {head} cannot be returned");
-                    continue;
-                }
-                used_any = true;
-            }
-            if budget == 0 {
-                // Come back after the loop has served everything else.
-                let _ = self.queue_events[0].write(1);
-                break;
-            }
-            match queue.enable_notification(mem) {
-                Ok(true) => continue,
-                Ok(false) => break,
-                Err(_) => {
-                    broken = true;
-                    break;
-                }
-            }
+        let (disk, drive, metrics) = (&mut self.disk, &self.drive, &self.metrics);
+        let drained = drain(&mut active.queues[0], mem, |chain| {
+            serve(chain, mem, disk.as_mut(), drive, metrics)
+        });
+        if drained.more {
+            // Come back after the loop has served everything else.
+            let _ = self.queue_events[0].write(1);
         }
-        if used_any && queue.needs_notification(mem).unwrap_or(true) {
+        if drained.notify {
             self.metrics.interrupts.fetch_add(1, Ordering::Relaxed);
             active.interrupt.signal(interrupt::USED_BUFFER);
         }
-        if broken {
+        if drained.broken {
             log::debug!("virtio-blk: the driver corrupted the request queue; stopped until reset");
             self.metrics.dropped_chains.fetch_add(1, Ordering::Relaxed);
             self.broken = true;
@@ -327,7 +290,7 @@ mod tests {
     use crate::virtio::block::request::tests::{header, queue_with_chain, MemDisk, R, W};
     use crate::virtio::block::request::{req_type, status};
     use crate::virtio::test_utils::memory;
-    use crate::virtio::Interrupt;
+    use crate::virtio::{Interrupt, QueueT};
     use crate::EventFdTrigger;
     use vm_memory::GuestAddress;
 

@@ -9,7 +9,6 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::num::Wrapping;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -21,6 +20,7 @@ use super::frame::{
     self, buffers_needed, FrameError, RxBuffer, ETH_HLEN, MAX_FRAME_LEN, VNET_HDR_LEN,
 };
 use super::{MacAddr, NetBackend, NetMetrics};
+use crate::virtio::queue::{avail_sane, drain};
 use crate::virtio::{
     features, interrupt, read_config_bytes, ActivateError, ActiveQueues, QueueT, VirtioDevice,
 };
@@ -256,58 +256,28 @@ impl Net {
         let Some(active) = self.active.as_mut() else {
             return;
         };
-        let mem = &active.mem;
-        let queue = &mut active.queues[TX_QUEUE];
-        let mut budget = queue.size();
-        let mut used_any = false;
-        let mut broken = false;
-        'drain: loop {
-            if queue.disable_notification(mem).is_err() {
-                broken = true;
-                break;
-            }
-            while budget > 0 {
-                if !avail_sane(queue, mem) {
-                    broken = true;
-                    break 'drain;
-                }
-                let Some(chain) = queue.pop_descriptor_chain(mem) else {
-                    break;
-                };
-                budget -= 1;
-                let head = chain.head_index();
-                match frame::read_tx_chain(chain, &mut self.tx_frame) {
-                    Ok(()) => send(self.backend.as_mut(), &self.tx_frame, &self.metrics),
-                    Err(e) => {
-                        log::debug!("virtio-net: dropping a transmit chain: {e}");
-                        NetMetrics::add(&self.metrics.tx_dropped, 1);
-                        if !matches!(e, FrameError::TooLong) {
-                            NetMetrics::add(&self.metrics.bad_chains, 1);
-                        }
+        let (backend, frame, metrics) = (&mut self.backend, &mut self.tx_frame, &self.metrics);
+        let drained = drain(&mut active.queues[TX_QUEUE], &active.mem, |chain| {
+            match frame::read_tx_chain(chain, frame) {
+                Ok(()) => send(backend.as_mut(), frame, metrics),
+                Err(e) => {
+                    log::debug!("virtio-net: dropping a transmit chain: {e}");
+                    NetMetrics::add(&metrics.tx_dropped, 1);
+                    if !matches!(e, FrameError::TooLong) {
+                        NetMetrics::add(&metrics.bad_chains, 1);
                     }
                 }
-                if queue.add_used(mem, head, 0).is_ok() {
-                    used_any = true;
-                }
             }
-            if budget == 0 {
-                let _ = self.queue_events[TX_QUEUE].write(1);
-                break;
-            }
-            match queue.enable_notification(mem) {
-                Ok(true) => continue,
-                Ok(false) => break,
-                Err(_) => {
-                    broken = true;
-                    break;
-                }
-            }
+            0
+        });
+        if drained.more {
+            let _ = self.queue_events[TX_QUEUE].write(1);
         }
-        if used_any && queue.needs_notification(mem).unwrap_or(true) {
+        if drained.notify {
             self.metrics.interrupts.fetch_add(1, Ordering::Relaxed);
             active.interrupt.signal(interrupt::USED_BUFFER);
         }
-        if broken {
+        if drained.broken {
             log::debug!("virtio-net: the driver corrupted the transmit queue; stopped until reset");
             NetMetrics::add(&self.metrics.bad_chains, 1);
             self.tx_broken = true;
@@ -355,12 +325,6 @@ fn send(backend: &mut dyn NetBackend, frame: &[u8], metrics: &NetMetrics) {
             }
         }
     }
-}
-
-/// Whether the driver's available index is one a driver could have written.
-fn avail_sane(queue: &Queue, mem: &GuestMemoryMmap) -> bool {
-    matches!(queue.avail_idx(mem, Ordering::Acquire),
-        Ok(avail) if (avail - Wrapping(queue.next_avail())).0 <= queue.size())
 }
 
 /// The receive queue while one call of [`Net::process_rx`] serves it.

@@ -1,0 +1,75 @@
+//! Serving a queue the way virtio-queue's docs describe, shared by the devices: notifications
+//! off while draining, at most one queue's worth per call, a corrupted available index stops
+//! the queue, and the guest is interrupted only when it asked to be.
+
+use std::num::Wrapping;
+use std::sync::atomic::Ordering;
+
+use virtio_queue::{DescriptorChain, Queue, QueueT};
+use vm_memory::GuestMemoryMmap;
+
+/// What one [`drain`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Drained {
+    /// Chains were returned to the guest.
+    pub used_any: bool,
+    /// The budget ran out with chains left: call again (after the loop served others).
+    pub more: bool,
+    /// The driver corrupted the queue (an impossible available index, unreadable rings).
+    pub broken: bool,
+    /// The guest wants an interrupt for what was used.
+    pub notify: bool,
+}
+
+/// Whether the driver's available index is one a driver could have written: at most a queue's
+/// worth ahead of what the device has taken.
+pub fn avail_sane(queue: &Queue, mem: &GuestMemoryMmap) -> bool {
+    matches!(queue.avail_idx(mem, Ordering::Acquire),
+        Ok(avail) if (avail - Wrapping(queue.next_avail())).0 <= queue.size())
+}
+
+/// Serves up to a queue's worth of chains with `serve`, which returns the used length of each.
+pub fn drain(
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+    mut serve: impl FnMut(DescriptorChain<&GuestMemoryMmap>) -> u32,
+) -> Drained {
+    let mut out = Drained::default();
+    let mut budget = queue.size();
+    'drain: loop {
+        if queue.disable_notification(mem).is_err() {
+            out.broken = true;
+            break;
+        }
+        while budget > 0 {
+            if !avail_sane(queue, mem) {
+                out.broken = true;
+                break 'drain;
+            }
+            let Some(chain) = queue.pop_descriptor_chain(mem) else {
+                break;
+            };
+            budget -= 1;
+            let head = chain.head_index();
+            let len = serve(chain);
+            // Only a head index past the queue fails here: there is nothing to return.
+            if queue.add_used(mem, head, len).is_ok() {
+                out.used_any = true;
+            }
+        }
+        if budget == 0 {
+            out.more = true;
+            break;
+        }
+        match queue.enable_notification(mem) {
+            Ok(true) => continue,
+            Ok(false) => break,
+            Err(_) => {
+                out.broken = true;
+                break;
+            }
+        }
+    }
+    out.notify = out.used_any && queue.needs_notification(mem).unwrap_or(true);
+    out
+}
