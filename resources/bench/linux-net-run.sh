@@ -11,9 +11,11 @@ t() { read u r < /proc/uptime; echo $((${u%%.*} * 100 + 1${u##*.} - 100)); }
 # No double quotes inside: the guest's init takes fennec.run="..." up to the next one.
 io="t() { read u r < /proc/uptime; echo \$((\${u%%.*} * 100 + 1\${u##*.} - 100)); }; ip addr add 10.0.0.2/24 dev eth0; ip link set eth0 up; nc -l -p 5001 > /dev/null; a=\$(t); dd if=/dev/zero bs=1M count=$mib 2>/dev/null | nc 10.0.0.1 5002; b=\$(t); echo BENCHNET \$((b - a))"
 cmdline="console=ttyS0 quiet panic=-1 reboot=t fennec.run=\"$io\""
-ip tuntap add dev tap0 mode tap
-ip addr add 10.0.0.1/24 dev tap0
-ip link set tap0 up
+# iproute2's ip, by path: busybox's sh would run its own applet, which has no tuntap.
+ip=/fennec/ip
+"$ip" tuntap add dev tap0 mode tap
+"$ip" addr add 10.0.0.1/24 dev tap0
+"$ip" link set tap0 up
 dd if=/dev/zero of=/tmp/send bs=1M count=$mib 2>/dev/null
 # The host's listener reads stdin from a FIFO nobody writes (this shell holds it open), so it
 # never half-closes early: busybox nc stops when its peer does.

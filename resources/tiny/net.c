@@ -13,6 +13,11 @@
  *   badrx used=<id>:<len>,... got=<payload of the good one>
  *   reset tx used=<len>              after a corrupted transmit ring, a reset and bring-up
  * then "TINY net done".
+ *
+ * `tiny.mode=netbench netbench.frames=N` instead times bulk traffic (resources/bench/net.py):
+ * N transmitted 1514-byte frames, one in flight, between "TINY bench tx start" and "... done";
+ * then "TINY bench rx ready", and N received frames, reported every 256 as "TINY bench rx <n>"
+ * (the host sends in batches of 256 so the TAP's queue never overflows), and "TINY bench rx done".
  */
 #include "tiny.h"
 
@@ -260,6 +265,49 @@ static void hostile_rx(void)
     putc('\n');
 }
 
+static void bench(const char *cmdline)
+{
+    u64 frames = 2000;
+    for (const char *s = cmdline; *s; s++) {
+        if (starts(s, "netbench.frames=")) {
+            frames = 0;
+            for (s += 16; *s >= '0' && *s <= '9'; s++)
+                frames = frames * 10 + (u64)(*s - '0');
+            break;
+        }
+    }
+    u8 *f = BIG;
+    memset(f, 0, HDR + 1514);
+    memset(f + HDR, 0xff, 6);
+    memcpy(f + HDR + 6, mac, 6);
+    f[HDR + 12] = 0x88;
+    f[HDR + 13] = 0xb5;
+    puts("TINY bench tx start\n");
+    for (u64 k = 0; k < frames; k++) {
+        txd[0] = (struct desc){(u64)f, HDR + 1514, 0, 0};
+        if (tx_submit() != 0)
+            puts("TINY bench error\n");
+    }
+    puts("TINY bench tx done\n");
+    for (u16 id = 0; id < QSZ; id++)
+        post_rx(id, (u64)rxbuf[id], RXBUF, DESC_F_WRITE);
+    puts("TINY bench rx ready\n");
+    for (u64 got = 0; got < frames;) {
+        u32 id;
+        if (rx_wait(&id) < 0) {
+            puts("TINY bench error\n");
+            break;
+        }
+        post_rx((u16)(id % QSZ), (u64)rxbuf[id % QSZ], RXBUF, DESC_F_WRITE);
+        if (++got % 256 == 0) {
+            puts("TINY bench rx ");
+            putdec(got);
+            putc('\n');
+        }
+    }
+    puts("TINY bench rx done\n");
+}
+
 void tiny_net(const char *cmdline)
 {
     u64 bases[MAXDEV];
@@ -285,6 +333,10 @@ void tiny_net(const char *cmdline)
     puthex(features);
     putc('\n');
 
+    if (contains(cmdline, "tiny.mode=netbench")) {
+        bench(cmdline);
+        return;
+    }
     say("tx");
     put_used(tx_frame(0));
     hostile_tx();

@@ -165,6 +165,47 @@ pub(crate) mod test_utils {
         GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap()
     }
 
+    /// Random descriptors for property tests.
+    pub mod strategy {
+        use proptest::prelude::*;
+
+        /// Mostly buffers at `base + k * 0x200`; some near or past the end of `mem_size`
+        /// bytes of memory, some anywhere.
+        fn addr(base: u64, mem_size: u64) -> impl Strategy<Value = u64> {
+            prop_oneof![
+                4 => (0u64..64).prop_map(move |k| base + k * 0x200),
+                1 => Just(mem_size - 8),
+                1 => any::<u64>(),
+            ]
+        }
+
+        fn len() -> impl Strategy<Value = u32> {
+            prop_oneof![
+                Just(0u32),
+                Just(1),
+                Just(8),
+                Just(16),
+                Just(100),
+                Just(512),
+                Just(1024),
+                Just(4096),
+                any::<u32>()
+            ]
+        }
+
+        /// One raw descriptor: any flags, a next index a little past a 16-entry table.
+        pub fn descriptor(base: u64, mem_size: u64) -> impl Strategy<Value = [u8; 16]> {
+            (addr(base, mem_size), len(), 0u16..8, 0u16..20).prop_map(|(addr, len, flags, next)| {
+                let mut d = [0u8; 16];
+                d[0..8].copy_from_slice(&addr.to_le_bytes());
+                d[8..12].copy_from_slice(&len.to_le_bytes());
+                d[12..14].copy_from_slice(&flags.to_le_bytes());
+                d[14..16].copy_from_slice(&next.to_le_bytes());
+                d
+            })
+        }
+    }
+
     /// `VRING_DESC_F_NEXT`.
     pub const NEXT: u16 = 1;
     /// `VRING_DESC_F_WRITE`: a buffer the device writes.

@@ -128,43 +128,9 @@ pub fn serve_memory(memory: &[u8], read_only: bool) -> (u16, Arc<BlockMetrics>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::virtio::test_utils::strategy::descriptor;
     use proptest::prelude::*;
     use std::sync::atomic::Ordering;
-
-    /// Buffers live from 0x3000 on; some descriptors point near or past the end of memory.
-    fn addr() -> impl Strategy<Value = u64> {
-        prop_oneof![
-            4 => (0u64..64).prop_map(|k| 0x3000 + k * 0x200),
-            1 => Just(MEM_SIZE as u64 - 8),
-            1 => any::<u64>(),
-        ]
-    }
-
-    fn len() -> impl Strategy<Value = u32> {
-        prop_oneof![
-            Just(0u32),
-            Just(1),
-            Just(8),
-            Just(16),
-            Just(100),
-            Just(512),
-            Just(1024),
-            Just(4096),
-            any::<u32>()
-        ]
-    }
-
-    prop_compose! {
-        fn descriptor()(addr in addr(), len in len(), flags in 0u16..8, next in 0u16..20)
-            -> [u8; 16] {
-            let mut d = [0u8; 16];
-            d[0..8].copy_from_slice(&addr.to_le_bytes());
-            d[8..12].copy_from_slice(&len.to_le_bytes());
-            d[12..14].copy_from_slice(&flags.to_le_bytes());
-            d[14..16].copy_from_slice(&next.to_le_bytes());
-            d
-        }
-    }
 
     prop_compose! {
         fn header()(kind in prop_oneof![Just(0u32), Just(1), Just(4), Just(8), Just(11),
@@ -178,7 +144,7 @@ mod tests {
     }
 
     prop_compose! {
-        fn scenario()(descs in proptest::collection::vec(descriptor(), 16),
+        fn scenario()(descs in proptest::collection::vec(descriptor(0x3000, MEM_SIZE as u64), 16),
                       headers in proptest::collection::vec(header(), 64),
                       heads in proptest::collection::vec(0u16..20, 16),
                       avail_idx in prop_oneof![4 => 0u16..17, 1 => any::<u16>()],

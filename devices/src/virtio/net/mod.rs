@@ -6,7 +6,9 @@
 //!   through `TUNSETOFFLOAD`);
 //! - [`device`]: the [`Net`] device (features, configuration space, the rx and tx queues);
 //! - `event_handler`: its event-loop subscriber, which watches the TAP only while the guest has
-//!   room for what it would read.
+//!   room for what it would read;
+//! - `fuzzing`: arbitrary guest memory and frames through the device (fuzz target and property
+//!   test).
 //!
 //! Frames carry the 12-byte `virtio_net_hdr_v1` in both directions, and the TAP is told to use
 //! the same header, so checksum and segmentation offloads pass between guest and host untouched.
@@ -16,6 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub mod device;
 mod event_handler;
 pub mod frame;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod tap;
 
 pub use device::{Net, NetSpec};
