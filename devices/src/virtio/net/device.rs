@@ -148,7 +148,7 @@ impl Net {
             rx_pending: None,
             held: VecDeque::new(),
             rx_broken: false,
-            tx_frame: Vec::with_capacity(MAX_FRAME_LEN),
+            tx_frame: vec![0; MAX_FRAME_LEN],
             tx_broken: false,
             backend_failed: false,
             backend_watched: false,
@@ -259,7 +259,7 @@ impl Net {
         let (backend, frame, metrics) = (&mut self.backend, &mut self.tx_frame, &self.metrics);
         let drained = drain(&mut active.queues[TX_QUEUE], &active.mem, |chain| {
             match frame::read_tx_chain(chain, frame) {
-                Ok(()) => send(backend.as_mut(), frame, metrics),
+                Ok(len) => send(backend.as_mut(), &frame[..len], metrics),
                 Err(e) => {
                     log::debug!("virtio-net: dropping a transmit chain: {e}");
                     NetMetrics::add(&metrics.tx_dropped, 1);

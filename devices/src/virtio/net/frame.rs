@@ -44,8 +44,9 @@ pub enum FrameError {
     TooShort(u64),
 }
 
-/// Gathers a transmit chain (header and frame) into `buf`, which is cleared first.
-pub fn read_tx_chain<M>(chain: DescriptorChain<M>, buf: &mut Vec<u8>) -> Result<(), FrameError>
+/// Gathers a transmit chain (header and frame) into the start of `buf`, which holds
+/// [`MAX_FRAME_LEN`] bytes; returns the chain's length.
+pub fn read_tx_chain<M>(chain: DescriptorChain<M>, buf: &mut [u8]) -> Result<usize, FrameError>
 where
     M: Deref<Target = GuestMemoryMmap> + Clone,
 {
@@ -58,15 +59,13 @@ where
         }
         check_in_memory(&mem, desc.addr(), desc.len().into())?;
         total += u64::from(desc.len());
-        if total > MAX_FRAME_LEN as u64 {
+        if total > MAX_FRAME_LEN.min(buf.len()) as u64 {
             return Err(FrameError::TooLong);
         }
     }
     if total < (VNET_HDR_LEN + ETH_HLEN) as u64 {
         return Err(FrameError::TooShort(total));
     }
-    buf.clear();
-    buf.resize(total as usize, 0);
     let mut at = 0;
     for desc in &descs {
         let len = desc.len() as usize;
@@ -77,7 +76,7 @@ where
             })?;
         at += len;
     }
-    Ok(())
+    Ok(at)
 }
 
 /// A receive buffer the guest posted: the head of its chain and its writable segments.
