@@ -238,6 +238,7 @@ const NET_BYTES: usize = 16 << 20;
 linux_test!(linux_network_ping_and_16_mib_each_way, |g: &Guest| {
     let ns = NetNs::new("linux");
     ns.add_tap("tap0", Some("10.0.0.1/24"));
+    ns.add_tap("tap1", None);
     let mut vm = Session::start_in(
         &ns,
         &[
@@ -251,10 +252,16 @@ linux_test!(linux_network_ping_and_16_mib_each_way, |g: &Guest| {
             "256",
             "--net",
             "tap=tap0",
+            "--net",
+            "tap=tap1,mac=02:fc:00:00:00:22",
             "-v",
         ],
     );
     vm.expect("FENNEC-GUEST-READY");
+    // Two interfaces, in order, with the derived and the configured MAC.
+    let macs = vm.run("cat /sys/class/net/eth0/address /sys/class/net/eth1/address");
+    let want = format!("{}\n02:fc:00:00:00:22", fennec::MacAddr::stable("tap0"));
+    assert_eq!(macs, want);
     let up = vm.run(
         "ip addr add 10.0.0.2/24 dev eth0 && ip link set eth0 up && \
          ping -c 3 -w 30 10.0.0.1 | grep -c 'bytes from'",

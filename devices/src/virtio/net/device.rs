@@ -22,7 +22,8 @@ use super::frame::{
 use super::{MacAddr, NetBackend, NetMetrics};
 use crate::virtio::queue::{avail_sane, drain};
 use crate::virtio::{
-    features, interrupt, read_config_bytes, ActivateError, ActiveQueues, QueueT, VirtioDevice,
+    features, interrupt, read_config_bytes, ActivateError, ActiveQueues, Interrupt, QueueT,
+    VirtioDevice,
 };
 
 /// Virtio device type of a network device.
@@ -196,11 +197,13 @@ impl Net {
                 None => match self.backend.recv(&mut self.rx_frame) {
                     Ok(len) => len,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
+                        // A TAP read fails only when the TAP is gone or broken; watching a
+                        // readable fd that cannot be read would spin the loop.
                         NetMetrics::add(&self.metrics.rx_errors, 1);
-                        if self.metrics.rx_errors.load(Ordering::Relaxed) <= ERRORS_LOGGED {
-                            log::warn!("virtio-net: reading the TAP failed: {e}");
-                        }
+                        log::warn!("virtio-net: reading the TAP failed ({e}); the guest receives nothing more");
+                        self.backend_failed = true;
                         break;
                     }
                 },
@@ -217,6 +220,9 @@ impl Net {
                     NetMetrics::add(&self.metrics.rx_packets, 1);
                     NetMetrics::add(&self.metrics.rx_bytes, (len - VNET_HDR_LEN) as u64);
                     self.rx_pending = None;
+                    // Tell the guest now, not after the batch, so it processes this frame
+                    // while the next is copied; with EVENT_IDX it asks for as few as it needs.
+                    rx.notify(&active.interrupt);
                 }
                 Deliver::TooLarge => {
                     log::debug!("virtio-net: a {len}-byte frame fits no receive buffer; dropped");
@@ -240,11 +246,8 @@ impl Net {
                 }
             }
         }
-        let notify = rx.used_any && rx.queue.needs_notification(rx.mem).unwrap_or(true);
-        if notify {
-            self.metrics.interrupts.fetch_add(1, Ordering::Relaxed);
-            active.interrupt.signal(interrupt::USED_BUFFER);
-        }
+        // Unusable buffers returned on the way count as used too.
+        rx.notify(&active.interrupt);
     }
 
     /// Sends every frame the driver queued to the backend, at most a queue's worth per call
@@ -338,6 +341,15 @@ struct Rx<'a> {
 }
 
 impl Rx<'_> {
+    /// Interrupts the guest for the buffers used since the last call, if it asked for it.
+    fn notify(&mut self, irq: &Interrupt) {
+        if self.used_any && self.queue.needs_notification(self.mem).unwrap_or(true) {
+            NetMetrics::add(&self.metrics.interrupts, 1);
+            irq.signal(interrupt::USED_BUFFER);
+        }
+        self.used_any = false;
+    }
+
     /// Puts `frame` into the guest's receive buffers.
     fn deliver(&mut self, frame: &mut [u8]) -> Deliver {
         loop {
