@@ -249,3 +249,51 @@ fn test_net_missing_tap_and_bad_arguments_fail_clearly() {
         );
     }
 }
+
+#[test]
+fn test_net_tap_removed_under_running_guest_stops_watching_it() {
+    require_kvm();
+    let ns = NetNs::new("tapgone");
+    ns.add_tap("tap0", None);
+    let pvh = tiny("pvh.elf");
+    let mut child = ns
+        .command(env!("CARGO_BIN_EXE_fennec").as_ref())
+        .args([
+            "-v",
+            "run",
+            "--kernel",
+            pvh.to_str().unwrap(),
+            "--memory",
+            "64",
+            "--cmdline",
+            "console=ttyS0 tiny.mode=net",
+            "--net",
+            "tap=tap0",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn fennec");
+    let mut console = Console::new(&mut child);
+    let stderr = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap());
+    // At "idle" the device is active with no frame waiting, so the loop watches the TAP.
+    console.expect("TINY net idle");
+    ns.ip(&["link", "del", "tap0"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = child.id();
+    let before = thread_cpu_ticks(pid, "fennec-vmm");
+    std::thread::sleep(Duration::from_secs(1));
+    let used = thread_cpu_ticks(pid, "fennec-vmm") - before;
+    // SAFETY: `pid` is our own child, still running (we have not waited for it).
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let status = wait_with_timeout(&mut child, TIMEOUT).expect("fennec stops on SIGTERM");
+    let stderr = stderr.join().unwrap();
+    assert!(
+        used <= 20,
+        "the event loop used {used} ticks of 100 in a second on a removed TAP\n{stderr}"
+    );
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("the TAP failed"), "{stderr}");
+}
