@@ -25,13 +25,14 @@ run() {
     vmm="$1"; shift
     nc -l -p 5002 > /dev/null < /tmp/hold &
     listener=$!
-    "$@" > /tmp/console 2>&1 < /dev/null &
+    # A run that hangs is stopped (fennec then logs its counters) and reported.
+    timeout -s TERM 240 "$@" > /tmp/console 2>&1 < /dev/null &
     vm=$!
     # Host to guest, timed from the connection that succeeds (the guest's nc listens late).
     tries=0
     while [ "$tries" -lt 600 ]; do
         a=$(t)
-        nc 10.0.0.2 5001 < /tmp/send 2>/dev/null && break
+        timeout 240 nc 10.0.0.2 5001 < /tmp/send 2>/dev/null && break
         tries=$((tries + 1))
         sleep 0.1
     done
@@ -43,12 +44,12 @@ run() {
     if [ -n "$line" ] && [ "$tries" -lt 600 ]; then
         echo "BENCHNET $vmm $((b - a)) ${line#BENCHNET }"
     else
-        echo "BENCH-FAILED $vmm"; tail -n 20 /tmp/console
+        echo "BENCH-FAILED $vmm (host->guest tries $tries)"; tail -n 20 /tmp/console
     fi
 }
 i=0
 while [ "$i" -lt "$n" ]; do
-    run fennec /fennec/fennec run --kernel /guest/vmlinux --initrd /guest/initramfs.cpio \
+    run fennec /fennec/fennec -v run --kernel /guest/vmlinux --initrd /guest/initramfs.cpio \
         --memory 256 --cmdline "$cmdline" --net tap=tap0
     run qemu-microvm /fennec/qemu-system-x86_64 -L /fennec/qemu-share -M microvm,acpi=off \
         -enable-kvm -cpu host -m 256 -smp 1 -nodefaults -no-user-config -nographic \
