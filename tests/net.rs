@@ -94,16 +94,10 @@ fn net_metrics(stderr: &str, id: &str) -> HashMap<String, u64> {
         .collect()
 }
 
-#[test]
-fn test_tiny_driver_sends_receives_and_survives_hostile_chains() {
-    require_kvm();
-    let ns = NetNs::new("tinynet");
-    ns.add_tap("tap0", None);
-    let sock = PacketSocket::open(&ns, "tap0", ETHERTYPE);
+/// `fennec run` of the tiny kernel's network sequence with `--net <net_arg>`.
+fn tiny_net_args(net_arg: &str) -> Vec<String> {
     let pvh = tiny("pvh.elf");
-    let net_arg = format!("tap=tap0,mac={}", fennec::MacAddr(GUEST_MAC));
-    let args = [
-        "-v",
+    [
         "run",
         "--kernel",
         pvh.to_str().unwrap(),
@@ -112,19 +106,37 @@ fn test_tiny_driver_sends_receives_and_survives_hostile_chains() {
         "--cmdline",
         "console=ttyS0 tiny.mode=net",
         "--net",
-        &net_arg,
-    ];
+        net_arg,
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
+/// Starts that with `-v` inside `ns`: the child, its console, and a thread collecting stderr.
+fn start_tiny_net(ns: &NetNs, net_arg: &str) -> (Child, Console, std::thread::JoinHandle<String>) {
     let mut child = ns
         .command(env!("CARGO_BIN_EXE_fennec").as_ref())
-        .args(args)
+        .arg("-v")
+        .args(tiny_net_args(net_arg))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn fennec");
-    let mut console = Console::new(&mut child);
+    let console = Console::new(&mut child);
     let stderr = child.stderr.take().unwrap();
     let stderr = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap());
+    (child, console, stderr)
+}
+
+#[test]
+fn test_tiny_driver_sends_receives_and_survives_hostile_chains() {
+    require_kvm();
+    let ns = NetNs::new("tinynet");
+    ns.add_tap("tap0", None);
+    let sock = PacketSocket::open(&ns, "tap0", ETHERTYPE);
+    let net_arg = format!("tap=tap0,mac={}", fennec::MacAddr(GUEST_MAC));
+    let (mut child, mut console, stderr) = start_tiny_net(&ns, &net_arg);
 
     let hello = console.expect("TINY net mac=");
     assert!(
@@ -148,7 +160,7 @@ fn test_tiny_driver_sends_receives_and_survives_hostile_chains() {
     // A second VMM cannot take the same TAP.
     let second = ns
         .command(env!("CARGO_BIN_EXE_fennec").as_ref())
-        .args(&args[1..])
+        .args(tiny_net_args(&net_arg))
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -255,29 +267,7 @@ fn test_net_tap_removed_under_running_guest_stops_watching_it() {
     require_kvm();
     let ns = NetNs::new("tapgone");
     ns.add_tap("tap0", None);
-    let pvh = tiny("pvh.elf");
-    let mut child = ns
-        .command(env!("CARGO_BIN_EXE_fennec").as_ref())
-        .args([
-            "-v",
-            "run",
-            "--kernel",
-            pvh.to_str().unwrap(),
-            "--memory",
-            "64",
-            "--cmdline",
-            "console=ttyS0 tiny.mode=net",
-            "--net",
-            "tap=tap0",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn fennec");
-    let mut console = Console::new(&mut child);
-    let stderr = child.stderr.take().unwrap();
-    let stderr = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap());
+    let (mut child, mut console, stderr) = start_tiny_net(&ns, "tap=tap0");
     // At "idle" the device is active with no frame waiting, so the loop watches the TAP.
     console.expect("TINY net idle");
     ns.ip(&["link", "del", "tap0"]);
