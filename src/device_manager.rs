@@ -1,5 +1,5 @@
 //! Wires devices to the buses and to KVM interrupts: the serial console at 0x3f8 on IRQ 4, the
-//! i8042 at 0x60/0x64, and virtio-mmio devices in 4 KiB slots from 0xd000_0000 with IRQs from 5.
+//! i8042 at 0x60/0x64 on IRQ 1, and virtio-mmio devices in 4 KiB slots from 0xd000_0000 with IRQs from 5.
 //! Each virtio queue's notifications go to an ioeventfd and each device's interrupt to an irqfd,
 //! so a request never passes through a vCPU thread. Addresses and IRQs come from
 //! [`fennec_boot::layout`].
@@ -72,8 +72,10 @@ pub struct DriveInfo {
     pub mmio_base: u64,
     /// Its IRQ.
     pub irq: u32,
-    /// Capacity in 512-byte sectors.
+    /// Capacity in 512-byte sectors, when the VM started.
     pub sectors: u64,
+    /// Whether the guest can only read it.
+    pub read_only: bool,
     /// Its counters.
     pub metrics: Arc<BlockMetrics>,
 }
@@ -111,6 +113,8 @@ pub struct DeviceManager {
     pub mmio: Bus,
     /// Fires when the guest resets through the i8042.
     pub reset_evt: EventFd,
+    /// The keyboard controller, where the host presses Ctrl-Alt-Del.
+    pub i8042: Arc<Mutex<I8042<EventFdTrigger>>>,
     /// Feeds console input to the serial port, for the event loop; `None` without input.
     pub serial_input: Option<SerialInput>,
     /// Serial counters.
@@ -119,6 +123,8 @@ pub struct DeviceManager {
     pub subscribers: Vec<Subscriber>,
     /// The virtio-blk drives, in slot order.
     pub drives: Vec<DriveInfo>,
+    /// The virtio-blk devices behind `drives`, in the same order.
+    pub block_devices: Vec<Arc<Mutex<Block>>>,
     /// The virtio-net interfaces, in slot order.
     pub nets: Vec<NetInfo>,
     /// Virtio slots in use.
@@ -127,6 +133,24 @@ pub struct DeviceManager {
 
 fn eventfd(what: &'static str) -> Result<EventFd, DeviceError> {
     EventFd::new(EFD_NONBLOCK).map_err(|e| DeviceError::EventFd(what, e))
+}
+
+/// Opens and locks `cfg`'s image.
+pub fn open_disk(cfg: &BlockConfig) -> Result<DiskFile, DeviceError> {
+    let disk = DiskFile::open(&cfg.path, cfg.read_only).map_err(|source| DeviceError::Disk {
+        id: cfg.id.clone(),
+        source,
+    })?;
+    if disk.size() % 512 != 0 {
+        log::warn!(
+            "Drive {:?}: {} is {} bytes, not a whole number of 512-byte sectors; \
+             the guest sees only the whole sectors",
+            cfg.id,
+            cfg.path.display(),
+            disk.size()
+        );
+    }
+    Ok(disk)
 }
 
 impl DeviceManager {
@@ -167,18 +191,26 @@ impl DeviceManager {
         let reset_trigger = reset_evt
             .try_clone()
             .map_err(|e| DeviceError::EventFd("guest reset", e))?;
-        let i8042 = Arc::new(Mutex::new(I8042::new(EventFdTrigger::new(reset_trigger))));
-        pio.insert(i8042, layout::I8042_PORT, layout::I8042_PORT_SIZE)
+        let keyboard_irq = eventfd("the keyboard interrupt")?;
+        vm.register_irqfd(&keyboard_irq, layout::KEYBOARD_IRQ)
+            .map_err(DeviceError::Kvm)?;
+        let i8042 = Arc::new(Mutex::new(I8042::new(
+            EventFdTrigger::new(reset_trigger),
+            EventFdTrigger::new(keyboard_irq),
+        )));
+        pio.insert(i8042.clone(), layout::I8042_PORT, layout::I8042_PORT_SIZE)
             .map_err(DeviceError::Bus)?;
 
         let mut manager = DeviceManager {
             pio,
             mmio: Bus::new(),
             reset_evt,
+            i8042,
             serial_input,
             serial_metrics,
             subscribers: Vec::new(),
             drives: Vec::new(),
+            block_devices: Vec::new(),
             nets: Vec::new(),
             virtio_slots: 0,
         };
@@ -236,20 +268,8 @@ impl DeviceManager {
         mem: &GuestMemoryMmap,
         cfg: &BlockConfig,
     ) -> Result<(), DeviceError> {
-        let disk =
-            DiskFile::open(&cfg.path, cfg.read_only).map_err(|source| DeviceError::Disk {
-                id: cfg.id.clone(),
-                source,
-            })?;
+        let disk = open_disk(cfg)?;
         let size = disk.size();
-        if size % 512 != 0 {
-            log::warn!(
-                "Drive {:?}: {} is {size} bytes, not a whole number of 512-byte sectors; \
-                 the guest sees only the whole sectors",
-                cfg.id,
-                cfg.path.display()
-            );
-        }
         let discard = disk.supports_discard();
         let block = Block::new(BlockSpec {
             disk: Box::new(disk),
@@ -263,6 +283,7 @@ impl DeviceManager {
         let metrics = block.metrics();
         let block = Arc::new(Mutex::new(block));
         let (mmio_base, irq) = self.add_virtio(vm, mem, block.clone())?;
+        self.block_devices.push(block.clone());
         self.subscribers.push(block);
         let guest_name = format!("vd{}", (b'a' + self.drives.len() as u8) as char);
         log::info!(
@@ -274,6 +295,7 @@ impl DeviceManager {
         self.drives.push(DriveInfo {
             id: cfg.id.clone(),
             guest_name,
+            read_only: cfg.read_only,
             mmio_base,
             irq,
             sectors,

@@ -34,8 +34,10 @@
 
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod config;
 pub mod device_manager;
+pub mod firecracker;
 pub mod terminal;
 pub mod vmm;
 pub mod vstate;
@@ -43,4 +45,4 @@ pub mod vstate;
 pub use device_manager::{Console, DriveInfo, NetInfo};
 pub use fennec_devices::virtio::block::BlockMetrics;
 pub use fennec_devices::virtio::net::{MacAddr, NetMetrics};
-pub use vmm::{Error, ExitReason, Stopper, Vm, VmHandle};
+pub use vmm::{Error, ExitReason, Stopper, Vm, VmHandle, VmMetrics, VmState};

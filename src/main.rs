@@ -4,11 +4,17 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
 
+use fennec::api::http::ApiServer;
+use fennec::api::service::{self, one_line, Event, VmService};
+use fennec::api::{client, routes};
 use fennec::config::{
     BlockConfig, BootSourceConfig, MachineConfig, NetConfig, VmConfig, MAX_MEM_MIB, MIN_MEM_MIB,
 };
@@ -39,15 +45,42 @@ enum Command {
     /// (printed as one line on stderr), 2 on bad usage. When stdin is a terminal it is put in
     /// raw mode: every key, Ctrl-C included, goes to the guest. SIGTERM, SIGINT and SIGHUP stop
     /// the VM cleanly and restore the terminal.
+    ///
+    /// With --api-socket, fennec serves its control socket (Firecracker's API) and boots when
+    /// told to (PUT /actions InstanceStart), or at once if the command line or --config-file
+    /// gives a kernel; it exits when the guest ends.
     Run(RunArgs),
+
+    /// Talk to a running fennec over its control socket.
+    ///
+    /// Prints JSON answers on stdout. Exit status 0 on success, 1 with the socket's
+    /// fault_message on stderr otherwise.
+    Ctl(CtlArgs),
 }
 
 #[derive(Args)]
+#[command(group = clap::ArgGroup::new("source").required(true).multiple(true)
+    .args(["kernel", "config_file", "api_socket"]))]
 struct RunArgs {
     /// Kernel image: ELF vmlinux (entered through PVH if it has the note, else the 64-bit
     /// protocol) or bzImage.
     #[arg(long, value_name = "PATH")]
-    kernel: PathBuf,
+    kernel: Option<PathBuf>,
+
+    /// Read the whole VM configuration from a JSON file in Firecracker's config-file format
+    /// (boot-source, machine-config, drives, network-interfaces) instead of the flags.
+    #[arg(long, value_name = "PATH",
+          conflicts_with_all = ["kernel", "initrd", "cmdline", "vcpus", "memory", "disk", "net"])]
+    config_file: Option<PathBuf>,
+
+    /// Serve the control socket (HTTP + JSON, Firecracker's API) at PATH, mode 0600. A stale
+    /// socket there is replaced; a live one is refused.
+    #[arg(long, value_name = "PATH")]
+    api_socket: Option<PathBuf>,
+
+    /// The instance ID the control socket reports.
+    #[arg(long, value_name = "ID", default_value = "fennec")]
+    id: String,
 
     /// Initramfs to load.
     #[arg(long, value_name = "PATH")]
@@ -112,11 +145,70 @@ fn parse_mib(s: &str) -> Result<usize, String> {
     }
 }
 
+#[derive(Args)]
+struct CtlArgs {
+    /// The control socket of the fennec to talk to.
+    #[arg(long, value_name = "PATH")]
+    api_socket: PathBuf,
+
+    /// Seconds to wait for an answer.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    wait: u64,
+
+    #[command(subcommand)]
+    command: CtlCommand,
+}
+
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// The VM's state, uptime, devices and, once it ended, why.
+    Status,
+    /// Instance information (Firecracker's GET /).
+    Info,
+    /// Every counter: serial, vCPU exits, drives, network interfaces.
+    Metrics,
+    /// The VM's configuration (GET /vm/config).
+    Config,
+    /// Boot the configured VM (InstanceStart).
+    Start,
+    /// Park every vCPU and stop serving devices.
+    Pause,
+    /// Continue a paused VM.
+    Resume,
+    /// Press Ctrl-Alt-Del on the guest's keyboard.
+    CtrlAltDel,
+    /// Ctrl-Alt-Del, then stop the VM if it has not ended within the timeout.
+    Shutdown {
+        /// Seconds the guest gets to shut down.
+        #[arg(long, value_name = "SECS", default_value_t = routes::DEFAULT_SHUTDOWN_TIMEOUT.as_secs())]
+        timeout: u64,
+    },
+    /// Stop the VM now (and the fennec serving it).
+    Stop,
+    /// Send any request: `fennec ctl --api-socket S request PUT /boot-source '{"kernel_image_path": "vmlinux"}'`.
+    Request {
+        /// GET, PUT or PATCH.
+        method: String,
+        /// The path, such as /machine-config.
+        path: String,
+        /// A JSON body.
+        body: Option<String>,
+    },
+}
+
 impl RunArgs {
-    fn config(&self) -> VmConfig {
-        VmConfig {
+    /// The configuration from --config-file, or from the flags (without a kernel, an empty
+    /// one the control socket fills in).
+    fn config(&self) -> Result<VmConfig, String> {
+        if let Some(path) = &self.config_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            return fennec::firecracker::vm_config(&text)
+                .map_err(|e| format!("{}: {e}", path.display()));
+        }
+        Ok(VmConfig {
             boot_source: BootSourceConfig {
-                kernel_image_path: self.kernel.clone(),
+                kernel_image_path: self.kernel.clone().unwrap_or_default(),
                 initrd_path: self.initrd.clone(),
                 boot_args: Some(self.cmdline.clone()),
             },
@@ -142,7 +234,7 @@ impl RunArgs {
                     ..n.clone()
                 })
                 .collect(),
-        }
+        })
     }
 }
 
@@ -153,18 +245,6 @@ fn id_or_default(id: &str, prefix: &str, index: usize) -> String {
     } else {
         id.to_string()
     }
-}
-
-/// An error and its sources on one line.
-fn one_line(e: &dyn std::error::Error) -> String {
-    let mut line = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        line.push_str(": ");
-        line.push_str(&s.to_string());
-        source = s.source();
-    }
-    line
 }
 
 fn console() -> io::Result<Console> {
@@ -195,45 +275,20 @@ fn block_stop_signals() -> Option<libc::sigset_t> {
     ok.then_some(set)
 }
 
-/// Waits for a stop signal on its own thread and stops the VM when one arrives.
-fn stop_on_signals(set: libc::sigset_t, stopper: fennec::Stopper) {
+/// Waits for stop signals on its own thread and calls `on_signal` for each.
+fn on_signals(set: libc::sigset_t, on_signal: impl Fn(i32) + Send + 'static) {
     std::thread::spawn(move || loop {
         let mut signo: libc::c_int = 0;
         // SAFETY: `set` holds signals blocked in every thread, so sigwait is the only taker;
         // `signo` is a valid out-pointer.
         if unsafe { libc::sigwait(&set, &mut signo) } == 0 {
-            log::info!("Received signal {signo}, stopping the VM");
-            if let Err(e) = stopper.stop() {
-                log::error!("{e}");
-            }
+            on_signal(signo);
         }
     });
 }
 
-fn run(args: &RunArgs) -> ExitCode {
-    let config = args.config();
-    let console = match console() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("fennec: cannot use stdin/stdout as the console: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let stdin = io::stdin();
-    let result = Vm::new(&config, console).and_then(|vm| {
-        // Raw mode only once the VM is built, so build errors print on a sane terminal; the
-        // guard restores the terminal before anything below prints.
-        let _raw = RawTerminal::enter(stdin.as_fd()).unwrap_or_else(|e| {
-            log::warn!("Cannot put the terminal in raw mode: {e}");
-            None
-        });
-        let stop_signals = block_stop_signals();
-        let handle = vm.start()?;
-        if let Some(signals) = stop_signals {
-            stop_on_signals(signals, handle.stopper()?);
-        }
-        handle.wait()
-    });
+/// The exit status for how the guest ended.
+fn exit_status(result: Result<ExitReason, String>) -> ExitCode {
     match result {
         Ok(reason) if reason.is_clean() => ExitCode::SUCCESS,
         Ok(reason @ ExitReason::Halted) => {
@@ -245,7 +300,130 @@ fn run(args: &RunArgs) -> ExitCode {
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("fennec: {}", one_line(&e));
+            eprintln!("fennec: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &RunArgs) -> ExitCode {
+    let config = match args.config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fennec: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match &args.api_socket {
+        Some(path) => exit_status(run_with_api(path, &args.id, config)),
+        None => exit_status(run_direct(&config)),
+    }
+}
+
+/// Serves the control socket until the guest ends (or the VMM is stopped before a start).
+fn run_with_api(path: &Path, id: &str, config: VmConfig) -> Result<ExitReason, String> {
+    let (events, incoming) = mpsc::channel();
+    let server = ApiServer::start(path, events.clone()).map_err(|e| one_line(&e))?;
+    if let Some(signals) = block_stop_signals() {
+        let events = events.clone();
+        on_signals(signals, move |signo| {
+            let _ = events.send(Event::Signal(signo));
+        });
+    }
+    let boot_now = !config.boot_source.kernel_image_path.as_os_str().is_empty();
+    let vm = VmService::new(id.to_string(), config, Box::new(console), events);
+    let result = service::serve(vm, incoming, boot_now);
+    server.drain(service::DRAIN_TIMEOUT);
+    drop(server);
+    match result {
+        Ok(reason) => Ok(reason.unwrap_or(ExitReason::Stopped)),
+        Err(e) => Err(e.message),
+    }
+}
+
+/// Boots the configured guest with the console on stdin/stdout and waits for it to end.
+fn run_direct(config: &VmConfig) -> Result<ExitReason, String> {
+    let console = match console() {
+        Ok(c) => c,
+        Err(e) => return Err(format!("cannot use stdin/stdout as the console: {e}")),
+    };
+    let stdin = io::stdin();
+    Vm::new(config, console)
+        .and_then(|vm| {
+            // Raw mode only once the VM is built, so build errors print on a sane terminal; the
+            // guard restores the terminal before anything below prints.
+            let _raw = RawTerminal::enter(stdin.as_fd()).unwrap_or_else(|e| {
+                log::warn!("Cannot put the terminal in raw mode: {e}");
+                None
+            });
+            let stop_signals = block_stop_signals();
+            let handle = vm.start()?;
+            if let Some(signals) = stop_signals {
+                let stopper = handle.stopper()?;
+                on_signals(signals, move |signo| {
+                    log::info!("Received signal {signo}, stopping the VM");
+                    if let Err(e) = stopper.stop() {
+                        log::error!("{e}");
+                    }
+                });
+            }
+            handle.wait()
+        })
+        .map_err(|e| one_line(&e))
+}
+
+/// `fennec ctl`: one request, its answer on stdout.
+fn ctl(args: &CtlArgs) -> ExitCode {
+    let action = |kind: &str| json!({ "action_type": kind });
+    let (method, path, body): (&str, String, Option<Value>) = match &args.command {
+        CtlCommand::Status => ("GET", "/status".into(), None),
+        CtlCommand::Info => ("GET", "/".into(), None),
+        CtlCommand::Metrics => ("GET", "/metrics".into(), None),
+        CtlCommand::Config => ("GET", "/vm/config".into(), None),
+        CtlCommand::Start => ("PUT", "/actions".into(), Some(action("InstanceStart"))),
+        CtlCommand::Pause => ("PATCH", "/vm".into(), Some(json!({"state": "Paused"}))),
+        CtlCommand::Resume => ("PATCH", "/vm".into(), Some(json!({"state": "Resumed"}))),
+        CtlCommand::CtrlAltDel => ("PUT", "/actions".into(), Some(action("SendCtrlAltDel"))),
+        CtlCommand::Shutdown { timeout } => (
+            "PUT",
+            "/actions".into(),
+            Some(json!({"action_type": "Shutdown", "timeout_ms": timeout.saturating_mul(1000)})),
+        ),
+        CtlCommand::Stop => ("PUT", "/actions".into(), Some(action("Stop"))),
+        CtlCommand::Request { method, path, body } => {
+            let body = match body.as_deref().map(serde_json::from_str).transpose() {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("fennec ctl: the body is not JSON: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            (method.as_str(), path.clone(), body)
+        }
+    };
+    // A shutdown answers when the guest ended, up to its timeout later.
+    let wait = match &args.command {
+        CtlCommand::Shutdown { timeout } => args.wait.max(timeout.saturating_add(10)),
+        _ => args.wait,
+    };
+    let wait = Duration::from_secs(wait);
+    match client::request(&args.api_socket, method, &path, body.as_ref(), wait) {
+        Ok(reply) if reply.ok() => {
+            if let Some(body) = reply.body {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&body).unwrap_or_else(|_| body.to_string())
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(reply) => {
+            let fault = reply.fault().unwrap_or("no fault_message in the answer");
+            eprintln!("fennec ctl: {} {}: {fault}", reply.status, path);
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("fennec ctl: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
@@ -264,6 +442,7 @@ fn main() -> ExitCode {
         .init();
     match &cli.command {
         Command::Run(args) => run(args),
+        Command::Ctl(args) => ctl(args),
     }
 }
 

@@ -4,14 +4,19 @@
 //! memory, loads the kernel, initrd and command line, writes the boot tables and creates vCPUs
 //! and devices. [`Vm::start`] only spawns threads: one per vCPU, and one controller thread that
 //! runs the event loop (console input, guest resets, stop requests) and, when the guest is done,
-//! stops and joins the vCPUs and reports an [`ExitReason`].
+//! stops and joins the vCPUs and reports an [`ExitReason`]. The [`VmHandle`] pauses, resumes,
+//! shuts down and stops the VM and reads its counters; pause and resume are commands to the
+//! controller thread over a channel and an eventfd.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use serde::Serialize;
 
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
 use vm_memory::GuestMemoryMmap;
@@ -24,13 +29,20 @@ use fennec_boot::loader::{self, LoadedKernel, LoaderError};
 use fennec_boot::x86_64::bootparams::{self, BootInfo, BootParamsError};
 use fennec_boot::x86_64::mptable::{self, MptableError};
 use fennec_boot::x86_64::regs::{self, EntryMode};
+use fennec_devices::legacy::i8042::I8042;
 use fennec_devices::legacy::serial::SerialMetrics;
+use fennec_devices::virtio::block::Block;
+use fennec_devices::EventFdTrigger;
 
-use crate::config::{ConfigError, VmConfig};
-use crate::device_manager::{Console, DeviceError, DeviceManager, DriveInfo, NetInfo, Subscriber};
+use crate::config::{BlockConfig, ConfigError, VmConfig};
+use crate::device_manager::{
+    self, Console, DeviceError, DeviceManager, DriveInfo, NetInfo, Subscriber,
+};
 use crate::vstate::kvm::{KvmContext, KvmError};
 use crate::vstate::memory::{self, MemoryError};
-use crate::vstate::vcpu::{self, ExitSignal, ProbedState, RunContext, Vcpu, VcpuError, VcpuShared};
+use crate::vstate::vcpu::{
+    self, ExitSignal, PauseGate, ProbedState, RunContext, Vcpu, VcpuError, VcpuShared,
+};
 use crate::vstate::vm::{KvmVm, VmError};
 
 /// How often the controller checks whether every vCPU is stuck.
@@ -65,6 +77,19 @@ impl ExitReason {
             self,
             ExitReason::Reset | ExitReason::PowerOff | ExitReason::Stopped
         )
+    }
+}
+
+impl ExitReason {
+    /// A stable one-word name: `reset`, `power_off`, `halted`, `stopped`, `vcpu_failed`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ExitReason::Reset => "reset",
+            ExitReason::PowerOff => "power_off",
+            ExitReason::Halted => "halted",
+            ExitReason::Stopped => "stopped",
+            ExitReason::VcpuFailed { .. } => "vcpu_failed",
+        }
     }
 }
 
@@ -146,6 +171,15 @@ pub enum Error {
     /// The controller thread panicked.
     #[error("The VMM controller thread panicked")]
     ControllerPanicked,
+    /// The VM has exited, so it cannot do what was asked.
+    #[error("The VM is not running")]
+    NotRunning,
+    /// A pause or resume failed.
+    #[error("{0}")]
+    Lifecycle(String),
+    /// No drive has the given ID.
+    #[error("No drive has the ID {0:?}")]
+    NoSuchDrive(String),
 }
 
 fn open(what: &'static str, path: &Path) -> Result<File, Error> {
@@ -242,14 +276,14 @@ impl Vm {
     pub fn start(self) -> Result<VmHandle, Error> {
         vcpu::install_kick_handler()?;
         let start_err = |what: &str, e: std::io::Error| Error::Start(format!("{what}: {e}"));
-        let exit_evt = EventFd::new(EFD_NONBLOCK).map_err(|e| start_err("exit eventfd", e))?;
-        let stop_evt = EventFd::new(EFD_NONBLOCK).map_err(|e| start_err("stop eventfd", e))?;
-        let exit = Arc::new(ExitSignal::new(
-            exit_evt
-                .try_clone()
-                .map_err(|e| start_err("exit eventfd", e))?,
-        ));
+        let eventfd = |what: &str| EventFd::new(EFD_NONBLOCK).map_err(|e| start_err(what, e));
+        let clone = |evt: &EventFd, what: &str| evt.try_clone().map_err(|e| start_err(what, e));
+        let exit_evt = eventfd("exit eventfd")?;
+        let stop_evt = eventfd("stop eventfd")?;
+        let command_evt = eventfd("command eventfd")?;
+        let exit = Arc::new(ExitSignal::new(clone(&exit_evt, "exit eventfd")?));
         let stop = Arc::new(AtomicBool::new(false));
+        let gate = Arc::new(PauseGate::default());
         let Vm {
             mem,
             kvm_vm,
@@ -260,6 +294,7 @@ impl Vm {
         let mmio = Arc::new(std::mem::take(&mut devices.mmio));
 
         let mut threads = Vec::with_capacity(vcpus.len());
+        let mut vcpu_shared = Vec::with_capacity(vcpus.len());
         for vcpu in vcpus {
             let shared = Arc::new(VcpuShared::default());
             let ctx = RunContext {
@@ -268,41 +303,58 @@ impl Vm {
                 stop: stop.clone(),
                 exit: exit.clone(),
                 shared: shared.clone(),
+                gate: gate.clone(),
             };
             let spawned = std::thread::Builder::new()
                 .name(format!("fennec-vcpu{}", vcpu.index()))
                 .spawn(move || vcpu.run(ctx));
             match spawned {
-                Ok(handle) => threads.push((handle, shared)),
+                Ok(handle) => {
+                    threads.push((handle, shared.clone()));
+                    vcpu_shared.push(shared);
+                }
                 Err(e) => {
-                    stop_vcpus(&stop, threads);
+                    stop_vcpus(&stop, &gate, threads);
                     return Err(start_err("vCPU thread", e));
                 }
             }
         }
 
+        let (command_tx, command_rx) = mpsc::channel();
+        let lifecycle = Arc::new(Lifecycle::default());
         let controller = Controller {
             exit_evt,
-            stop_evt: stop_evt
-                .try_clone()
-                .map_err(|e| start_err("stop eventfd", e))?,
+            stop_evt: clone(&stop_evt, "stop eventfd")?,
             reset_evt: devices.reset_evt,
+            command_evt: clone(&command_evt, "command eventfd")?,
             exit,
             finished: None,
         };
-        let serial_input = devices.serial_input;
-        let serial_metrics = devices.serial_metrics;
-        let subscribers = devices.subscribers;
+        let run = ControllerRun {
+            serial_input: devices.serial_input,
+            subscribers: devices.subscribers,
+            vcpus: threads,
+            stop,
+            gate,
+            commands: command_rx,
+            lifecycle: lifecycle.clone(),
+        };
         let drives = devices.drives;
         let nets = devices.nets;
         let drives_at_exit = drives.clone();
         let nets_at_exit = nets.clone();
-        let vcpu_stop = stop.clone();
         let spawned = std::thread::Builder::new()
             .name("fennec-vmm".into())
             .spawn(move || {
-                let reason = run_controller(controller, serial_input, subscribers, &threads);
-                stop_vcpus(&vcpu_stop, threads);
+                // Whatever happens below, waiters learn that the VM is gone.
+                let mut guard = ExitGuard {
+                    lifecycle: run.lifecycle.clone(),
+                    reason: ExitReason::VcpuFailed {
+                        index: 0,
+                        message: "the VMM controller thread panicked".into(),
+                    },
+                };
+                let reason = run_controller(controller, run);
                 for d in &drives_at_exit {
                     log_metrics("Drive", &d.id, d.metrics.values());
                 }
@@ -312,16 +364,24 @@ impl Vm {
                 // Guest memory and the VM outlive every vCPU thread.
                 drop(kvm_vm);
                 drop(mem);
+                guard.reason = reason.clone();
                 reason
             });
         match spawned {
-            Ok(thread) => Ok(VmHandle {
-                thread,
+            Ok(thread) => Ok(VmHandle(Arc::new(HandleInner {
+                thread: Mutex::new(Some(thread)),
+                lifecycle,
+                started: Instant::now(),
                 stopper: Stopper(stop_evt),
-                serial_metrics,
+                commands: Mutex::new(command_tx),
+                command_evt,
+                i8042: devices.i8042,
+                serial_metrics: devices.serial_metrics,
+                vcpus: vcpu_shared,
                 drives,
+                block_devices: devices.block_devices,
                 nets,
-            }),
+            }))),
             Err(e) => Err(start_err("controller thread", e)),
         }
     }
@@ -360,15 +420,26 @@ fn log_boot(
     }
 }
 
-/// Sets `stop`, kicks every vCPU out of `KVM_RUN` and joins it.
-fn stop_vcpus(stop: &AtomicBool, threads: Vec<(JoinHandle<()>, Arc<VcpuShared>)>) {
-    stop.store(true, Ordering::SeqCst);
-    let signum = vmm_sys_util::signal::SIGRTMIN() + vcpu::KICK_SIGNAL_OFFSET;
-    for (thread, _) in &threads {
-        if let Err(e) = thread.kill(signum) {
+type VcpuThreads = Vec<(JoinHandle<()>, Arc<VcpuShared>)>;
+
+fn kick_signal() -> i32 {
+    vmm_sys_util::signal::SIGRTMIN() + vcpu::KICK_SIGNAL_OFFSET
+}
+
+/// Kicks every vCPU still running out of `KVM_RUN`.
+fn kick_vcpus(threads: &VcpuThreads) {
+    for (thread, _) in threads.iter().filter(|(t, _)| !t.is_finished()) {
+        if let Err(e) = thread.kill(kick_signal()) {
             log::debug!("Failed to kick a vCPU thread: {e}");
         }
     }
+}
+
+/// Sets `stop`, releases paused vCPUs, kicks every vCPU out of `KVM_RUN` and joins it.
+fn stop_vcpus(stop: &AtomicBool, gate: &PauseGate, threads: VcpuThreads) {
+    stop.store(true, Ordering::SeqCst);
+    gate.release_for_stop();
+    kick_vcpus(&threads);
     for (thread, _) in threads {
         if thread.join().is_err() {
             log::error!("A vCPU thread panicked");
@@ -379,12 +450,17 @@ fn stop_vcpus(stop: &AtomicBool, threads: Vec<(JoinHandle<()>, Arc<VcpuShared>)>
 const EVENT_EXIT: u32 = 0;
 const EVENT_RESET: u32 = 1;
 const EVENT_STOP: u32 = 2;
+const EVENT_COMMAND: u32 = 3;
+
+/// How long a pause waits for every vCPU to park.
+const PARK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Event-loop subscriber for the VM's lifecycle events.
 struct Controller {
     exit_evt: EventFd,
     stop_evt: EventFd,
     reset_evt: EventFd,
+    command_evt: EventFd,
     exit: Arc<ExitSignal>,
     finished: Option<ExitReason>,
 }
@@ -404,6 +480,11 @@ impl MutEventSubscriber for Controller {
                 let _ = self.stop_evt.read();
                 Some(ExitReason::Stopped)
             }
+            // The commands themselves are taken from the channel after every loop turn.
+            EVENT_COMMAND => {
+                let _ = self.command_evt.read();
+                None
+            }
             _ => None,
         };
         if self.finished.is_none() {
@@ -416,6 +497,7 @@ impl MutEventSubscriber for Controller {
             (&self.exit_evt, EVENT_EXIT),
             (&self.reset_evt, EVENT_RESET),
             (&self.stop_evt, EVENT_STOP),
+            (&self.command_evt, EVENT_COMMAND),
         ] {
             if let Err(e) = ops.add(Events::with_data(fd, data, EventSet::IN)) {
                 log::error!("Failed to register a lifecycle eventfd: {e:?}");
@@ -424,56 +506,133 @@ impl MutEventSubscriber for Controller {
     }
 }
 
-/// Runs the event loop until the guest ends; returns why it ended.
-fn run_controller(
-    controller: Controller,
+/// A request to the controller thread, with where to send the answer.
+struct CommandMsg {
+    command: Command,
+    reply: mpsc::Sender<Result<(), String>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Command {
+    Pause,
+    Resume,
+}
+
+/// Everything the controller thread owns besides its event subscriber.
+struct ControllerRun {
     serial_input: Option<fennec_devices::legacy::serial::SerialInput>,
     subscribers: Vec<Subscriber>,
-    vcpus: &[(JoinHandle<()>, Arc<VcpuShared>)],
-) -> ExitReason {
-    let mut manager = match EventManager::<Subscriber>::new() {
-        Ok(m) => m,
-        Err(e) => {
-            return ExitReason::VcpuFailed {
-                index: 0,
-                message: format!("the event loop could not start: {e:?}"),
-            }
+    vcpus: VcpuThreads,
+    stop: Arc<AtomicBool>,
+    gate: Arc<PauseGate>,
+    commands: mpsc::Receiver<CommandMsg>,
+    lifecycle: Arc<Lifecycle>,
+}
+
+impl ControllerRun {
+    /// Parks every vCPU; the caller then stops serving devices.
+    fn pause(&self) -> Result<(), String> {
+        self.gate.close();
+        kick_vcpus(&self.vcpus);
+        let running = self.vcpus.iter().filter(|(t, _)| !t.is_finished()).count();
+        if self.gate.wait_parked(running, PARK_TIMEOUT) {
+            Ok(())
+        } else {
+            self.gate.open();
+            Err(format!(
+                "the vCPUs did not stop within {} s",
+                PARK_TIMEOUT.as_secs()
+            ))
         }
+    }
+}
+
+/// Runs the event loop until the guest ends, stops the vCPUs, and returns why it ended.
+///
+/// Two event managers share the [`Controller`]: one with every device, used while the guest
+/// runs, and one with the controller alone, used while it is paused, so a paused VM's queues,
+/// TAPs and console input are not served at all.
+fn run_controller(controller: Controller, mut run: ControllerRun) -> ExitReason {
+    let reason = match event_loop(controller, &mut run) {
+        Ok(reason) => reason,
+        Err(e) => ExitReason::VcpuFailed {
+            index: 0,
+            message: format!("the event loop could not start: {e:?}"),
+        },
     };
+    let ControllerRun {
+        vcpus, stop, gate, ..
+    } = run;
+    stop_vcpus(&stop, &gate, vcpus);
+    reason
+}
+
+fn event_loop(
+    controller: Controller,
+    run: &mut ControllerRun,
+) -> Result<ExitReason, event_manager::Error> {
+    let mut running = EventManager::<Subscriber>::new()?;
+    let mut paused_loop = EventManager::<Subscriber>::new()?;
     let controller = Arc::new(Mutex::new(controller));
-    manager.add_subscriber(controller.clone());
-    if let Some(input) = serial_input {
-        manager.add_subscriber(Arc::new(Mutex::new(input)));
+    running.add_subscriber(controller.clone());
+    paused_loop.add_subscriber(controller.clone());
+    if let Some(input) = run.serial_input.take() {
+        running.add_subscriber(Arc::new(Mutex::new(input)));
     }
-    for subscriber in subscribers {
-        manager.add_subscriber(subscriber);
+    for subscriber in run.subscribers.drain(..) {
+        running.add_subscriber(subscriber);
     }
-    let signum = vmm_sys_util::signal::SIGRTMIN() + vcpu::KICK_SIGNAL_OFFSET;
+    let mut paused = false;
     let mut stuck_probes = 0;
     let mut next_probe = Instant::now() + PROBE_INTERVAL;
     loop {
         let timeout = next_probe.saturating_duration_since(Instant::now());
+        let manager = if paused {
+            &mut paused_loop
+        } else {
+            &mut running
+        };
         if let Err(e) = manager.run_with_timeout(timeout.as_millis() as i32) {
             log::error!("Event loop failed: {e:?}");
         }
         if let Some(reason) = fennec_devices::lock(&controller).finished.take() {
             log::info!("Guest finished: {reason}");
-            return reason;
+            return Ok(reason);
+        }
+        while let Ok(msg) = run.commands.try_recv() {
+            let result = match (msg.command, paused) {
+                (Command::Pause, true) | (Command::Resume, false) => Ok(()),
+                (Command::Pause, false) => run.pause().inspect(|()| {
+                    paused = true;
+                    run.lifecycle.set(VmState::Paused);
+                    log::info!("VM paused");
+                }),
+                (Command::Resume, true) => {
+                    paused = false;
+                    run.gate.open();
+                    run.lifecycle.set(VmState::Running);
+                    log::info!("VM resumed");
+                    Ok(())
+                }
+            };
+            let _ = msg.reply.send(result);
         }
         if Instant::now() >= next_probe {
-            next_probe += PROBE_INTERVAL;
-            if all_stuck(vcpus.iter().map(|(_, s)| s.probed())) {
+            next_probe = Instant::now() + PROBE_INTERVAL;
+            if paused {
+                stuck_probes = 0;
+                continue;
+            }
+            if all_stuck(run.vcpus.iter().map(|(_, s)| s.probed())) {
                 stuck_probes += 1;
             } else {
                 stuck_probes = 0;
             }
             if stuck_probes >= STUCK_PROBES {
                 log::info!("Guest finished: {}", ExitReason::Halted);
-                return ExitReason::Halted;
+                return Ok(ExitReason::Halted);
             }
-            for (thread, _) in vcpus {
-                let _ = thread.kill(signum);
-            }
+            kick_vcpus(&run.vcpus);
         }
     }
 }
@@ -483,6 +642,83 @@ fn run_controller(
 fn all_stuck(states: impl Iterator<Item = ProbedState> + Clone) -> bool {
     states.clone().all(|s| s != ProbedState::Running)
         && states.into_iter().any(|s| s == ProbedState::HaltedIrqsOff)
+}
+
+/// Where a started VM stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VmState {
+    /// The guest runs.
+    Running,
+    /// Every vCPU is parked and no device is served.
+    Paused,
+    /// The guest ended; every VM thread has finished or is finishing.
+    Exited(ExitReason),
+}
+
+/// The VM's state, shared by the controller thread and the handles.
+#[derive(Debug)]
+struct Lifecycle {
+    state: Mutex<VmState>,
+    changed: Condvar,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Lifecycle {
+            state: Mutex::new(VmState::Running),
+            changed: Condvar::new(),
+        }
+    }
+}
+
+impl Lifecycle {
+    fn set(&self, state: VmState) {
+        *fennec_devices::lock(&self.state) = state;
+        self.changed.notify_all();
+    }
+
+    fn get(&self) -> VmState {
+        fennec_devices::lock(&self.state).clone()
+    }
+
+    /// Waits up to `timeout` (forever if `None`) for the guest to end.
+    fn wait_exit(&self, timeout: Option<Duration>) -> Option<ExitReason> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut state = fennec_devices::lock(&self.state);
+        loop {
+            if let VmState::Exited(reason) = &*state {
+                return Some(reason.clone());
+            }
+            state = match deadline {
+                None => self
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    self.changed
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .0
+                }
+            };
+        }
+    }
+}
+
+/// Marks the VM exited when the controller thread ends, also by a panic.
+struct ExitGuard {
+    lifecycle: Arc<Lifecycle>,
+    reason: ExitReason,
+}
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        self.lifecycle.set(VmState::Exited(self.reason.clone()));
+    }
 }
 
 /// Stops a running VM, like [`VmHandle::stop`]; stopping a VM that already ended does nothing.
@@ -495,48 +731,226 @@ impl Stopper {
     }
 }
 
-/// A running VM.
-pub struct VmHandle {
-    thread: JoinHandle<ExitReason>,
+/// A VM's counters, as the API serves them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct VmMetrics {
+    /// Milliseconds since the VM started.
+    pub uptime_ms: u64,
+    /// The serial console: bytes out, lost, in.
+    pub serial: BTreeMap<&'static str, u64>,
+    /// Each vCPU's exits from `KVM_RUN`, by kind.
+    pub vcpus: Vec<BTreeMap<&'static str, u64>>,
+    /// Each drive's counters, by drive ID.
+    pub drives: BTreeMap<String, BTreeMap<&'static str, u64>>,
+    /// Each network interface's counters, by interface ID.
+    pub network_interfaces: BTreeMap<String, BTreeMap<&'static str, u64>>,
+}
+
+struct HandleInner {
+    thread: Mutex<Option<JoinHandle<ExitReason>>>,
+    lifecycle: Arc<Lifecycle>,
+    started: Instant,
     stopper: Stopper,
+    commands: Mutex<mpsc::Sender<CommandMsg>>,
+    command_evt: EventFd,
+    i8042: Arc<Mutex<I8042<EventFdTrigger>>>,
     serial_metrics: Arc<SerialMetrics>,
+    vcpus: Vec<Arc<VcpuShared>>,
     drives: Vec<DriveInfo>,
+    block_devices: Vec<Arc<Mutex<Block>>>,
     nets: Vec<NetInfo>,
 }
 
+/// A running VM. Clones are handles to the same VM, for other threads.
+#[derive(Clone)]
+pub struct VmHandle(Arc<HandleInner>);
+
 impl VmHandle {
     /// Asks the VM to stop now, as pulling the plug would; [`VmHandle::wait`] then returns
-    /// [`ExitReason::Stopped`].
+    /// [`ExitReason::Stopped`]. Works on a paused VM too.
     pub fn stop(&self) -> Result<(), Error> {
-        self.stopper.stop()
+        self.0.stopper.stop()
     }
 
-    /// A handle that stops this VM from another thread, also after [`VmHandle::wait`] took the
-    /// handle itself.
+    /// A handle that stops this VM from another thread or a signal handler's thread.
     pub fn stopper(&self) -> Result<Stopper, Error> {
-        self.stopper.0.try_clone().map(Stopper).map_err(Error::Stop)
+        self.0
+            .stopper
+            .0
+            .try_clone()
+            .map(Stopper)
+            .map_err(Error::Stop)
+    }
+
+    /// Where the VM stands now.
+    pub fn state(&self) -> VmState {
+        self.0.lifecycle.get()
+    }
+
+    /// How long ago the VM started.
+    pub fn uptime(&self) -> Duration {
+        self.0.started.elapsed()
+    }
+
+    fn command(&self, command: Command) -> Result<(), Error> {
+        let (reply, answer) = mpsc::channel();
+        let sent = fennec_devices::lock(&self.0.commands)
+            .send(CommandMsg { command, reply })
+            .is_ok();
+        if !sent || self.0.command_evt.write(1).is_err() {
+            return Err(Error::NotRunning);
+        }
+        match answer.recv() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(why)) => Err(Error::Lifecycle(why)),
+            // The controller ended (the guest exited) before it took the command.
+            Err(_) => Err(Error::NotRunning),
+        }
+    }
+
+    /// Pauses the guest: every vCPU parks and no device is served until [`VmHandle::resume`].
+    /// Pausing a paused VM does nothing.
+    pub fn pause(&self) -> Result<(), Error> {
+        self.command(Command::Pause)
+    }
+
+    /// Resumes a paused guest. Resuming a running VM does nothing.
+    pub fn resume(&self) -> Result<(), Error> {
+        self.command(Command::Resume)
+    }
+
+    /// Presses Ctrl-Alt-Del on the guest's keyboard: a Linux guest with an i8042 keyboard driver
+    /// signals its init, which usually reboots, and fennec then exits.
+    pub fn send_ctrl_alt_del(&self) -> Result<(), Error> {
+        if let VmState::Exited(_) = self.state() {
+            return Err(Error::NotRunning);
+        }
+        fennec_devices::lock(&self.0.i8042)
+            .ctrl_alt_del()
+            .map_err(|e| Error::Lifecycle(format!("cannot raise the keyboard interrupt: {e}")))
+    }
+
+    /// Asks the guest to shut down (Ctrl-Alt-Del, resuming it first if paused) and waits up to
+    /// `timeout` for it to end; stops it if it does not. Returns why it ended and whether it
+    /// had to be stopped.
+    pub fn shutdown(&self, timeout: Duration) -> Result<(ExitReason, bool), Error> {
+        if self.state() == VmState::Paused {
+            self.resume()?;
+        }
+        match self.send_ctrl_alt_del() {
+            Ok(()) | Err(Error::NotRunning) => {}
+            Err(e) => log::warn!("{e}; stopping the VM instead"),
+        }
+        if let Some(reason) = self.wait_timeout(timeout) {
+            return Ok((reason, false));
+        }
+        log::info!(
+            "The guest did not shut down within {} ms; stopping it",
+            timeout.as_millis()
+        );
+        self.stop()?;
+        Ok((self.wait()?, true))
+    }
+
+    /// Swaps the image behind drive `id` for the file at `path` (Firecracker's drive PATCH),
+    /// keeping the drive's read-only setting; the guest sees the new capacity.
+    pub fn replace_drive_image(&self, id: &str, path: &Path) -> Result<(), Error> {
+        let i = self
+            .0
+            .drives
+            .iter()
+            .position(|d| d.id == id)
+            .ok_or_else(|| Error::NoSuchDrive(id.to_string()))?;
+        let cfg = BlockConfig {
+            id: id.to_string(),
+            path: path.to_path_buf(),
+            root: false,
+            read_only: self.0.drives[i].read_only,
+        };
+        let disk = device_manager::open_disk(&cfg)?;
+        let size = disk.size();
+        fennec_devices::lock(&self.0.block_devices[i]).replace_disk(Box::new(disk), size);
+        log::info!(
+            "Drive {id:?}: now {} ({} sectors)",
+            path.display(),
+            size / 512
+        );
+        Ok(())
     }
 
     /// Serial console counters; they stay readable after the guest ends.
     pub fn serial_metrics(&self) -> Arc<SerialMetrics> {
-        self.serial_metrics.clone()
+        self.0.serial_metrics.clone()
     }
 
     /// The VM's drives in slot order (the guest's `/dev/vda`, `/dev/vdb`, ...), with their
     /// counters; they stay readable after the guest ends.
     pub fn drives(&self) -> &[DriveInfo] {
-        &self.drives
+        &self.0.drives
     }
 
     /// The VM's network interfaces in slot order (the guest's eth0, eth1, ...), with their
     /// counters; they stay readable after the guest ends.
     pub fn nets(&self) -> &[NetInfo] {
-        &self.nets
+        &self.0.nets
     }
 
-    /// Waits for the guest to end; every VM thread has exited when this returns.
-    pub fn wait(self) -> Result<ExitReason, Error> {
-        self.thread.join().map_err(|_| Error::ControllerPanicked)
+    /// Every counter of the VM, by device.
+    pub fn metrics(&self) -> VmMetrics {
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let serial = &self.0.serial_metrics;
+        VmMetrics {
+            uptime_ms: self.uptime().as_millis() as u64,
+            serial: BTreeMap::from([
+                ("bytes_out", load(&serial.bytes_out)),
+                ("bytes_lost", load(&serial.bytes_lost)),
+                ("bytes_in", load(&serial.bytes_in)),
+            ]),
+            vcpus: self
+                .0
+                .vcpus
+                .iter()
+                .map(|v| {
+                    let e = &v.exits;
+                    BTreeMap::from([
+                        ("io_in", load(&e.io_in)),
+                        ("io_out", load(&e.io_out)),
+                        ("mmio_read", load(&e.mmio_read)),
+                        ("mmio_write", load(&e.mmio_write)),
+                        ("kicked", load(&e.kicked)),
+                        ("other", load(&e.other)),
+                    ])
+                })
+                .collect(),
+            drives: self
+                .0
+                .drives
+                .iter()
+                .map(|d| (d.id.clone(), d.metrics.values().into_iter().collect()))
+                .collect(),
+            network_interfaces: self
+                .0
+                .nets
+                .iter()
+                .map(|n| (n.id.clone(), n.metrics.values().into_iter().collect()))
+                .collect(),
+        }
+    }
+
+    /// Waits up to `timeout` for the guest to end; `None` if it still runs.
+    pub fn wait_timeout(&self, timeout: Duration) -> Option<ExitReason> {
+        self.0.lifecycle.wait_exit(Some(timeout))
+    }
+
+    /// Waits for the guest to end; every VM thread has exited when this returns. Any clone of
+    /// the handle may wait, any number of times.
+    pub fn wait(&self) -> Result<ExitReason, Error> {
+        let reason = self.0.lifecycle.wait_exit(None);
+        let thread = fennec_devices::lock(&self.0.thread).take();
+        if let Some(thread) = thread {
+            thread.join().map_err(|_| Error::ControllerPanicked)?;
+        }
+        reason.ok_or(Error::ControllerPanicked)
     }
 }
 

@@ -102,6 +102,74 @@ linux_test!(linux_kernel_panic_ends_fennec_cleanly, |g: &Guest| {
     vm.assert_exit(0);
 });
 
+/// One control-socket request through `fennec ctl`, which must succeed.
+fn api(socket: &Path, method: &str, path: &str, body: serde_json::Value) {
+    common::ctl(socket, &["request", method, path, &body.to_string()]);
+}
+
+linux_test!(
+    linux_firecracker_getting_started_over_the_api_then_ctrl_alt_del,
+    |g: &Guest| {
+        let (_dir, root) = rootfs_copy(g);
+        let sockets = tempfile::tempdir().unwrap();
+        let socket = sockets.path().join("api.sock");
+        let mut vm = Session::start(&["-v", "--api-socket", p(&socket)]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(std::time::Instant::now() < deadline, "{}", vm.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Firecracker's getting-started requests, bodies as its guide has them.
+        api(
+            &socket,
+            "PUT",
+            "/boot-source",
+            serde_json::json!({
+                "kernel_image_path": g.vmlinux,
+                "boot_args": "console=ttyS0 reboot=k panic=1 pci=off quiet init=/init",
+            }),
+        );
+        api(
+            &socket,
+            "PUT",
+            "/drives/rootfs",
+            serde_json::json!({
+                "drive_id": "rootfs",
+                "path_on_host": root,
+                "is_root_device": true,
+                "is_read_only": false,
+            }),
+        );
+        api(
+            &socket,
+            "PUT",
+            "/machine-config",
+            serde_json::json!({"vcpu_count": 2, "mem_size_mib": 256}),
+        );
+        api(
+            &socket,
+            "PUT",
+            "/actions",
+            serde_json::json!({"action_type": "InstanceStart"}),
+        );
+        vm.expect("FENNEC-GUEST-READY 2 cpus");
+        assert_eq!(
+            vm.run("grep -o 'root=/dev/vda rw' /proc/cmdline"),
+            "root=/dev/vda rw"
+        );
+        // Ctrl-Alt-Del reaches init through the i8042 keyboard; init reboots; fennec exits 0.
+        api(
+            &socket,
+            "PUT",
+            "/actions",
+            serde_json::json!({"action_type": "SendCtrlAltDel"}),
+        );
+        vm.expect("FENNEC-GUEST-CTRL-ALT-DEL");
+        vm.assert_exit(0);
+        assert!(!socket.exists(), "the control socket outlived fennec");
+    }
+);
+
 /// A private copy of the guest's ext4 root filesystem.
 fn rootfs_copy(g: &Guest) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();

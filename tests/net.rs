@@ -287,3 +287,56 @@ fn test_net_tap_removed_under_running_guest_stops_watching_it() {
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("the TAP failed"), "{stderr}");
 }
+
+#[test]
+fn test_paused_vm_leaves_frames_on_the_tap_until_resumed() {
+    require_kvm();
+    let ns = NetNs::new("pausenet");
+    ns.add_tap("tap0", None);
+    let sock = PacketSocket::open(&ns, "tap0", ETHERTYPE);
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("api.sock");
+    let mut child = ns
+        .command(env!("CARGO_BIN_EXE_fennec").as_ref())
+        .args(tiny_net_args(&format!(
+            "tap=tap0,mac={}",
+            fennec::MacAddr(GUEST_MAC)
+        )))
+        .arg("--api-socket")
+        .arg(&socket)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn fennec");
+    let mut console = Console::new(&mut child);
+    console.expect("TINY net idle");
+    for n in 0..=6 {
+        sock.recv(FRAME_WAIT)
+            .unwrap_or_else(|| panic!("guest frame {n} never reached the TAP"));
+    }
+    // The guest posts its receive buffers, then the VM is paused with them empty.
+    child.stdin.as_mut().unwrap().write_all(b"g").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    ctl(&socket, &["pause"]);
+    for n in 0..50 {
+        sock.send(&host_frame(&format!("fennec host {n}")));
+    }
+    sock.send(&host_frame("fennec host end"));
+    std::thread::sleep(Duration::from_millis(700));
+    let metrics = ctl(&socket, &["metrics"]);
+    assert_eq!(
+        metrics["network_interfaces"]["net0"]["rx_packets"], 0,
+        "a paused VM's device took frames from its TAP: {metrics}"
+    );
+    // Resumed, the device delivers every frame, in order.
+    ctl(&socket, &["resume"]);
+    let rx = console.expect("TINY net rx ");
+    let f = fields(&rx);
+    assert_eq!((f["frames"], f["inorder"]), ("50", "1"), "{rx}");
+    let metrics = ctl(&socket, &["metrics"]);
+    assert!(metrics["network_interfaces"]["net0"]["rx_packets"].as_u64() >= Some(51));
+    ctl(&socket, &["stop"]);
+    let status = wait_with_timeout(&mut child, TIMEOUT);
+    assert_eq!(status.and_then(|s| s.code()), Some(0));
+}

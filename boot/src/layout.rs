@@ -79,6 +79,8 @@ pub const KVM_IDENTITY_MAP_ADDRESS: u64 = 0xfffb_c000;
 
 /// Legacy IRQ of the first serial port.
 pub const SERIAL_IRQ: u32 = 4;
+/// The i8042 keyboard's IRQ.
+pub const KEYBOARD_IRQ: u32 = 1;
 /// I/O port of the first serial port.
 pub const SERIAL_PORT: u64 = 0x3f8;
 /// Number of I/O ports a 16550 decodes.

@@ -2,7 +2,7 @@
 //! devices behind them.
 //!
 //! - [`bus`]: [`bus::BusDevice`] and the address-range [`bus::Bus`].
-//! - [`legacy`]: the 16550 serial console and the i8042 (reset), both on vm-superio.
+//! - [`legacy`]: the 16550 serial console (on vm-superio) and the i8042 (reset, Ctrl-Alt-Del).
 //! - [`virtio`]: the virtio-mmio transport and the virtio devices (block).
 //!
 //! Devices raise interrupts through [`vm_superio::Trigger`] implementations such as

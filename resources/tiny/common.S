@@ -19,6 +19,7 @@
  *   blk     (pvh.elf) drive the virtio-mmio block devices, see virtio.c, then triple-fault
  *   blkbench  (pvh.elf) time bulk I/O on the first block device, then triple-fault
  *   net     (pvh.elf) drive the first virtio-mmio network device, see net.c, then triple-fault
+ *   counter (pvh.elf) print a tick counter until the keyboard sends Ctrl-Alt-Del, see counter.c
  *   (none)  reset through the i8042
  */
 
@@ -61,6 +62,7 @@ s_m_triple: .asciz "tiny.mode=triple"
 s_m_spin:   .asciz "tiny.mode=spin"
 s_m_blk:    .asciz "tiny.mode=blk"
 s_m_net:    .asciz "tiny.mode=net"
+s_m_counter: .asciz "tiny.mode=counter"
 s_nl:       .asciz "\n"
 hexdigits:  .ascii "0123456789abcdef"
 
@@ -268,6 +270,11 @@ tiny_main:
     jnz virtio_mode
     mov rdi, [rip + info_cmdline]
     lea rsi, [rip + s_m_net]
+    call contains
+    test eax, eax
+    jnz virtio_mode
+    mov rdi, [rip + info_cmdline]
+    lea rsi, [rip + s_m_counter]
     call contains
     test eax, eax
     jnz virtio_mode

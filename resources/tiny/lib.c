@@ -179,6 +179,8 @@ void tiny_virtio(const char *cmdline)
 {
     if (contains(cmdline, "tiny.mode=net"))
         tiny_net(cmdline);
+    else if (contains(cmdline, "tiny.mode=counter"))
+        tiny_counter(cmdline);
     else
         tiny_blk(cmdline);
 }

@@ -4,11 +4,13 @@
 //! and failures (reported through [`ExitSignal`]), and when the VMM kicks it with
 //! [`KICK_SIGNAL_OFFSET`]. A kick either stops the vCPU or makes it record whether it is stuck
 //! (halted with interrupts off, or never started), which is how fennec notices a guest that will
-//! never run again.
+//! never run again. A kick while a pause is requested parks the vCPU on the [`PauseGate`] until
+//! the VMM resumes or stops it.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use kvm_bindings::{
     kvm_run, Msrs, KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_UNINITIALIZED,
@@ -78,10 +80,29 @@ pub enum ProbedState {
     NotStarted = 2,
 }
 
+/// Counts of a vCPU's exits from `KVM_RUN`, by kind.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct VcpuExits {
+    /// Port reads.
+    pub io_in: AtomicU64,
+    /// Port writes.
+    pub io_out: AtomicU64,
+    /// MMIO reads.
+    pub mmio_read: AtomicU64,
+    /// MMIO writes.
+    pub mmio_write: AtomicU64,
+    /// Kicks by the VMM (probes, pauses, stops).
+    pub kicked: AtomicU64,
+    /// Every other exit.
+    pub other: AtomicU64,
+}
+
 /// State a vCPU thread shares with the VMM.
 #[derive(Debug, Default)]
 pub struct VcpuShared {
     probed: AtomicU8,
+    /// Exit counters.
+    pub exits: VcpuExits,
 }
 
 impl VcpuShared {
@@ -124,6 +145,85 @@ impl ExitSignal {
     }
 }
 
+/// Where vCPUs wait while the VM is paused.
+#[derive(Debug, Default)]
+pub struct PauseGate {
+    /// Mirrors `state.paused` so the run loop checks it without the lock.
+    requested: AtomicBool,
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    paused: bool,
+    stopping: bool,
+    parked: usize,
+}
+
+impl PauseGate {
+    /// Asks vCPUs to park at their next exit; the caller then kicks them.
+    pub fn close(&self) {
+        let mut state = fennec_devices::lock(&self.state);
+        state.paused = true;
+        self.requested.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets parked vCPUs run again.
+    pub fn open(&self) {
+        let mut state = fennec_devices::lock(&self.state);
+        state.paused = false;
+        self.requested.store(false, Ordering::SeqCst);
+        self.changed.notify_all();
+    }
+
+    /// Releases parked vCPUs for good: the VM is stopping. Set `RunContext::stop` first.
+    pub fn release_for_stop(&self) {
+        let mut state = fennec_devices::lock(&self.state);
+        state.stopping = true;
+        self.changed.notify_all();
+    }
+
+    /// Waits until `count` vCPUs are parked, or `timeout` passes; true if they are.
+    pub fn wait_parked(&self, count: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut state = fennec_devices::lock(&self.state);
+        while state.parked < count {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        true
+    }
+
+    /// Parks the calling vCPU while a pause is requested.
+    fn park_if_paused(&self) {
+        if !self.requested.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut state = fennec_devices::lock(&self.state);
+        if !state.paused || state.stopping {
+            return;
+        }
+        state.parked += 1;
+        self.changed.notify_all();
+        while state.paused && !state.stopping {
+            state = self
+                .changed
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        state.parked -= 1;
+        self.changed.notify_all();
+    }
+}
+
 /// What a running vCPU needs.
 pub struct RunContext {
     /// Port I/O devices.
@@ -134,8 +234,10 @@ pub struct RunContext {
     pub stop: Arc<AtomicBool>,
     /// Where the vCPU reports resets and failures.
     pub exit: Arc<ExitSignal>,
-    /// The vCPU's probed state.
+    /// The vCPU's probed state and counters.
     pub shared: Arc<VcpuShared>,
+    /// Where the vCPU parks while the VM is paused.
+    pub gate: Arc<PauseGate>,
 }
 
 thread_local! {
@@ -240,11 +342,16 @@ impl Vcpu {
         let run_ptr: *mut kvm_run = self.fd.get_kvm_run();
         KVM_RUN.with(|p| p.set(run_ptr));
         while !ctx.stop.load(Ordering::SeqCst) {
+            ctx.gate.park_if_paused();
+            if ctx.stop.load(Ordering::SeqCst) {
+                break;
+            }
             let outcome = match self.fd.run() {
                 Ok(VcpuExit::InternalError) => Some(self.internal_error()),
                 Ok(exit) => handle_exit(self.index, exit, &ctx),
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                     self.fd.set_kvm_immediate_exit(0);
+                    ctx.shared.exits.kicked.fetch_add(1, Ordering::Relaxed);
                     if !ctx.stop.load(Ordering::SeqCst) {
                         self.probe(&ctx.shared);
                     }
@@ -308,6 +415,15 @@ impl Vcpu {
 
 /// Handles one `KVM_RUN` exit; `Some` ends the guest.
 fn handle_exit(index: u8, exit: VcpuExit<'_>, ctx: &RunContext) -> Option<ExitReason> {
+    let exits = &ctx.shared.exits;
+    let counter = match exit {
+        VcpuExit::IoIn(..) => &exits.io_in,
+        VcpuExit::IoOut(..) => &exits.io_out,
+        VcpuExit::MmioRead(..) => &exits.mmio_read,
+        VcpuExit::MmioWrite(..) => &exits.mmio_write,
+        _ => &exits.other,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
     match exit {
         VcpuExit::IoIn(port, data) => {
             if !ctx.pio.read(port.into(), data) {

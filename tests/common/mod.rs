@@ -238,3 +238,21 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
 
 pub mod linux;
 pub mod netns;
+
+/// `fennec ctl --api-socket SOCKET ARGS...`, which must succeed; its JSON answer (`Null` when
+/// it printed none).
+pub fn ctl(socket: &Path, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(linux::fennec_bin())
+        .arg("ctl")
+        .arg("--api-socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "fennec ctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}

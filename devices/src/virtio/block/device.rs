@@ -117,6 +117,20 @@ impl Block {
         self.drive.capacity
     }
 
+    /// Swaps the image under a running device (a drive's new path from the API): the capacity
+    /// follows the new image and an active driver gets a configuration-change interrupt, on
+    /// which Linux rereads the capacity. The features stay as negotiated.
+    pub fn replace_disk(&mut self, disk: Box<dyn DiskBackend + Send>, size: u64) {
+        self.disk = disk;
+        self.drive.capacity = size / request::SECTOR_SIZE;
+        self.config = config_space(self.drive.capacity);
+        if let Some(active) = &self.active {
+            active
+                .interrupt
+                .signal(crate::virtio::interrupt::CONFIG_CHANGE);
+        }
+    }
+
     /// Serves every request the driver made available, then interrupts the guest if the
     /// driver asked for it. Takes at most a queue's worth per call and asks to be called again
     /// (through the queue eventfd) if more remain, so one busy guest cannot starve the loop.
@@ -365,6 +379,22 @@ mod tests {
         assert_eq!(s.irq.read().unwrap(), 1);
         assert_eq!(s.block.metrics.read_count.load(Ordering::Relaxed), 1);
         assert_eq!(s.block.metrics.read_bytes.load(Ordering::Relaxed), 512);
+    }
+
+    #[test]
+    fn test_block_replace_disk_updates_capacity_and_signals_config_change() {
+        let mut s = setup(false, &[]);
+        let disk = MemDisk {
+            bytes: vec![0; 128 * 512],
+            ..Default::default()
+        };
+        s.block.replace_disk(Box::new(disk), 128 * 512);
+        let mut capacity = [0u8; 8];
+        s.block.read_config(0, &mut capacity);
+        assert_eq!(u64::from_le_bytes(capacity), 128);
+        assert_eq!(s.irq.read().unwrap(), 1);
+        let status = s.block.active.as_ref().unwrap().interrupt.status();
+        assert_eq!(status, crate::virtio::interrupt::CONFIG_CHANGE);
     }
 
     #[test]

@@ -1,0 +1,107 @@
+//! The control socket: HTTP/1.1 + JSON on a Unix socket, following Firecracker's API.
+//!
+//! - [`http`]: the server. It accepts connections, parses requests with `httparse`, and hands
+//!   each one, as an [`ApiRequest`], to whoever serves the VM; then it writes the answer.
+//! - [`routes`]: methods, paths and bodies to [`ApiRequest`]s, and nothing else.
+//! - [`service`]: the VMM side. [`service::VmService`] owns the configuration being built
+//!   and, once started, the [`crate::VmHandle`]; [`service::serve`] runs it until the guest
+//!   ends.
+//! - [`client`]: the client behind `fennec ctl`.
+//!
+//! Operations Firecracker has keep its method, path, body, status codes and error shape
+//! (`{"fault_message": "..."}`); fennec's extensions are the `Stop` and `Shutdown` actions,
+//! `GET /status` and `GET /metrics` (see `docs/api.md`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::config::{BlockConfig, BootSourceConfig, MachineConfig, NetConfig};
+
+pub mod client;
+pub mod http;
+pub mod routes;
+pub mod service;
+
+/// What a client asks of the VMM.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ApiRequest {
+    /// `GET /`: Firecracker's instance information.
+    GetInstanceInfo,
+    /// `PUT /boot-source`.
+    PutBootSource(BootSourceConfig),
+    /// `GET /machine-config`.
+    GetMachineConfig,
+    /// `PUT /machine-config`.
+    PutMachineConfig(MachineConfig),
+    /// `PATCH /machine-config`: the body's fields over the current ones.
+    PatchMachineConfig(Value),
+    /// `PUT /drives/{id}`: adds or replaces a drive before boot.
+    PutDrive(BlockConfig),
+    /// `PATCH /drives/{id}`: after boot, a new image file for the drive.
+    PatchDrive {
+        /// The drive.
+        id: String,
+        /// Its new image, if given.
+        path: Option<PathBuf>,
+    },
+    /// `PUT /network-interfaces/{id}`: adds or replaces an interface before boot.
+    PutNetworkInterface(NetConfig),
+    /// `PUT /actions` `InstanceStart`.
+    InstanceStart,
+    /// `PUT /actions` `SendCtrlAltDel`.
+    SendCtrlAltDel,
+    /// `PUT /actions` `Stop` (extension): stop the VM now and exit.
+    Stop,
+    /// `PUT /actions` `Shutdown` (extension): Ctrl-Alt-Del, then stop after `timeout`.
+    Shutdown {
+        /// How long the guest gets to shut down.
+        timeout: Duration,
+    },
+    /// `PATCH /vm` `{"state": "Paused"}`.
+    Pause,
+    /// `PATCH /vm` `{"state": "Resumed"}`.
+    Resume,
+    /// `GET /vm/config`.
+    GetVmConfig,
+    /// `GET /status` (extension).
+    GetStatus,
+    /// `GET /metrics` (extension).
+    GetMetrics,
+}
+
+/// A successful answer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ApiResponse {
+    /// 204 No Content.
+    Empty,
+    /// 200 with a JSON body.
+    Json(Value),
+}
+
+/// A failed request: an HTTP status and the `fault_message`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    /// HTTP status code.
+    pub status: u16,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
+impl ApiError {
+    /// 400 Bad Request: the request cannot be honoured (Firecracker's answer for almost
+    /// everything, including operations in the wrong state).
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError {
+            status: 400,
+            message: message.into(),
+        }
+    }
+
+    /// The `{"fault_message": "..."}` body.
+    pub fn body(&self) -> Value {
+        serde_json::json!({ "fault_message": self.message })
+    }
+}

@@ -1,0 +1,321 @@
+//! From an HTTP method, path and body to an [`ApiRequest`].
+//!
+//! Firecracker's paths keep their bodies and answers. A path fennec does not know is a 404 and
+//! a known path with another method a 405; a Firecracker operation fennec does not implement
+//! (balloon, vsock, snapshots, ...) is a 400 that says so, which is what a Firecracker client
+//! shows its user.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{ApiError, ApiRequest};
+use crate::firecracker;
+
+/// How long `Shutdown` waits for the guest when the body names no timeout.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Firecracker operations fennec does not implement.
+const FIRECRACKER_ONLY: &[&str] = &[
+    "balloon",
+    "cpu-config",
+    "entropy",
+    "hotplug",
+    "logger",
+    "metrics",
+    "mmds",
+    "pmem",
+    "serial",
+    "snapshot",
+    "version",
+    "vsock",
+];
+
+/// `PUT /actions` body: Firecracker's `InstanceActionInfo`, plus fennec's `timeout_ms`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionBody {
+    action_type: String,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+/// `PATCH /vm` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VmStateBody {
+    state: String,
+}
+
+/// `PATCH /drives/{id}` body: Firecracker's `PartialDrive`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartialDrive {
+    drive_id: String,
+    #[serde(default)]
+    path_on_host: Option<std::path::PathBuf>,
+    #[serde(default)]
+    rate_limiter: Option<Value>,
+}
+
+fn body<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
+    let value = firecracker::json(raw).map_err(ApiError::bad_request)?;
+    serde_json::from_value(value).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+fn json(raw: &[u8]) -> Result<Value, ApiError> {
+    firecracker::json(raw).map_err(ApiError::bad_request)
+}
+
+fn same_id(path_id: &str, body_id: &str) -> Result<(), ApiError> {
+    if path_id == body_id {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "The id from the path ({path_id:?}) does not match the id from the body ({body_id:?})"
+        )))
+    }
+}
+
+fn method_not_allowed(method: &str, path: &str, allowed: &str) -> ApiError {
+    ApiError {
+        status: 405,
+        message: format!("{method} is not allowed on {path}; use {allowed}"),
+    }
+}
+
+/// Maps one request to what it asks.
+pub fn route(method: &str, target: &str, raw: &[u8]) -> Result<ApiRequest, ApiError> {
+    let path = target.split('?').next().unwrap_or_default();
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let bad = |message: String| ApiError::bad_request(message);
+    match (method, segments.as_slice()) {
+        ("GET", [] | [""]) => Ok(ApiRequest::GetInstanceInfo),
+        (_, [] | [""]) => Err(method_not_allowed(method, path, "GET")),
+
+        ("PUT", ["boot-source"]) => firecracker::boot_source(json(raw)?)
+            .map(ApiRequest::PutBootSource)
+            .map_err(bad),
+        (_, ["boot-source"]) => Err(method_not_allowed(method, path, "PUT")),
+
+        ("GET", ["machine-config"]) => Ok(ApiRequest::GetMachineConfig),
+        ("PUT", ["machine-config"]) => firecracker::machine_config(json(raw)?)
+            .map(ApiRequest::PutMachineConfig)
+            .map_err(bad),
+        ("PATCH", ["machine-config"]) => Ok(ApiRequest::PatchMachineConfig(json(raw)?)),
+        (_, ["machine-config"]) => Err(method_not_allowed(method, path, "GET, PUT or PATCH")),
+
+        ("PUT", ["drives", id]) => {
+            let drive = firecracker::drive(json(raw)?).map_err(bad)?;
+            same_id(id, &drive.id)?;
+            Ok(ApiRequest::PutDrive(drive))
+        }
+        ("PATCH", ["drives", id]) => {
+            let patch: PartialDrive = body(raw)?;
+            same_id(id, &patch.drive_id)?;
+            if patch.rate_limiter.is_some_and(|r| !r.is_null()) {
+                return Err(bad("rate limiters are not supported".into()));
+            }
+            Ok(ApiRequest::PatchDrive {
+                id: patch.drive_id,
+                path: patch.path_on_host,
+            })
+        }
+        (_, ["drives", _]) => Err(method_not_allowed(method, path, "PUT or PATCH")),
+
+        ("PUT", ["network-interfaces", id]) => {
+            let net = firecracker::network_interface(json(raw)?).map_err(bad)?;
+            same_id(id, &net.id)?;
+            Ok(ApiRequest::PutNetworkInterface(net))
+        }
+        ("PATCH", ["network-interfaces", _]) => Err(bad(
+            "network interfaces have nothing to update after boot (rate limiters are not \
+             supported)"
+                .into(),
+        )),
+        (_, ["network-interfaces", _]) => Err(method_not_allowed(method, path, "PUT")),
+
+        ("PUT", ["actions"]) => {
+            let action: ActionBody = body(raw)?;
+            let timeout_allowed = action.action_type == "Shutdown";
+            if action.timeout_ms.is_some() && !timeout_allowed {
+                return Err(bad(format!(
+                    "timeout_ms applies only to Shutdown, not {}",
+                    action.action_type
+                )));
+            }
+            match action.action_type.as_str() {
+                "InstanceStart" => Ok(ApiRequest::InstanceStart),
+                "SendCtrlAltDel" => Ok(ApiRequest::SendCtrlAltDel),
+                "Stop" => Ok(ApiRequest::Stop),
+                "Shutdown" => Ok(ApiRequest::Shutdown {
+                    timeout: action
+                        .timeout_ms
+                        .map_or(DEFAULT_SHUTDOWN_TIMEOUT, Duration::from_millis),
+                }),
+                "FlushMetrics" => Err(bad(
+                    "fennec has no metrics file to flush; read the metrics with GET /metrics"
+                        .into(),
+                )),
+                other => Err(bad(format!(
+                    "Unknown action_type {other:?}: use InstanceStart, SendCtrlAltDel, \
+                     Shutdown or Stop"
+                ))),
+            }
+        }
+        (_, ["actions"]) => Err(method_not_allowed(method, path, "PUT")),
+
+        ("PATCH", ["vm"]) => {
+            let state: VmStateBody = body(raw)?;
+            match state.state.as_str() {
+                "Paused" => Ok(ApiRequest::Pause),
+                "Resumed" => Ok(ApiRequest::Resume),
+                other => Err(bad(format!(
+                    "Unknown VM state {other:?}: use \"Paused\" or \"Resumed\""
+                ))),
+            }
+        }
+        (_, ["vm"]) => Err(method_not_allowed(method, path, "PATCH")),
+
+        ("GET", ["vm", "config"]) => Ok(ApiRequest::GetVmConfig),
+        (_, ["vm", "config"]) => Err(method_not_allowed(method, path, "GET")),
+
+        ("GET", ["status"]) => Ok(ApiRequest::GetStatus),
+        ("GET", ["metrics"]) => Ok(ApiRequest::GetMetrics),
+        (_, ["status"]) => Err(method_not_allowed(method, path, "GET")),
+
+        (_, [first, ..]) if FIRECRACKER_ONLY.contains(first) => Err(bad(format!(
+            "{method} {path} is a Firecracker operation fennec does not implement"
+        ))),
+        _ => Err(ApiError {
+            status: 404,
+            message: format!("No such path: {method} {path}"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(method: &str, path: &str, body: &str) -> u16 {
+        route(method, path, body.as_bytes()).unwrap_err().status
+    }
+
+    #[test]
+    fn test_route_firecracker_getting_started_sequence() {
+        let boot = r#"{"kernel_image_path": "/k", "boot_args": "console=ttyS0"}"#;
+        assert!(matches!(
+            route("PUT", "/boot-source", boot.as_bytes()),
+            Ok(ApiRequest::PutBootSource(_))
+        ));
+        let drive = r#"{"drive_id": "rootfs", "path_on_host": "/r", "is_root_device": true,
+                        "is_read_only": false}"#;
+        assert!(matches!(
+            route("PUT", "/drives/rootfs", drive.as_bytes()),
+            Ok(ApiRequest::PutDrive(_))
+        ));
+        let start = r#"{"action_type": "InstanceStart"}"#;
+        assert_eq!(
+            route("PUT", "/actions", start.as_bytes()),
+            Ok(ApiRequest::InstanceStart)
+        );
+    }
+
+    #[test]
+    fn test_route_drive_id_mismatch_is_400() {
+        let drive = r#"{"drive_id": "a", "path_on_host": "/r", "is_root_device": false}"#;
+        assert_eq!(status("PUT", "/drives/b", drive), 400);
+    }
+
+    #[test]
+    fn test_route_pause_resume_and_bad_state() {
+        assert_eq!(
+            route("PATCH", "/vm", br#"{"state": "Paused"}"#),
+            Ok(ApiRequest::Pause)
+        );
+        assert_eq!(
+            route("PATCH", "/vm", br#"{"state": "Resumed"}"#),
+            Ok(ApiRequest::Resume)
+        );
+        assert_eq!(status("PATCH", "/vm", r#"{"state": "Asleep"}"#), 400);
+    }
+
+    #[test]
+    fn test_route_shutdown_timeout_and_default() {
+        assert_eq!(
+            route(
+                "PUT",
+                "/actions",
+                br#"{"action_type": "Shutdown", "timeout_ms": 250}"#
+            ),
+            Ok(ApiRequest::Shutdown {
+                timeout: Duration::from_millis(250)
+            })
+        );
+        assert_eq!(
+            route("PUT", "/actions", br#"{"action_type": "Shutdown"}"#),
+            Ok(ApiRequest::Shutdown {
+                timeout: DEFAULT_SHUTDOWN_TIMEOUT
+            })
+        );
+        assert_eq!(
+            status(
+                "PUT",
+                "/actions",
+                r#"{"action_type": "Stop", "timeout_ms": 1}"#
+            ),
+            400
+        );
+    }
+
+    #[test]
+    fn test_route_bad_bodies_are_400() {
+        assert_eq!(status("PUT", "/actions", ""), 400);
+        assert_eq!(status("PUT", "/actions", "{"), 400);
+        assert_eq!(status("PUT", "/actions", r#"{"action_type": 7}"#), 400);
+        assert_eq!(
+            status("PUT", "/actions", r#"{"action": "InstanceStart"}"#),
+            400
+        );
+        assert_eq!(
+            status("PUT", "/machine-config", r#"{"vcpu_count": 1}"#),
+            400
+        );
+        assert_eq!(status("PUT", "/boot-source", "[1, 2]"), 400);
+    }
+
+    #[test]
+    fn test_route_unknown_path_404_wrong_method_405_firecracker_only_400() {
+        assert_eq!(status("GET", "/nope", ""), 404);
+        assert_eq!(status("GET", "/drives/x/y", ""), 404);
+        assert_eq!(status("DELETE", "/actions", ""), 405);
+        assert_eq!(status("POST", "/", ""), 405);
+        assert_eq!(status("PUT", "/vsock", "{}"), 400);
+        assert_eq!(status("PUT", "/snapshot/create", "{}"), 400);
+    }
+
+    proptest::proptest! {
+        /// What `fuzz/fuzz_targets/api_request.rs` checks, on stable: no request panics the
+        /// router, and every refusal is a 4xx with a message.
+        #[test]
+        fn test_route_arbitrary_requests_never_panic(
+            method in proptest::sample::select(vec!["GET", "PUT", "PATCH", "POST", "DELETE"]),
+            path in "(/[a-z-]{0,16}){0,3}",
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..256),
+        ) {
+            if let Err(e) = route(method, &path, &body) {
+                proptest::prop_assert!((400..500).contains(&e.status) && !e.message.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn test_route_ignores_query_and_trailing_slash() {
+        assert_eq!(
+            route("GET", "/machine-config/?x=1", b""),
+            Ok(ApiRequest::GetMachineConfig)
+        );
+    }
+}

@@ -1,0 +1,371 @@
+//! The VMM side of the control socket: the configuration being built, the VM once started, and
+//! the loop that serves API calls until the guest ends.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::http::ApiCall;
+use super::{ApiError, ApiRequest, ApiResponse};
+use crate::config::{ConfigError, VmConfig};
+use crate::vmm::VmState;
+use crate::{firecracker, Console, ExitReason, Vm, VmHandle};
+
+/// Makes the console for a VM; called at every start attempt, since a failed start consumes
+/// the console it was given.
+pub type ConsoleFactory = Box<dyn FnMut() -> std::io::Result<Console> + Send>;
+
+/// What the serving loop reacts to.
+pub enum Event {
+    /// A request from the control socket.
+    Call(ApiCall),
+    /// The guest ended.
+    Exited,
+    /// The process was asked to stop (SIGTERM, SIGINT, SIGHUP).
+    Signal(i32),
+}
+
+/// The VM behind a control socket: its configuration until `InstanceStart`, then the running
+/// VM.
+pub struct VmService {
+    id: String,
+    config: VmConfig,
+    console: ConsoleFactory,
+    handle: Option<VmHandle>,
+    /// Set when the service is done: the guest ended, or the VMM was stopped before a start.
+    finished: Option<ExitReason>,
+    events: mpsc::Sender<Event>,
+}
+
+fn not_after_start() -> ApiError {
+    ApiError::bad_request(
+        "The requested operation is not supported after starting the VM (it is pre-boot only)",
+    )
+}
+
+fn not_before_start() -> ApiError {
+    ApiError::bad_request("The requested operation is not supported before starting the VM")
+}
+
+/// An error and its sources on one line.
+pub fn one_line(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        line.push_str(": ");
+        line.push_str(&s.to_string());
+        source = s.source();
+    }
+    line
+}
+
+/// A guest's end, as JSON: a stable `kind` and a sentence.
+pub fn exit_json(reason: &ExitReason) -> Value {
+    json!({ "kind": reason.kind(), "message": reason.to_string() })
+}
+
+impl VmService {
+    /// A service for instance `id` with `config` as the starting configuration (complete or
+    /// not), making consoles with `console`; `events` is where it reports the guest's end.
+    pub fn new(
+        id: String,
+        config: VmConfig,
+        console: ConsoleFactory,
+        events: mpsc::Sender<Event>,
+    ) -> Self {
+        VmService {
+            id,
+            config,
+            console,
+            handle: None,
+            finished: None,
+            events,
+        }
+    }
+
+    /// The running VM, once started.
+    pub fn handle(&self) -> Option<&VmHandle> {
+        self.handle.as_ref()
+    }
+
+    /// Why the service is done, once it is.
+    pub fn finished(&self) -> Option<&ExitReason> {
+        self.finished.as_ref()
+    }
+
+    /// Builds and starts the VM from the configuration.
+    pub fn start(&mut self) -> Result<(), ApiError> {
+        if self.handle.is_some() {
+            return Err(ApiError::bad_request("The VM is already started"));
+        }
+        if self
+            .config
+            .boot_source
+            .kernel_image_path
+            .as_os_str()
+            .is_empty()
+        {
+            return Err(ApiError::bad_request(
+                "Cannot start the VM: no boot source; PUT /boot-source first",
+            ));
+        }
+        let console = (self.console)()
+            .map_err(|e| ApiError::bad_request(format!("Cannot set up the console: {e}")))?;
+        let handle = Vm::new(&self.config, console)
+            .and_then(Vm::start)
+            .map_err(|e| ApiError::bad_request(format!("Cannot start the VM: {}", one_line(&e))))?;
+        let watcher = handle.clone();
+        let events = self.events.clone();
+        let spawned = std::thread::Builder::new()
+            .name("fennec-exit-watch".into())
+            .spawn(move || {
+                let _ = watcher.wait();
+                let _ = events.send(Event::Exited);
+            });
+        if let Err(e) = spawned {
+            let _ = handle.stop();
+            let _ = handle.wait();
+            return Err(ApiError::bad_request(format!("Cannot start the VM: {e}")));
+        }
+        log::info!("VM {:?} started", self.id);
+        self.handle = Some(handle);
+        Ok(())
+    }
+
+    fn state_name(&self) -> &'static str {
+        match self.handle.as_ref().map(VmHandle::state) {
+            None => "Not started",
+            Some(VmState::Running) => "Running",
+            Some(VmState::Paused) => "Paused",
+            Some(VmState::Exited(_)) => "Exited",
+        }
+    }
+
+    /// Applies a pre-boot change to a copy of the configuration and keeps it if the whole still
+    /// makes sense (a missing kernel aside: it may come later).
+    fn reconfigure(&mut self, change: impl FnOnce(&mut VmConfig)) -> Result<ApiResponse, ApiError> {
+        if self.handle.is_some() {
+            return Err(not_after_start());
+        }
+        let mut next = self.config.clone();
+        change(&mut next);
+        match next.validate() {
+            Ok(()) | Err(ConfigError::NoKernel) => {
+                self.config = next;
+                Ok(ApiResponse::Empty)
+            }
+            Err(e) => Err(ApiError::bad_request(e.to_string())),
+        }
+    }
+
+    fn running(&self) -> Result<&VmHandle, ApiError> {
+        self.handle.as_ref().ok_or_else(not_before_start)
+    }
+
+    fn vm_error(e: crate::Error) -> ApiError {
+        ApiError::bad_request(one_line(&e))
+    }
+
+    /// Serves one request.
+    pub fn serve_request(&mut self, request: ApiRequest) -> Result<ApiResponse, ApiError> {
+        match request {
+            ApiRequest::GetInstanceInfo => Ok(ApiResponse::Json(json!({
+                "app_name": "fennec",
+                "id": self.id,
+                "state": self.state_name(),
+                "vmm_version": env!("CARGO_PKG_VERSION"),
+            }))),
+            ApiRequest::PutBootSource(boot) => {
+                std::fs::File::open(&boot.kernel_image_path).map_err(|e| {
+                    ApiError::bad_request(format!(
+                        "Cannot open the kernel image {}: {e}",
+                        boot.kernel_image_path.display()
+                    ))
+                })?;
+                if let Some(initrd) = &boot.initrd_path {
+                    std::fs::File::open(initrd).map_err(|e| {
+                        ApiError::bad_request(format!(
+                            "Cannot open the initrd {}: {e}",
+                            initrd.display()
+                        ))
+                    })?;
+                }
+                self.reconfigure(|c| c.boot_source = boot)
+            }
+            ApiRequest::GetMachineConfig => Ok(ApiResponse::Json(
+                firecracker::machine_config_json(&self.config.machine_config),
+            )),
+            ApiRequest::PutMachineConfig(machine) => {
+                self.reconfigure(|c| c.machine_config = machine)
+            }
+            ApiRequest::PatchMachineConfig(patch) => {
+                if self.handle.is_some() {
+                    return Err(not_after_start());
+                }
+                let machine = firecracker::machine_config_patch(patch, &self.config.machine_config)
+                    .map_err(ApiError::bad_request)?;
+                self.reconfigure(|c| c.machine_config = machine)
+            }
+            ApiRequest::PutDrive(drive) => {
+                if self.handle.is_some() {
+                    return Err(not_after_start());
+                }
+                std::fs::metadata(&drive.path).map_err(|e| {
+                    ApiError::bad_request(format!(
+                        "Drive {:?}: cannot use {}: {e}",
+                        drive.id,
+                        drive.path.display()
+                    ))
+                })?;
+                self.reconfigure(|c| match c.drives.iter_mut().find(|d| d.id == drive.id) {
+                    Some(existing) => *existing = drive,
+                    None => c.drives.push(drive),
+                })
+            }
+            ApiRequest::PatchDrive { id, path } => {
+                let handle = self.running()?;
+                let Some(path) = path else {
+                    return Ok(ApiResponse::Empty);
+                };
+                handle
+                    .replace_drive_image(&id, &path)
+                    .map_err(Self::vm_error)?;
+                if let Some(d) = self.config.drives.iter_mut().find(|d| d.id == id) {
+                    d.path = path;
+                }
+                Ok(ApiResponse::Empty)
+            }
+            ApiRequest::PutNetworkInterface(net) => {
+                self.reconfigure(|c| match c.net.iter_mut().find(|n| n.id == net.id) {
+                    Some(existing) => *existing = net,
+                    None => c.net.push(net),
+                })
+            }
+            ApiRequest::InstanceStart => self.start().map(|()| ApiResponse::Empty),
+            ApiRequest::SendCtrlAltDel => self
+                .running()?
+                .send_ctrl_alt_del()
+                .map(|()| ApiResponse::Empty)
+                .map_err(Self::vm_error),
+            ApiRequest::Pause => self
+                .running()?
+                .pause()
+                .map(|()| ApiResponse::Empty)
+                .map_err(Self::vm_error),
+            ApiRequest::Resume => self
+                .running()?
+                .resume()
+                .map(|()| ApiResponse::Empty)
+                .map_err(Self::vm_error),
+            ApiRequest::Stop => {
+                let reason = match &self.handle {
+                    Some(handle) => {
+                        handle.stop().map_err(Self::vm_error)?;
+                        handle.wait().map_err(Self::vm_error)?
+                    }
+                    None => ExitReason::Stopped,
+                };
+                self.finished = Some(reason.clone());
+                Ok(ApiResponse::Json(json!({ "exit": exit_json(&reason) })))
+            }
+            ApiRequest::Shutdown { timeout } => {
+                let (reason, forced) = self.running()?.shutdown(timeout).map_err(Self::vm_error)?;
+                self.finished = Some(reason.clone());
+                Ok(ApiResponse::Json(
+                    json!({ "exit": exit_json(&reason), "forced": forced }),
+                ))
+            }
+            ApiRequest::GetVmConfig => {
+                let mut value = serde_json::to_value(&self.config)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                if let Some(map) = value.as_object_mut() {
+                    map.insert(
+                        "machine-config".into(),
+                        firecracker::machine_config_json(&self.config.machine_config),
+                    );
+                    map.entry("drives").or_insert_with(|| json!([]));
+                    map.entry("network-interfaces").or_insert_with(|| json!([]));
+                }
+                Ok(ApiResponse::Json(value))
+            }
+            ApiRequest::GetStatus => Ok(ApiResponse::Json(self.status())),
+            ApiRequest::GetMetrics => {
+                let metrics = self.running()?.metrics();
+                serde_json::to_value(metrics)
+                    .map(ApiResponse::Json)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))
+            }
+        }
+    }
+
+    fn status(&self) -> Value {
+        let mut status = json!({
+            "id": self.id,
+            "state": self.state_name(),
+            "pid": std::process::id(),
+            "vmm_version": env!("CARGO_PKG_VERSION"),
+            "vcpu_count": self.config.machine_config.vcpu_count,
+            "mem_size_mib": self.config.machine_config.mem_size_mib,
+            "drives": self.config.drives.iter().map(|d| &d.id).collect::<Vec<_>>(),
+            "network_interfaces": self.config.net.iter().map(|n| &n.id).collect::<Vec<_>>(),
+        });
+        if let (Some(handle), Some(map)) = (&self.handle, status.as_object_mut()) {
+            map.insert(
+                "uptime_ms".into(),
+                (handle.uptime().as_millis() as u64).into(),
+            );
+            if let VmState::Exited(reason) = handle.state() {
+                map.insert("exit".into(), exit_json(&reason));
+            }
+        }
+        status
+    }
+}
+
+/// Serves `events` until the guest ends or the VMM is stopped; returns why, or `None` when
+/// the process was told to stop before any VM started. A configuration that is complete at
+/// the outset (`boot_now`) starts at once.
+pub fn serve(
+    mut service: VmService,
+    events: mpsc::Receiver<Event>,
+    boot_now: bool,
+) -> Result<Option<ExitReason>, ApiError> {
+    if boot_now {
+        service.start()?;
+    }
+    while let Ok(event) = events.recv() {
+        match event {
+            Event::Call(call) => {
+                let answer = service.serve_request(call.request);
+                let _ = call.reply.send(answer);
+                if let Some(reason) = service.finished() {
+                    return Ok(Some(reason.clone()));
+                }
+            }
+            Event::Exited => {
+                if let Some(handle) = service.handle() {
+                    if let Ok(reason) = handle.wait() {
+                        return Ok(Some(reason));
+                    }
+                }
+            }
+            Event::Signal(signo) => match service.handle() {
+                Some(handle) => {
+                    log::info!("Received signal {signo}, stopping the VM");
+                    if let Err(e) = handle.stop() {
+                        log::error!("{e}");
+                    }
+                }
+                None => {
+                    log::info!("Received signal {signo} before any VM started; exiting");
+                    return Ok(None);
+                }
+            },
+        }
+    }
+    Ok(service.finished().cloned())
+}
+
+/// How long the process waits for answers in flight before it exits.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
