@@ -140,6 +140,23 @@ linux_test!(
                 "is_read_only": false,
             }),
         );
+        let data = sockets.path().join("data.img");
+        std::fs::write(&data, vec![b'o'; 1 << 20]).unwrap();
+        let bigger = sockets.path().join("bigger.img");
+        let mut image = b"NEW!".to_vec();
+        image.resize(4 << 20, 0);
+        std::fs::write(&bigger, image).unwrap();
+        api(
+            &socket,
+            "PUT",
+            "/drives/data",
+            serde_json::json!({
+                "drive_id": "data",
+                "path_on_host": data,
+                "is_root_device": false,
+                "is_read_only": true,
+            }),
+        );
         api(
             &socket,
             "PUT",
@@ -156,6 +173,24 @@ linux_test!(
         assert_eq!(
             vm.run("grep -o 'root=/dev/vda rw' /proc/cmdline"),
             "root=/dev/vda rw"
+        );
+        assert_eq!(vm.run("cat /sys/block/vdb/size"), "2048");
+        // PATCH gives the running data drive a bigger image; the guest sees the new size.
+        api(
+            &socket,
+            "PATCH",
+            "/drives/data",
+            serde_json::json!({"drive_id": "data", "path_on_host": bigger}),
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while vm.run("cat /sys/block/vdb/size") != "8192" {
+            assert!(std::time::Instant::now() < deadline, "vdb never grew");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // The old image's first page may still be cached from the partition scan.
+        assert_eq!(
+            vm.run("echo 3 > /proc/sys/vm/drop_caches; head -c 4 /dev/vdb"),
+            "NEW!"
         );
         // Ctrl-Alt-Del reaches init through the i8042 keyboard; init reboots; fennec exits 0.
         api(
