@@ -681,9 +681,10 @@ impl Lifecycle {
         fennec_devices::lock(&self.state).clone()
     }
 
-    /// Waits up to `timeout` (forever if `None`) for the guest to end.
+    /// Waits up to `timeout` (forever if `None`, or if the deadline is past what an `Instant`
+    /// holds: a client may ask for any timeout) for the guest to end.
     fn wait_exit(&self, timeout: Option<Duration>) -> Option<ExitReason> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut state = fennec_devices::lock(&self.state);
         loop {
             if let VmState::Exited(reason) = &*state {
@@ -974,6 +975,22 @@ mod tests {
     #[test]
     fn test_all_stuck_nothing_halted_is_not_stuck() {
         assert!(!all_stuck([NotStarted].into_iter()));
+    }
+
+    #[test]
+    fn test_lifecycle_wait_exit_takes_any_timeout() {
+        let lifecycle = Lifecycle::default();
+        lifecycle.set(VmState::Exited(ExitReason::Reset));
+        assert_eq!(
+            lifecycle.wait_exit(Some(Duration::MAX)),
+            Some(ExitReason::Reset)
+        );
+    }
+
+    #[test]
+    fn test_lifecycle_wait_exit_times_out_while_running() {
+        let lifecycle = Lifecycle::default();
+        assert_eq!(lifecycle.wait_exit(Some(Duration::from_millis(10))), None);
     }
 
     #[test]
