@@ -182,7 +182,8 @@ pub enum Error {
     NoSuchDrive(String),
 }
 
-fn open(what: &'static str, path: &Path) -> Result<File, Error> {
+/// Opens the kernel or initrd at `path`, naming it in the error.
+pub(crate) fn open(what: &'static str, path: &Path) -> Result<File, Error> {
     File::open(path).map_err(|source| Error::Open {
         what,
         path: path.to_path_buf(),
@@ -422,14 +423,10 @@ fn log_boot(
 
 type VcpuThreads = Vec<(JoinHandle<()>, Arc<VcpuShared>)>;
 
-fn kick_signal() -> i32 {
-    vmm_sys_util::signal::SIGRTMIN() + vcpu::KICK_SIGNAL_OFFSET
-}
-
 /// Kicks every vCPU still running out of `KVM_RUN`.
 fn kick_vcpus(threads: &VcpuThreads) {
     for (thread, _) in threads.iter().filter(|(t, _)| !t.is_finished()) {
-        if let Err(e) = thread.kill(kick_signal()) {
+        if let Err(e) = thread.kill(vcpu::kick_signal()) {
             log::debug!("Failed to kick a vCPU thread: {e}");
         }
     }

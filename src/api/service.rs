@@ -177,19 +177,9 @@ impl VmService {
                 "vmm_version": env!("CARGO_PKG_VERSION"),
             }))),
             ApiRequest::PutBootSource(boot) => {
-                std::fs::File::open(&boot.kernel_image_path).map_err(|e| {
-                    ApiError::bad_request(format!(
-                        "Cannot open the kernel image {}: {e}",
-                        boot.kernel_image_path.display()
-                    ))
-                })?;
+                crate::vmm::open("kernel", &boot.kernel_image_path).map_err(Self::vm_error)?;
                 if let Some(initrd) = &boot.initrd_path {
-                    std::fs::File::open(initrd).map_err(|e| {
-                        ApiError::bad_request(format!(
-                            "Cannot open the initrd {}: {e}",
-                            initrd.display()
-                        ))
-                    })?;
+                    crate::vmm::open("initrd", initrd).map_err(Self::vm_error)?;
                 }
                 self.reconfigure(|c| c.boot_source = boot)
             }

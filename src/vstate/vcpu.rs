@@ -255,10 +255,15 @@ extern "C" fn handle_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc:
     }
 }
 
+/// The signal that kicks a vCPU thread out of `KVM_RUN`.
+pub fn kick_signal() -> i32 {
+    vmm_sys_util::signal::SIGRTMIN() + KICK_SIGNAL_OFFSET
+}
+
 /// Installs the kick handler (once per process).
 pub fn install_kick_handler() -> Result<(), VcpuError> {
     static INSTALLED: std::sync::OnceLock<Result<(), i32>> = std::sync::OnceLock::new();
-    let signum = vmm_sys_util::signal::SIGRTMIN() + KICK_SIGNAL_OFFSET;
+    let signum = kick_signal();
     INSTALLED
         .get_or_init(|| {
             vmm_sys_util::signal::register_signal_handler(signum, handle_kick)
