@@ -46,8 +46,19 @@ pub enum ConfigError {
     #[error("Drives {0:?} and {1:?} are both marked root; only one can be")]
     TwoRootDrives(String, String),
     /// A drive has no path.
-    #[error("Drive {0:?} has no path")]
+    #[error("Drive {0:?} has no path_on_host (or template)")]
     DrivePath(String),
+    /// A drive's template, store or VM name is wrong, or it has both a path and a template.
+    #[error("Drive {id:?}: {why}")]
+    DriveSource {
+        /// The drive.
+        id: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// A drive names a template but has no image yet.
+    #[error("Drive {0:?} names a template but was not given an image: provision it first (fennec::storage::provision)")]
+    Unprovisioned(String),
     /// More virtio devices than IRQs.
     #[error("{0} devices configured, but a VM has room for at most {max}", max = layout::MAX_VIRTIO_DEVICES)]
     TooManyDevices(usize),
@@ -88,7 +99,7 @@ pub enum ConfigError {
         why: String,
     },
     /// A `--disk` argument could not be parsed.
-    #[error("Invalid --disk {arg:?}: {why} (expected path=PATH[,id=ID][,ro][,root])")]
+    #[error("Invalid --disk {arg:?}: {why} (expected path=PATH[,id=ID][,ro][,root] or template=NAME[,store=SPEC][,vm=NAME][,id=ID][,ro][,root])")]
     DiskArg {
         /// The argument.
         arg: String,
@@ -149,15 +160,21 @@ impl MachineConfig {
 }
 
 /// A virtio-blk drive. Field names are Firecracker's (`drive_id`, `path_on_host`,
-/// `is_root_device`, `is_read_only`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// `is_root_device`, `is_read_only`); `template`, `store` and `vm_name` are fennec's: a drive
+/// can name a template instead of a path, and gets a clone of it when the VM starts (see
+/// [`crate::storage::provision`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BlockConfig {
     /// The drive's name; also the serial number the guest reads (first 20 bytes).
     #[serde(rename = "drive_id")]
     pub id: String,
-    /// The image: a raw file or a block device.
-    #[serde(rename = "path_on_host")]
+    /// The image: a raw file or a block device. Empty until provisioned for a template drive.
+    #[serde(
+        rename = "path_on_host",
+        default,
+        skip_serializing_if = "path_is_empty"
+    )]
     pub path: PathBuf,
     /// Make it the guest's root filesystem (`root=/dev/vda`).
     #[serde(rename = "is_root_device", default)]
@@ -165,11 +182,27 @@ pub struct BlockConfig {
     /// Refuse guest writes; the image is opened read-only.
     #[serde(rename = "is_read_only", default)]
     pub read_only: bool,
+    /// A template to clone for this VM when it starts, instead of `path_on_host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// The store holding the template (`zfs:POOL/DATASET` or `dir:/PATH`); the default
+    /// store when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    /// Keep the clone as disk `VM_NAME/DRIVE_ID`, reused by later runs; without it the clone
+    /// is ephemeral and destroyed when the VM ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_name: Option<String>,
+}
+
+fn path_is_empty(p: &std::path::Path) -> bool {
+    p.as_os_str().is_empty()
 }
 
 impl BlockConfig {
-    /// Parses a `--disk` argument: `path=PATH[,id=ID][,ro][,root]`; `default_id` names the
-    /// drive when `id=` is missing.
+    /// Parses a `--disk` argument: `path=PATH[,id=ID][,ro][,root]` or
+    /// `template=NAME[,store=SPEC][,vm=NAME][,id=ID][,ro][,root]`; `default_id` names the drive
+    /// when `id=` is missing.
     pub fn from_cli(arg: &str, default_id: &str) -> Result<Self, ConfigError> {
         let bad = |why: &str| ConfigError::DiskArg {
             arg: arg.to_string(),
@@ -177,37 +210,66 @@ impl BlockConfig {
         };
         let mut path = None;
         let mut id = None;
-        let mut cfg = BlockConfig {
-            id: String::new(),
-            path: PathBuf::new(),
-            root: false,
-            read_only: false,
-        };
+        let mut cfg = BlockConfig::default();
         for part in arg.split(',') {
-            match part.split_once('=') {
-                Some(("path", p)) if path.is_none() => path = Some(p),
-                Some(("id", i)) if id.is_none() => id = Some(i),
-                Some(("path" | "id", _)) => return Err(bad("given twice")),
-                None if part == "ro" => cfg.read_only = true,
-                None if part == "root" => cfg.root = true,
+            let slot = match part.split_once('=') {
+                Some(("path", v)) => Some((&mut path, v)),
+                Some(("id", v)) => Some((&mut id, v)),
+                Some(("template", v)) => Some((&mut cfg.template, v)),
+                Some(("store", v)) => Some((&mut cfg.store, v)),
+                Some(("vm", v)) => Some((&mut cfg.vm_name, v)),
+                None if part == "ro" => {
+                    cfg.read_only = true;
+                    None
+                }
+                None if part == "root" => {
+                    cfg.root = true;
+                    None
+                }
                 _ => return Err(bad(&format!("unknown option {part:?}"))),
+            };
+            if let Some((slot, value)) = slot {
+                if value.is_empty() {
+                    return Err(bad(&format!("{part:?} has no value")));
+                }
+                if slot.replace(value.to_string()).is_some() {
+                    return Err(bad(&format!("{part:?} given twice")));
+                }
             }
         }
-        cfg.path = path
-            .filter(|p| !p.is_empty())
-            .ok_or_else(|| bad("no path"))?
-            .into();
-        cfg.id = id.unwrap_or(default_id).to_string();
+        match (path, &cfg.template) {
+            (Some(p), None) => cfg.path = p.into(),
+            (None, Some(_)) => {}
+            (Some(_), Some(_)) => return Err(bad("give path= or template=, not both")),
+            (None, None) => return Err(bad("no path= or template=")),
+        }
+        cfg.id = id.unwrap_or_else(|| default_id.to_string());
         Ok(cfg)
     }
 
-    /// Checks the ID and path.
+    /// Checks the ID, and that the drive has either a path or a template (with valid names).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !valid_id(&self.id) {
             return Err(ConfigError::DriveId(self.id.clone()));
         }
-        if self.path.as_os_str().is_empty() {
-            return Err(ConfigError::DrivePath(self.id.clone()));
+        let bad = |why: String| ConfigError::DriveSource {
+            id: self.id.clone(),
+            why,
+        };
+        match &self.template {
+            Some(template) => {
+                crate::storage::check_name("template", template).map_err(|e| bad(e.to_string()))?;
+                if let Some(vm) = &self.vm_name {
+                    crate::storage::DiskRef::new(vm, &self.id).map_err(|e| bad(e.to_string()))?;
+                }
+            }
+            None if self.path.as_os_str().is_empty() => {
+                return Err(ConfigError::DrivePath(self.id.clone()))
+            }
+            None if self.store.is_some() || self.vm_name.is_some() => {
+                return Err(bad("store and vm_name go with a template".into()))
+            }
+            None => {}
         }
         Ok(())
     }
@@ -547,7 +609,7 @@ mod tests {
             id: id.into(),
             path: format!("/img/{id}").into(),
             root,
-            read_only: false,
+            ..BlockConfig::default()
         }
     }
 
@@ -561,6 +623,7 @@ mod tests {
                 path: "/a.img".into(),
                 root: true,
                 read_only: true,
+                ..BlockConfig::default()
             }
         );
     }
@@ -585,6 +648,59 @@ mod tests {
             e.to_string().contains("unknown option \"cache=none\""),
             "{e}"
         );
+    }
+
+    #[test]
+    fn test_disk_arg_template() {
+        let d = BlockConfig::from_cli(
+            "template=debian,store=zfs:tank/fennec,vm=web1,root",
+            "disk0",
+        )
+        .unwrap();
+        assert_eq!(
+            d,
+            BlockConfig {
+                id: "disk0".into(),
+                root: true,
+                template: Some("debian".into()),
+                store: Some("zfs:tank/fennec".into()),
+                vm_name: Some("web1".into()),
+                ..BlockConfig::default()
+            }
+        );
+        d.validate().unwrap();
+        for (arg, why) in [
+            ("template=a,path=/b", "not both"),
+            ("template=a,template=b", "given twice"),
+            ("template=", "no value"),
+            ("store=zfs:x", "no path= or template="),
+        ] {
+            let e = BlockConfig::from_cli(arg, "d").unwrap_err().to_string();
+            assert!(e.contains(why), "{arg}: {e}");
+        }
+    }
+
+    #[test]
+    fn test_drive_template_names_checked() {
+        for (template, vm) in [("../etc", None), ("ok", Some("a/b")), ("-x", None)] {
+            let d = BlockConfig {
+                id: "d".into(),
+                template: Some(template.into()),
+                vm_name: vm.map(str::to_string),
+                ..BlockConfig::default()
+            };
+            assert!(
+                matches!(d.validate(), Err(ConfigError::DriveSource { .. })),
+                "{template} {vm:?}"
+            );
+        }
+        let d = BlockConfig {
+            id: "d".into(),
+            path: "/a".into(),
+            store: Some("zfs:x".into()),
+            ..BlockConfig::default()
+        };
+        assert!(matches!(d.validate(), Err(ConfigError::DriveSource { .. })));
     }
 
     #[test]

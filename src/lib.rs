@@ -22,7 +22,7 @@
 //!         id: "rootfs".into(),
 //!         path: "rootfs.ext4".into(),
 //!         root: true,
-//!         read_only: false,
+//!         ..BlockConfig::default()
 //!     }],
 //!     net: vec![NetConfig { id: "eth0".into(), tap: "tap0".into(), mac: None }],
 //! };
@@ -35,13 +35,18 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod builder;
 pub mod config;
 pub mod device_manager;
 pub mod firecracker;
+#[cfg(feature = "harness")]
+pub mod harness;
+pub mod storage;
 pub mod terminal;
 pub mod vmm;
 pub mod vstate;
 
+pub use builder::{ConsoleStream, Instance, StartError, VmBuilder};
 pub use device_manager::{Console, DriveInfo, NetInfo};
 pub use fennec_devices::virtio::block::BlockMetrics;
 pub use fennec_devices::virtio::net::{MacAddr, NetMetrics};

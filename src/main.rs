@@ -19,7 +19,9 @@ use fennec::config::{
     BlockConfig, BootSourceConfig, MachineConfig, NetConfig, VmConfig, MAX_MEM_MIB, MIN_MEM_MIB,
 };
 use fennec::terminal::RawTerminal;
-use fennec::{Console, ExitReason, Vm};
+use fennec::{storage, Console, ExitReason, Vm};
+
+mod image;
 
 /// Exit status when the guest halted for good instead of resetting or powering off.
 const EXIT_GUEST_HALTED: u8 = 3;
@@ -56,6 +58,13 @@ enum Command {
     /// Prints JSON answers on stdout. Exit status 0 on success, 1 with the socket's
     /// fault_message on stderr otherwise.
     Ctl(CtlArgs),
+
+    /// Manage disk images: templates, and VM disks cloned from them.
+    ///
+    /// A store is a directory of raw images (the default) or a ZFS dataset, where a VM disk
+    /// is a copy-on-write `zfs clone` of a template snapshot, made in milliseconds. Exit
+    /// status 0 on success, 1 with the reason on stderr otherwise.
+    Image(image::ImageArgs),
 }
 
 #[derive(Args)]
@@ -106,7 +115,12 @@ struct RunArgs {
     /// fennec adds root=/dev/vda and rw (or ro) to the command line. Other drives follow as
     /// /dev/vdb, /dev/vdc, ... in the order given. A writable image is locked while fennec
     /// runs, so no second VM can open it.
-    #[arg(long, value_name = "path=PATH[,id=ID][,ro][,root]",
+    ///
+    /// `template=NAME` instead of `path=` gives the VM a clone of a template from an image
+    /// store (`store=SPEC`, see `fennec image --help`; default $FENNEC_STORE, else
+    /// dir:/var/lib/fennec/images). The clone is destroyed when the VM ends, unless `vm=NAME`
+    /// keeps it as disk NAME/ID, which later runs with the same vm= reuse.
+    #[arg(long, value_name = "path=PATH|template=NAME[,...]",
           value_parser = |s: &str| BlockConfig::from_cli(s, ""))]
     disk: Vec<BlockConfig>,
 
@@ -185,6 +199,14 @@ enum CtlCommand {
     },
     /// Stop the VM now (and the fennec serving it).
     Stop,
+    /// Snapshot a running VM's drive that was cloned from a template: the VM pauses, the
+    /// drive is flushed, the store takes snapshot VM/DRIVE@NAME, the VM resumes.
+    Snapshot {
+        /// The drive's ID.
+        drive: String,
+        /// The snapshot's name.
+        name: String,
+    },
     /// Send any request: `fennec ctl --api-socket S request PUT /boot-source '{"kernel_image_path": "vmlinux"}'`.
     Request {
         /// GET, PUT or PATCH.
@@ -316,7 +338,7 @@ fn run(args: &RunArgs) -> ExitCode {
     };
     match &args.api_socket {
         Some(path) => exit_status(run_with_api(path, &args.id, config)),
-        None => exit_status(run_direct(&config)),
+        None => exit_status(run_direct(config)),
     }
 }
 
@@ -342,13 +364,16 @@ fn run_with_api(path: &Path, id: &str, config: VmConfig) -> Result<ExitReason, S
 }
 
 /// Boots the configured guest with the console on stdin/stdout and waits for it to end.
-fn run_direct(config: &VmConfig) -> Result<ExitReason, String> {
+fn run_direct(mut config: VmConfig) -> Result<ExitReason, String> {
     let console = match console() {
         Ok(c) => c,
         Err(e) => return Err(format!("cannot use stdin/stdout as the console: {e}")),
     };
+    // Template drives get their clones; ephemeral ones are destroyed when `_disks` goes,
+    // after the VM.
+    let _disks = storage::provision(&mut config).map_err(|e| e.to_string())?;
     let stdin = io::stdin();
-    Vm::new(config, console)
+    Vm::new(&config, console)
         .and_then(|vm| {
             // Raw mode only once the VM is built, so build errors print on a sane terminal; the
             // guard restores the terminal before anything below prints.
@@ -390,6 +415,11 @@ fn ctl(args: &CtlArgs) -> ExitCode {
             Some(json!({"action_type": "Shutdown", "timeout_ms": timeout.saturating_mul(1000)})),
         ),
         CtlCommand::Stop => ("PUT", "/actions".into(), Some(action("Stop"))),
+        CtlCommand::Snapshot { drive, name } => (
+            "PUT",
+            format!("/drives/{drive}/snapshot"),
+            Some(json!({ "snapshot_name": name })),
+        ),
         CtlCommand::Request { method, path, body } => {
             let body = match body.as_deref().map(serde_json::from_str).transpose() {
                 Ok(b) => b,
@@ -443,6 +473,7 @@ fn main() -> ExitCode {
     match &cli.command {
         Command::Run(args) => run(args),
         Command::Ctl(args) => ctl(args),
+        Command::Image(args) => image::image(args),
     }
 }
 

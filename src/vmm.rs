@@ -203,6 +203,9 @@ impl Vm {
     /// Builds a VM from `config`, with `console` as its serial console.
     pub fn new(config: &VmConfig, console: Console) -> Result<Self, Error> {
         config.validate()?;
+        if let Some(d) = config.drives.iter().find(|d| d.path.as_os_str().is_empty()) {
+            return Err(ConfigError::Unprovisioned(d.id.clone()).into());
+        }
         let machine = &config.machine_config;
         let kvm = KvmContext::open()?;
         if usize::from(machine.vcpu_count) > kvm.max_vcpus() {
@@ -862,8 +865,8 @@ impl VmHandle {
         let cfg = BlockConfig {
             id: id.to_string(),
             path: path.to_path_buf(),
-            root: false,
             read_only: self.0.drives[i].read_only,
+            ..BlockConfig::default()
         };
         let disk = device_manager::open_disk(&cfg)?;
         let size = disk.size();
@@ -874,6 +877,38 @@ impl VmHandle {
             size / 512
         );
         Ok(())
+    }
+
+    /// Runs `f` while drive `id`'s image is consistent: pauses the VM (unless it is paused
+    /// already), makes the drive's completed writes durable, calls `f`, and resumes the VM if
+    /// it was running. For snapshots of a running VM's disk.
+    pub fn quiesce_drive<T, E>(
+        &self,
+        id: &str,
+        f: impl FnOnce() -> Result<T, E>,
+    ) -> Result<Result<T, E>, Error> {
+        let i = self
+            .0
+            .drives
+            .iter()
+            .position(|d| d.id == id)
+            .ok_or_else(|| Error::NoSuchDrive(id.to_string()))?;
+        let was_running = match self.state() {
+            VmState::Running => true,
+            VmState::Paused => false,
+            VmState::Exited(_) => return Err(Error::NotRunning),
+        };
+        if was_running {
+            self.pause()?;
+        }
+        let flushed = fennec_devices::lock(&self.0.block_devices[i])
+            .flush_disk()
+            .map_err(|e| Error::Lifecycle(format!("cannot flush drive {id:?}: {e}")));
+        let result = flushed.map(|()| f());
+        if was_running {
+            self.resume()?;
+        }
+        result
     }
 
     /// Serial console counters; they stay readable after the guest ends.

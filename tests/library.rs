@@ -71,8 +71,7 @@ fn test_library_drive_metrics_count_guest_io() {
     cfg.drives.push(BlockConfig {
         id: "lib-disk".into(),
         path: img,
-        root: false,
-        read_only: false,
+        ..BlockConfig::default()
     });
     let sink = Sink::default();
     let console = Console {

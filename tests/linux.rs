@@ -84,15 +84,26 @@ linux_test!(linux_memory_512_is_memtotal, |g: &Guest| {
     vm.assert_exit(0);
 });
 
-linux_test!(linux_typed_command_output_comes_back, |g: &Guest| {
-    let mut vm = start(&g.vmlinux, g, CMDLINE, &[]);
-    vm.expect("FENNEC-GUEST-READY");
+// In this process, through the library and its harness: commands typed into the busybox
+// shell come back with their output and exit status.
+linux_test!(linux_harness_runs_shell_commands_in_process, |g: &Guest| {
+    use fennec::harness::{CommandOutput, TestVm};
+    let builder = fennec::VmBuilder::new(&g.vmlinux)
+        .initrd(&g.initramfs)
+        .cmdline(CMDLINE);
+    let mut vm = TestVm::boot(builder, common::linux::GUEST_TIMEOUT).unwrap();
+    vm.expect("FENNEC-GUEST-READY").unwrap();
     assert_eq!(
-        vm.run("echo $((6 * 7))-answer; uname -s"),
-        "42-answer\nLinux"
+        vm.run("echo $((6 * 7))-answer; uname -s").unwrap(),
+        CommandOutput {
+            output: "42-answer\nLinux".into(),
+            status: 0
+        }
     );
-    vm.send_line("reboot -f");
-    vm.assert_exit(0);
+    let failed = vm.run("echo to-stderr >&2; (exit 7)").unwrap();
+    assert_eq!((failed.output.as_str(), failed.status), ("to-stderr", 7));
+    vm.send_line("reboot -f").unwrap();
+    assert!(vm.wait().unwrap().is_clean(), "{}", vm.tail());
 });
 
 linux_test!(linux_kernel_panic_ends_fennec_cleanly, |g: &Guest| {

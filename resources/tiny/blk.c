@@ -10,7 +10,8 @@
  *   readback fnv=<FNV of sector 1>            zeroes status=<s>
  *   bad=<case> status=<s|none> used=<len> then=<ok|broken>   (after each, sector 0 is re-read)
  *   reset fnv=<FNV of sector 0 after a device reset and a fresh bring-up>
- * then "TINY blk done". The hostile cases are the ones a VMM must survive: buffers outside
+ * then "TINY blk done". `tiny.mode=disk` is the image-store tests' guest (see tiny_disk below).
+ * The hostile cases are the ones a VMM must survive: buffers outside
  * guest memory, wrong directions, short status, past the end, absurd lengths, loops.
  */
 #include "tiny.h"
@@ -323,6 +324,64 @@ static void bench(int i, const char *cmdline)
     putc('\n');
 }
 
+/* Prints the start of a sector as text: printable bytes up to the first other one (at most 48). */
+static void put_text(const u8 *p)
+{
+    for (int k = 0; k < 48 && p[k] >= 0x20 && p[k] < 0x7f; k++)
+        putc((char)p[k]);
+}
+
+/* Writes "<prefix><word>\n" padded with '.' to `sector` and flushes; prints the statuses. */
+static void stamp(int i, u64 sector, const char *prefix, const char *word)
+{
+    int n = 0;
+    for (const char *p = prefix; *p; p++)
+        buf[n++] = (u8)*p;
+    for (const char *p = word; *p && *p != ' ' && n < 100; p++)
+        buf[n++] = (u8)*p;
+    buf[n++] = '\n';
+    while (n < 512)
+        buf[n++] = '.';
+    long w = request(i, T_OUT, sector, buf, 512, 0);
+    int ws = status;
+    long f = request(i, T_FLUSH, 0, 0, 0, 0);
+    puts("TINY disk wrote s");
+    putdec(sector);
+    puts(w == 1 && ws == 0 && f == 1 && status == 0 ? " ok\n" : " failed\n");
+}
+
+/*
+ * tiny.mode=disk, on the first drive:
+ *   "TINY disk s1=<text of sector 1> s2=<text of sector 2> fnv=<FNV-1a of sectors 0..7>"
+ * then with disk.stamp=WORD, writes "fennec-stamp:WORD" to sector 1 and flushes, and with
+ * disk.wait as well, prints "TINY disk waiting", waits for a byte on the serial port, and
+ * writes "fennec-later:WORD" to sector 2. Ends with "TINY disk done".
+ */
+static void tiny_disk(const char *cmdline)
+{
+    long n = request(0, T_IN, 0, buf, 4096, 1);
+    puts("TINY disk s1=");
+    put_text(buf + 512);
+    puts(" s2=");
+    put_text(buf + 1024);
+    puts(" fnv=");
+    puthex(fnv(buf, 4096));
+    puts(n == 4097 && status == 0 ? " read=ok\n" : " read=failed\n");
+    const char *word = 0;
+    for (const char *s = cmdline; *s; s++)
+        if (starts(s, "disk.stamp="))
+            word = s + 11;
+    if (word) {
+        stamp(0, 1, "fennec-stamp:", word);
+        if (contains(cmdline, "disk.wait")) {
+            puts("TINY disk waiting\n");
+            getc();
+            stamp(0, 2, "fennec-later:", word);
+        }
+    }
+    puts("TINY disk done\n");
+}
+
 void tiny_blk(const char *cmdline)
 {
     u64 bases[MAXDEV];
@@ -342,6 +401,10 @@ void tiny_blk(const char *cmdline)
             continue;
         }
         found++;
+        if (contains(cmdline, "tiny.mode=disk")) {
+            tiny_disk(cmdline);
+            break;
+        }
         if (benchmark) {
             bench(i, cmdline);
             break;

@@ -10,7 +10,7 @@
 //!
 //! Operations Firecracker has keep its method, path, body, status codes and error shape
 //! (`{"fault_message": "..."}`); fennec's extensions are the `Stop` and `Shutdown` actions,
-//! `GET /status` and `GET /metrics` (see `docs/api.md`).
+//! `GET /status`, `GET /metrics`, drives cloned from a template and their live snapshots (see `docs/api.md`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -45,6 +45,14 @@ pub enum ApiRequest {
         id: String,
         /// Its new image, if given.
         path: Option<PathBuf>,
+    },
+    /// `PUT /drives/{id}/snapshot` (extension): a live snapshot of a running VM's drive
+    /// cloned from a template: pause, flush, snapshot in its store, resume.
+    SnapshotDrive {
+        /// The drive.
+        id: String,
+        /// The snapshot's name.
+        name: String,
     },
     /// `PUT /network-interfaces/{id}`: adds or replaces an interface before boot.
     PutNetworkInterface(NetConfig),

@@ -59,6 +59,13 @@ struct PartialDrive {
     rate_limiter: Option<Value>,
 }
 
+/// `PUT /drives/{id}/snapshot` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotBody {
+    snapshot_name: String,
+}
+
 fn body<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
     let value = firecracker::json(raw).map_err(ApiError::bad_request)?;
     serde_json::from_value(value).map_err(|e| ApiError::bad_request(e.to_string()))
@@ -109,6 +116,12 @@ pub fn route(method: &str, target: &str, raw: &[u8]) -> Result<ApiRequest, ApiEr
         ("PUT", ["drives", id]) => {
             let drive = firecracker::drive(json(raw)?).map_err(bad)?;
             same_id(id, &drive.id)?;
+            if drive.template.is_some() && !drive.path.as_os_str().is_empty() {
+                return Err(bad(format!(
+                    "Drive {id:?}: give path_on_host or template, not both"
+                )));
+            }
+            drive.validate().map_err(|e| bad(e.to_string()))?;
             Ok(ApiRequest::PutDrive(drive))
         }
         ("PATCH", ["drives", id]) => {
@@ -123,6 +136,16 @@ pub fn route(method: &str, target: &str, raw: &[u8]) -> Result<ApiRequest, ApiEr
             })
         }
         (_, ["drives", _]) => Err(method_not_allowed(method, path, "PUT or PATCH")),
+        ("PUT", ["drives", id, "snapshot"]) => {
+            let snap: SnapshotBody = body(raw)?;
+            crate::storage::check_name("snapshot", &snap.snapshot_name)
+                .map_err(|e| bad(e.to_string()))?;
+            Ok(ApiRequest::SnapshotDrive {
+                id: id.to_string(),
+                name: snap.snapshot_name,
+            })
+        }
+        (_, ["drives", _, "snapshot"]) => Err(method_not_allowed(method, path, "PUT")),
 
         ("PUT", ["network-interfaces", id]) => {
             let net = firecracker::network_interface(json(raw)?).map_err(bad)?;
@@ -221,6 +244,50 @@ mod tests {
             route("PUT", "/actions", start.as_bytes()),
             Ok(ApiRequest::InstanceStart)
         );
+    }
+
+    #[test]
+    fn test_route_template_drives_and_snapshots() {
+        let drive = r#"{"drive_id": "root", "template": "debian", "store": "zfs:tank/fennec",
+                        "vm_name": "web1", "is_root_device": true}"#;
+        match route("PUT", "/drives/root", drive.as_bytes()) {
+            Ok(ApiRequest::PutDrive(d)) => {
+                assert_eq!(d.template.as_deref(), Some("debian"));
+                assert_eq!(d.vm_name.as_deref(), Some("web1"));
+                assert!(d.path.as_os_str().is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            r#"{"drive_id": "root", "template": "debian", "path_on_host": "/x"}"#,
+            r#"{"drive_id": "root", "template": "../etc"}"#,
+            r#"{"drive_id": "root", "template": "t", "vm_name": "a/b"}"#,
+            r#"{"drive_id": "root"}"#,
+        ] {
+            let e = route("PUT", "/drives/root", bad.as_bytes()).unwrap_err();
+            assert_eq!(e.status, 400, "{bad}: {}", e.message);
+        }
+        assert_eq!(
+            route(
+                "PUT",
+                "/drives/root/snapshot",
+                br#"{"snapshot_name": "s1"}"#
+            ),
+            Ok(ApiRequest::SnapshotDrive {
+                id: "root".into(),
+                name: "s1".into()
+            })
+        );
+        for bad in [
+            r#"{"snapshot_name": "../s"}"#,
+            r#"{"snapshot_name": "-f"}"#,
+            "{}",
+        ] {
+            let e = route("PUT", "/drives/root/snapshot", bad.as_bytes()).unwrap_err();
+            assert_eq!(e.status, 400, "{bad}");
+        }
+        let e = route("GET", "/drives/root/snapshot", b"").unwrap_err();
+        assert_eq!(e.status, 405);
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub struct VmService {
     config: VmConfig,
     console: ConsoleFactory,
     handle: Option<VmHandle>,
+    /// The disks cloned for template drives at start; declared after `handle` so the VM goes
+    /// first and ephemeral clones are destroyed after it.
+    disks: Option<crate::storage::Provisioned>,
     /// Set when the service is done: the guest ended, or the VMM was stopped before a start.
     finished: Option<ExitReason>,
     events: mpsc::Sender<Event>,
@@ -65,6 +68,27 @@ pub fn exit_json(reason: &ExitReason) -> Value {
     json!({ "kind": reason.kind(), "message": reason.to_string() })
 }
 
+/// Checks, before boot, that a template drive's store opens and holds the template.
+fn check_template(drive: &crate::config::BlockConfig, template: &str) -> Result<(), ApiError> {
+    use crate::storage::{self, EntryKind};
+    let bad =
+        |e: &dyn std::fmt::Display| ApiError::bad_request(format!("Drive {:?}: {e}", drive.id));
+    let store =
+        storage::open(&storage::default_spec(drive.store.as_deref())).map_err(|e| bad(&e))?;
+    let found = store
+        .list()
+        .map_err(|e| bad(&e))?
+        .iter()
+        .any(|e| e.kind == EntryKind::Template && e.name == template);
+    if !found {
+        return Err(bad(&format!(
+            "no template {template:?} in {}",
+            store.spec()
+        )));
+    }
+    Ok(())
+}
+
 impl VmService {
     /// A service for instance `id` with `config` as the starting configuration (complete or
     /// not), making consoles with `console`; `events` is where it reports the guest's end.
@@ -79,6 +103,7 @@ impl VmService {
             config,
             console,
             handle: None,
+            disks: None,
             finished: None,
             events,
         }
@@ -112,9 +137,14 @@ impl VmService {
         }
         let console = (self.console)()
             .map_err(|e| ApiError::bad_request(format!("Cannot set up the console: {e}")))?;
-        let handle = Vm::new(&self.config, console)
+        let mut config = self.config.clone();
+        let disks = crate::storage::provision(&mut config)
+            .map_err(|e| ApiError::bad_request(format!("Cannot start the VM: {e}")))?;
+        let handle = Vm::new(&config, console)
             .and_then(Vm::start)
             .map_err(|e| ApiError::bad_request(format!("Cannot start the VM: {}", one_line(&e))))?;
+        self.config = config;
+        self.disks = Some(disks);
         let watcher = handle.clone();
         let events = self.events.clone();
         let spawned = std::thread::Builder::new()
@@ -201,13 +231,18 @@ impl VmService {
                 if self.handle.is_some() {
                     return Err(not_after_start());
                 }
-                std::fs::metadata(&drive.path).map_err(|e| {
-                    ApiError::bad_request(format!(
-                        "Drive {:?}: cannot use {}: {e}",
-                        drive.id,
-                        drive.path.display()
-                    ))
-                })?;
+                match &drive.template {
+                    Some(template) => check_template(&drive, template)?,
+                    None => {
+                        std::fs::metadata(&drive.path).map_err(|e| {
+                            ApiError::bad_request(format!(
+                                "Drive {:?}: cannot use {}: {e}",
+                                drive.id,
+                                drive.path.display()
+                            ))
+                        })?;
+                    }
+                }
                 self.reconfigure(|c| match c.drives.iter_mut().find(|d| d.id == drive.id) {
                     Some(existing) => *existing = drive,
                     None => c.drives.push(drive),
@@ -225,6 +260,40 @@ impl VmService {
                     d.path = path;
                 }
                 Ok(ApiResponse::Empty)
+            }
+            ApiRequest::SnapshotDrive { id, name } => {
+                let handle = self.running()?;
+                if !self.config.drives.iter().any(|d| d.id == id) {
+                    return Err(ApiError::bad_request(format!("No drive has the ID {id:?}")));
+                }
+                let (store, disk) = self
+                    .disks
+                    .as_ref()
+                    .and_then(|d| d.disk_of(&id))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "Drive {id:?} is a plain image file: only drives cloned from a \
+                             template (\"template\" in PUT /drives) can be snapshotted"
+                        ))
+                    })?;
+                let snap = crate::storage::SnapRef::new(disk.clone(), &name)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                let started = std::time::Instant::now();
+                handle
+                    .quiesce_drive(&id, || store.snapshot(&snap))
+                    .map_err(Self::vm_error)?
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                let took = started.elapsed();
+                log::info!(
+                    "Drive {id:?}: snapshot {snap} in {} ({} us with the VM paused)",
+                    store.spec(),
+                    took.as_micros()
+                );
+                Ok(ApiResponse::Json(json!({
+                    "snapshot": snap.to_string(),
+                    "store": store.spec(),
+                    "paused_us": took.as_micros() as u64,
+                })))
             }
             ApiRequest::PutNetworkInterface(net) => {
                 self.reconfigure(|c| match c.net.iter_mut().find(|n| n.id == net.id) {

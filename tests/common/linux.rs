@@ -133,7 +133,12 @@ pub fn guest() -> &'static Guest {
 }
 
 /// Panic messages of a guest whose console went silent (see [`run_linux_test`]).
-const STALL_MARKS: [&str; 2] = ["from the guest within", "fennec did not exit within"];
+const STALL_MARKS: [&str; 4] = [
+    "from the guest within",
+    "fennec did not exit within",
+    "did not appear on the console within",
+    "the guest did not end within",
+];
 
 /// Runs the Linux test `name`: here, or by looking up its result from the test host.
 ///

@@ -345,7 +345,7 @@ impl BusDevice for MmioTransport {
             lock(&self.device).read_config(offset - reg::CONFIG, data);
             return;
         }
-        if data.len() != 4 || offset % 4 != 0 {
+        if data.len() != 4 || !offset.is_multiple_of(4) {
             log::debug!(
                 "virtio-mmio: {}-byte read at {offset:#x}; reads 0",
                 data.len()
@@ -369,7 +369,7 @@ impl BusDevice for MmioTransport {
             );
             return;
         };
-        if offset % 4 != 0 {
+        if !offset.is_multiple_of(4) {
             log::debug!("virtio-mmio: unaligned write at {offset:#x}; ignored");
             return;
         }

@@ -236,13 +236,13 @@ fn parse_body(
 
     match kind {
         RequestKind::In | RequestKind::Out => {
-            if data_len % SECTOR_SIZE != 0 {
+            if !data_len.is_multiple_of(SECTOR_SIZE) {
                 return Err(RequestError::UnalignedLength(data_len));
             }
             check_range(sector, data_len / SECTOR_SIZE, capacity)?;
         }
         RequestKind::Discard | RequestKind::WriteZeroes => {
-            if data_len == 0 || data_len % SEGMENT_SIZE != 0 {
+            if data_len == 0 || !data_len.is_multiple_of(SEGMENT_SIZE) {
                 return Err(RequestError::UnalignedLength(data_len));
             }
             if data_len / SEGMENT_SIZE > u64::from(MAX_DISCARD_SEGMENTS) {

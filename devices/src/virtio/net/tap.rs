@@ -156,7 +156,7 @@ impl Tap {
         std::fs::read_to_string(format!("/sys/class/net/{}/flags", self.name))
             .ok()
             .and_then(|s| u32::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok())
-            .map_or(true, |flags| flags & libc::IFF_UP as u32 != 0)
+            .is_none_or(|flags| flags & libc::IFF_UP as u32 != 0)
     }
 }
 

@@ -1,0 +1,149 @@
+//! ZFS for tests: the daemon (zfs-fuse here, started if none runs), and throwaway pools on
+//! file vdevs, destroyed on drop, also when a test fails.
+
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+fn run(program: &str, args: &[&str]) -> std::io::Result<Output> {
+    Command::new(program).args(args).env("LC_ALL", "C").output()
+}
+
+/// `zfs ARGS` (or `zpool`), which must succeed; its stdout.
+pub fn must(program: &str, args: &[&str]) -> String {
+    let out = run(program, args).unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Makes sure `zfs` works: the commands are installed and the ZFS service answers. Where the
+/// commands come from zfs-fuse and its daemon is not running, starts it (once, under a lock,
+/// however many tests ask at the same time).
+pub fn require_zfs() {
+    match run("zfs", &["list", "-H", "-o", "name"]) {
+        Err(e) => panic!(
+            "cannot run zfs ({e}): these tests need ZFS. On Debian: apt-get install zfs-fuse \
+             (or OpenZFS: zfsutils-linux)"
+        ),
+        Ok(out) if out.status.success() => return,
+        Ok(_) => {}
+    }
+    let lock = std::fs::File::create("/tmp/fennec-tests-zfs-fuse.lock").unwrap();
+    // SAFETY: flock on a descriptor this function owns.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    if run("zfs", &["list", "-H", "-o", "name"]).is_ok_and(|o| o.status.success()) {
+        return;
+    }
+    let started = Command::new("zfs-fuse")
+        .args(["--no-kstat-mount", "-p", "/run/zfs-fuse.pid"])
+        .status()
+        .unwrap_or_else(|e| {
+            panic!(
+                "the ZFS service is not running and zfs-fuse cannot be started ({e}): \
+                 apt-get install zfs-fuse, or start OpenZFS (modprobe zfs)"
+            )
+        });
+    assert!(started.success(), "zfs-fuse failed to start: {started}");
+    for _ in 0..100 {
+        if run("zfs", &["list", "-H", "-o", "name"]).is_ok_and(|o| o.status.success()) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("zfs-fuse started but `zfs list` still fails");
+}
+
+/// A pool on a sparse file vdev in a temp dir, with the dataset `POOL/fennec` for a store.
+pub struct TestPool {
+    pub name: String,
+    dir: tempfile::TempDir,
+}
+
+impl TestPool {
+    /// A pool of `mib` MiB (zfs-fuse wants at least 64).
+    pub fn new(mib: u64) -> Self {
+        require_zfs();
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "fennectest{}x{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let vdev = dir.path().join("vdev");
+        std::fs::File::create(&vdev)
+            .unwrap()
+            .set_len(mib << 20)
+            .unwrap();
+        let mnt = dir.path().join("mnt");
+        must(
+            "zpool",
+            &[
+                "create",
+                "-m",
+                mnt.to_str().unwrap(),
+                &name,
+                vdev.to_str().unwrap(),
+            ],
+        );
+        let pool = TestPool { name, dir };
+        must("zfs", &["create", &pool.parent()]);
+        pool
+    }
+
+    /// The store's parent dataset.
+    pub fn parent(&self) -> String {
+        format!("{}/fennec", self.name)
+    }
+
+    /// The store spec for fennec.
+    pub fn spec(&self) -> String {
+        format!("zfs:{}", self.parent())
+    }
+
+    /// `zfs list -t all` of the whole pool, with sizes left out (they move with metadata).
+    pub fn listing(&self) -> String {
+        must(
+            "zfs",
+            &[
+                "list",
+                "-H",
+                "-t",
+                "all",
+                "-o",
+                "name,type,origin",
+                "-r",
+                &self.name,
+            ],
+        )
+    }
+
+    /// Where the pool is mounted.
+    pub fn mountpoint(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+
+    /// The temp dir holding the vdev.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for TestPool {
+    fn drop(&mut self) {
+        // Retry while zfs-fuse is still unmounting something (it answers "busy" meanwhile).
+        for _ in 0..50 {
+            match run("zpool", &["destroy", "-f", &self.name]) {
+                Ok(out) if out.status.success() => return,
+                Ok(out) if String::from_utf8_lossy(&out.stderr).contains("no such pool") => return,
+                _ => std::thread::sleep(std::time::Duration::from_millis(100)),
+            }
+        }
+        eprintln!("could not destroy test pool {}", self.name);
+    }
+}
