@@ -94,16 +94,37 @@ fn source_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Builds (once per machine, under a lock) and returns fennec's tiny test kernel `name`:
+/// Builds (once per process, under a lock shared by processes) and returns fennec's tiny test kernel `name`:
 /// `pvh.elf` (PVH entry, with the virtio drivers and the `tiny.mode=` programs), `elf64.elf`
 /// or `bzImage`. They go to `$FENNEC_TINY_DIR`, else a directory under the system temp dir.
 pub fn tiny_kernel(name: &str) -> Result<PathBuf> {
+    // Built once per process; `make` keeps them up to date across processes.
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let out = match BUILT.get() {
+        Some(out) => out.clone(),
+        None => {
+            let out = build_tiny_kernels()?;
+            BUILT.get_or_init(|| out).clone()
+        }
+    };
+    let fail = |what: String| HarnessError::Artifacts(what);
+    let kernel = out.join(name);
+    if !kernel.is_file() {
+        return Err(fail(format!(
+            "no tiny kernel {name:?}: try pvh.elf, elf64.elf or bzImage"
+        )));
+    }
+    Ok(kernel)
+}
+
+/// Runs `make` on `resources/tiny` into the output directory, under a lock; returns the directory.
+fn build_tiny_kernels() -> Result<PathBuf> {
+    let fail = |what: String| HarnessError::Artifacts(what);
     // SAFETY: getuid cannot fail and touches no memory.
     let uid = unsafe { libc::getuid() };
     let out = std::env::var_os("FENNEC_TINY_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| std::env::temp_dir().join(format!("fennec-tiny-{uid}")));
-    let fail = |what: String| HarnessError::Artifacts(what);
     std::fs::create_dir_all(&out)
         .map_err(|e| fail(format!("cannot create {}: {e}", out.display())))?;
     let lock = std::fs::File::create(out.join(".lock"))
@@ -125,13 +146,7 @@ pub fn tiny_kernel(name: &str) -> Result<PathBuf> {
             src.display()
         )));
     }
-    let kernel = out.join(name);
-    if !kernel.is_file() {
-        return Err(fail(format!(
-            "no tiny kernel {name:?}: try pvh.elf, elf64.elf or bzImage"
-        )));
-    }
-    Ok(kernel)
+    Ok(out)
 }
 
 /// The Linux guest: a kernel (as ELF and bzImage) with fennec's config, a busybox initramfs

@@ -10,7 +10,7 @@ use super::http::ApiCall;
 use super::{ApiError, ApiRequest, ApiResponse};
 use crate::config::{ConfigError, VmConfig};
 use crate::vmm::VmState;
-use crate::{firecracker, Console, ExitReason, Vm, VmHandle};
+use crate::{firecracker, Console, ExitReason, VmHandle};
 
 /// Makes the console for a VM; called at every start attempt, since a failed start consumes
 /// the console it was given.
@@ -33,9 +33,8 @@ pub struct VmService {
     config: VmConfig,
     console: ConsoleFactory,
     handle: Option<VmHandle>,
-    /// The disks cloned for template drives at start; declared after `handle` so the VM goes
-    /// first and ephemeral clones are destroyed after it.
-    disks: Option<crate::storage::Provisioned>,
+    /// The started VM, which owns the disks cloned for template drives (destroyed after it).
+    instance: Option<crate::Instance>,
     /// Set when the service is done: the guest ended, or the VMM was stopped before a start.
     finished: Option<ExitReason>,
     events: mpsc::Sender<Event>,
@@ -103,7 +102,7 @@ impl VmService {
             config,
             console,
             handle: None,
-            disks: None,
+            instance: None,
             finished: None,
             events,
         }
@@ -137,14 +136,11 @@ impl VmService {
         }
         let console = (self.console)()
             .map_err(|e| ApiError::bad_request(format!("Cannot set up the console: {e}")))?;
-        let mut config = self.config.clone();
-        let disks = crate::storage::provision(&mut config)
-            .map_err(|e| ApiError::bad_request(format!("Cannot start the VM: {e}")))?;
-        let handle = Vm::new(&config, console)
-            .and_then(Vm::start)
+        let instance = crate::VmBuilder::from_config(self.config.clone())
+            .console(console)
+            .start()
             .map_err(|e| ApiError::bad_request(format!("Cannot start the VM: {}", one_line(&e))))?;
-        self.config = config;
-        self.disks = Some(disks);
+        let handle = instance.handle().clone();
         let watcher = handle.clone();
         let events = self.events.clone();
         let spawned = std::thread::Builder::new()
@@ -154,11 +150,12 @@ impl VmService {
                 let _ = events.send(Event::Exited);
             });
         if let Err(e) = spawned {
-            let _ = handle.stop();
-            let _ = handle.wait();
+            // Dropping the instance stops the VM.
             return Err(ApiError::bad_request(format!("Cannot start the VM: {e}")));
         }
         log::info!("VM {:?} started", self.id);
+        self.config = instance.config().clone();
+        self.instance = Some(instance);
         self.handle = Some(handle);
         Ok(())
     }
@@ -267,9 +264,9 @@ impl VmService {
                     return Err(ApiError::bad_request(format!("No drive has the ID {id:?}")));
                 }
                 let (store, disk) = self
-                    .disks
+                    .instance
                     .as_ref()
-                    .and_then(|d| d.disk_of(&id))
+                    .and_then(|vm| vm.template_disk(&id))
                     .ok_or_else(|| {
                         ApiError::bad_request(format!(
                             "Drive {id:?} is a plain image file: only drives cloned from a \

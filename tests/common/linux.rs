@@ -19,6 +19,8 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use fennec::harness::LinuxGuest;
+
 use super::{require_kvm, tiny, wait_with_timeout};
 
 /// A guest's own timeout for markers: Linux under nested KVM inside the TCG test host boots in
@@ -80,56 +82,14 @@ pub fn fennec_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_fennec")))
 }
 
-/// The Linux guest artifacts.
-#[derive(Debug)]
-pub struct Guest {
-    pub vmlinux: PathBuf,
-    pub bzimage: PathBuf,
-    pub initramfs: PathBuf,
-    /// The ext4 root filesystem; tests boot copies of it.
-    pub rootfs: PathBuf,
-}
+/// The guest kernel, initramfs and root filesystem: the harness's [`LinuxGuest`].
+pub type Guest = LinuxGuest;
 
-fn resource_script(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("resources")
-        .join(name);
-    let out = Command::new(&path)
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
-    assert!(
-        out.status.success(),
-        "{} failed; it needs root to install Debian packages the first time",
-        path.display()
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
-/// The guest kernel and initramfs: from `FENNEC_GUEST_DIR` inside the test host, else built (and
-/// cached) by the scripts in `resources/`.
+/// The guest artifacts, once per process: from `FENNEC_GUEST_DIR` inside the test host, else
+/// built (and cached) by the scripts in `resources/` (see [`fennec::harness::linux_guest`]).
 pub fn guest() -> &'static Guest {
     static GUEST: OnceLock<Guest> = OnceLock::new();
-    GUEST.get_or_init(|| match std::env::var_os("FENNEC_GUEST_DIR") {
-        Some(dir) => {
-            let dir = PathBuf::from(dir);
-            Guest {
-                vmlinux: dir.join("vmlinux"),
-                bzimage: dir.join("bzImage"),
-                initramfs: dir.join("initramfs.cpio"),
-                rootfs: dir.join("rootfs.ext4"),
-            }
-        }
-        None => {
-            let kernel = resource_script("build-guest-kernel.sh");
-            Guest {
-                vmlinux: kernel.join("vmlinux"),
-                bzimage: kernel.join("bzImage"),
-                initramfs: resource_script("build-guest-initramfs.sh"),
-                rootfs: resource_script("build-guest-rootfs.sh"),
-            }
-        }
-    })
+    GUEST.get_or_init(|| fennec::harness::linux_guest().unwrap())
 }
 
 /// Panic messages of a guest whose console went silent (see [`run_linux_test`]).

@@ -5,7 +5,6 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// How long a tiny kernel may take; they finish in well under a second.
@@ -25,34 +24,9 @@ pub fn require_kvm() {
     }
 }
 
-/// The tiny kernels, built from `resources/tiny` with its Makefile into the test target dir.
-pub fn tiny_kernels() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tiny-kernels");
-        std::fs::create_dir_all(&out).unwrap();
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("resources/tiny");
-        let status = Command::new("make")
-            .arg("-s")
-            .arg("-C")
-            .arg(&src)
-            .arg(format!("OUT={}", out.display()))
-            .status()
-            .unwrap_or_else(|e| {
-                panic!("cannot run make to build the tiny kernels ({e}): apt-get install make gcc")
-            });
-        assert!(
-            status.success(),
-            "building the tiny kernels in {} failed",
-            src.display()
-        );
-        out
-    })
-}
-
-/// Path of one tiny kernel: `pvh.elf`, `elf64.elf` or `bzImage`.
+/// Path of one tiny kernel (`pvh.elf`, `elf64.elf` or `bzImage`), built by the harness.
 pub fn tiny(name: &str) -> PathBuf {
-    tiny_kernels().join(name)
+    fennec::harness::tiny_kernel(name).unwrap()
 }
 
 /// The finished fennec process.
