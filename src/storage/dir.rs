@@ -84,22 +84,6 @@ impl DirStore {
             .join(format!("{}.img", snap.snap))
     }
 
-    fn not_found(&self, what: &'static str, name: impl ToString) -> StorageError {
-        StorageError::NotFound {
-            what,
-            name: name.to_string(),
-            store: self.spec(),
-        }
-    }
-
-    fn exists(&self, what: &'static str, name: impl ToString) -> StorageError {
-        StorageError::Exists {
-            what,
-            name: name.to_string(),
-            store: self.spec(),
-        }
-    }
-
     /// A staging directory under the root, removed on drop unless renamed into place.
     fn staging(&self) -> Result<tempfile::TempDir> {
         tempfile::Builder::new()
@@ -156,7 +140,7 @@ impl DiskStore for DirStore {
         check_name("template", name)?;
         let dest = self.template_dir(name);
         if dest.exists() {
-            return Err(self.exists("Template", name));
+            return Err(StorageError::exists(self, "Template", name));
         }
         let staged = self.staging()?;
         let file = staged.path().join(IMAGE_FILE);
@@ -216,11 +200,11 @@ impl DiskStore for DirStore {
         check_name("template", template)?;
         let source = self.template_dir(template).join(IMAGE_FILE);
         if !source.exists() {
-            return Err(self.not_found("template", template));
+            return Err(StorageError::not_found(self, "template", template));
         }
         let dest = self.disk_dir(disk);
         if dest.exists() {
-            return Err(self.exists("Disk", disk));
+            return Err(StorageError::exists(self, "Disk", disk));
         }
         let staged = self.staging()?;
         copy_image(&source, &staged.path().join(IMAGE_FILE), &mut |_| {})?;
@@ -234,7 +218,7 @@ impl DiskStore for DirStore {
     fn disk_path(&self, disk: &DiskRef) -> Result<PathBuf> {
         let path = self.disk_dir(disk).join(IMAGE_FILE);
         if !path.exists() {
-            return Err(self.not_found("disk", disk));
+            return Err(StorageError::not_found(self, "disk", disk));
         }
         Ok(path)
     }
@@ -247,7 +231,7 @@ impl DiskStore for DirStore {
         let image = self.disk_path(&snap.disk)?;
         let dest = self.snapshot_file(snap);
         if dest.exists() {
-            return Err(self.exists("Snapshot", snap));
+            return Err(StorageError::exists(self, "Snapshot", snap));
         }
         let staged = self.staging()?;
         let file = staged.path().join(IMAGE_FILE);
@@ -261,7 +245,7 @@ impl DiskStore for DirStore {
         let image = self.disk_path(&snap.disk)?;
         let source = self.snapshot_file(snap);
         if !source.exists() {
-            return Err(self.not_found("snapshot", snap));
+            return Err(StorageError::not_found(self, "snapshot", snap));
         }
         self.refuse_if_in_use(&snap.disk, force)?;
         let staged = self.staging()?;
@@ -278,7 +262,7 @@ impl DiskStore for DirStore {
             Target::Template(name) => {
                 let dir = self.template_dir(name);
                 if !dir.exists() {
-                    return Err(self.not_found("template", name));
+                    return Err(StorageError::not_found(self, "template", name));
                 }
                 let clones = self.clones_of(name)?;
                 if !clones.is_empty() {
@@ -300,7 +284,7 @@ impl DiskStore for DirStore {
             Target::Snapshot(snap) => {
                 let file = self.snapshot_file(snap);
                 if !file.exists() {
-                    return Err(self.not_found("snapshot", snap));
+                    return Err(StorageError::not_found(self, "snapshot", snap));
                 }
                 fs::remove_file(&file).map_err(io_err(format!("cannot remove {}", file.display())))
             }
@@ -312,7 +296,7 @@ impl DiskStore for DirStore {
             Target::Template(name) => {
                 let p = self.template_dir(name).join(IMAGE_FILE);
                 if !p.exists() {
-                    return Err(self.not_found("template", name));
+                    return Err(StorageError::not_found(self, "template", name));
                 }
                 p
             }
@@ -320,7 +304,7 @@ impl DiskStore for DirStore {
             Target::Snapshot(snap) => {
                 let p = self.snapshot_file(snap);
                 if !p.exists() {
-                    return Err(self.not_found("snapshot", snap));
+                    return Err(StorageError::not_found(self, "snapshot", snap));
                 }
                 p
             }
@@ -337,7 +321,7 @@ impl DiskStore for DirStore {
     fn receive(&self, disk: &DiskRef, input: &mut dyn Read) -> Result<PathBuf> {
         let dest = self.disk_dir(disk);
         if dest.exists() {
-            return Err(self.exists("Disk", disk));
+            return Err(StorageError::exists(self, "Disk", disk));
         }
         let staged = self.staging()?;
         let file = staged.path().join(IMAGE_FILE);

@@ -140,6 +140,28 @@ pub enum StorageError {
 pub type Result<T> = std::result::Result<T, StorageError>;
 
 impl StorageError {
+    /// `what` (`template`, `disk`, `snapshot`) named `name` is not in `store`.
+    pub(crate) fn not_found(
+        store: &dyn DiskStore,
+        what: &'static str,
+        name: impl ToString,
+    ) -> Self {
+        StorageError::NotFound {
+            what,
+            name: name.to_string(),
+            store: store.spec(),
+        }
+    }
+
+    /// `what` (`Template`, `Disk`, `Snapshot`) named `name` is already in `store`.
+    pub(crate) fn exists(store: &dyn DiskStore, what: &'static str, name: impl ToString) -> Self {
+        StorageError::Exists {
+            what,
+            name: name.to_string(),
+            store: store.spec(),
+        }
+    }
+
     pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(io::Error) -> StorageError {
         let what = what.into();
         move |source| StorageError::Io { what, source }

@@ -304,22 +304,6 @@ impl ZfsStore {
         format!("{}/vms/{}/{}", self.parent, disk.vm, disk.disk)
     }
 
-    fn not_found(&self, what: &'static str, name: impl ToString) -> StorageError {
-        StorageError::NotFound {
-            what,
-            name: name.to_string(),
-            store: self.spec(),
-        }
-    }
-
-    fn exists_err(&self, what: &'static str, name: impl ToString) -> StorageError {
-        StorageError::Exists {
-            what,
-            name: name.to_string(),
-            store: self.spec(),
-        }
-    }
-
     /// Creates `dataset` unless it exists; a dataset created is destroyed by `undo`.
     fn ensure(&self, dataset: &str, undo: &mut Undo) -> Result<()> {
         if self.zfs.exists(dataset)? {
@@ -364,7 +348,7 @@ impl ZfsStore {
     fn require_disk(&self, disk: &DiskRef) -> Result<String> {
         let ds = self.disk_ds(disk);
         if !self.zfs.exists(&ds)? {
-            return Err(self.not_found("disk", disk));
+            return Err(StorageError::not_found(self, "disk", disk));
         }
         Ok(ds)
     }
@@ -412,7 +396,7 @@ impl DiskStore for ZfsStore {
         check_name("template", name)?;
         let ds = self.template_ds(name);
         if self.zfs.exists(&ds)? {
-            return Err(self.exists_err("Template", name));
+            return Err(StorageError::exists(self, "Template", name));
         }
         fs::metadata(image).map_err(StorageError::io(format!("cannot use {}", image.display())))?;
         let mut undo = Undo::default();
@@ -484,11 +468,11 @@ impl DiskStore for ZfsStore {
         check_name("template", template)?;
         let base = format!("{}@{BASE_SNAPSHOT}", self.template_ds(template));
         if !self.zfs.exists(&base)? {
-            return Err(self.not_found("template", template));
+            return Err(StorageError::not_found(self, "template", template));
         }
         let ds = self.disk_ds(disk);
         if self.zfs.exists(&ds)? {
-            return Err(self.exists_err("Disk", disk));
+            return Err(StorageError::exists(self, "Disk", disk));
         }
         let mut undo = Undo::default();
         self.ensure(&format!("{}/vms", self.parent), &mut undo)?;
@@ -513,7 +497,7 @@ impl DiskStore for ZfsStore {
         let ds = self.require_disk(&snap.disk)?;
         let name = format!("{ds}@{}", snap.snap);
         if self.zfs.exists(&name)? {
-            return Err(self.exists_err("Snapshot", snap));
+            return Err(StorageError::exists(self, "Snapshot", snap));
         }
         self.zfs.zfs(&["snapshot", &name]).map(drop)
     }
@@ -522,7 +506,7 @@ impl DiskStore for ZfsStore {
         let ds = self.require_disk(&snap.disk)?;
         let name = format!("{ds}@{}", snap.snap);
         if !self.zfs.exists(&name)? {
-            return Err(self.not_found("snapshot", snap));
+            return Err(StorageError::not_found(self, "snapshot", snap));
         }
         self.refuse_if_in_use(&snap.disk, force)?;
         // -r: later snapshots go, as ZFS can only roll back to the latest one.
@@ -534,7 +518,7 @@ impl DiskStore for ZfsStore {
             Target::Template(name) => {
                 let ds = self.template_ds(name);
                 if !self.zfs.exists(&ds)? {
-                    return Err(self.not_found("template", name));
+                    return Err(StorageError::not_found(self, "template", name));
                 }
                 let clones = self.clones_of(name)?;
                 if !clones.is_empty() {
@@ -566,7 +550,7 @@ impl DiskStore for ZfsStore {
                 let ds = self.require_disk(&snap.disk)?;
                 let name = format!("{ds}@{}", snap.snap);
                 if !self.zfs.exists(&name)? {
-                    return Err(self.not_found("snapshot", snap));
+                    return Err(StorageError::not_found(self, "snapshot", snap));
                 }
                 self.zfs.destroy(&[&name])
             }
@@ -578,14 +562,14 @@ impl DiskStore for ZfsStore {
             Target::Template(name) => {
                 let base = format!("{}@{BASE_SNAPSHOT}", self.template_ds(name));
                 if !self.zfs.exists(&base)? {
-                    return Err(self.not_found("template", name));
+                    return Err(StorageError::not_found(self, "template", name));
                 }
                 base
             }
             Target::Snapshot(snap) => {
                 let name = format!("{}@{}", self.require_disk(&snap.disk)?, snap.snap);
                 if !self.zfs.exists(&name)? {
-                    return Err(self.not_found("snapshot", snap));
+                    return Err(StorageError::not_found(self, "snapshot", snap));
                 }
                 name
             }
@@ -614,7 +598,7 @@ impl DiskStore for ZfsStore {
     fn receive(&self, disk: &DiskRef, input: &mut dyn Read) -> Result<PathBuf> {
         let ds = self.disk_ds(disk);
         if self.zfs.exists(&ds)? {
-            return Err(self.exists_err("Disk", disk));
+            return Err(StorageError::exists(self, "Disk", disk));
         }
         let mut undo = Undo::default();
         self.ensure(&format!("{}/vms", self.parent), &mut undo)?;
