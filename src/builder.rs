@@ -284,6 +284,17 @@ struct Output {
     dropped: u64,
 }
 
+impl Output {
+    /// Moves as many waiting bytes as fit into `buf`; returns how many.
+    fn take(&mut self, buf: &mut [u8]) -> usize {
+        let n = buf.len().min(self.bytes.len());
+        for (dst, src) in buf.iter_mut().zip(self.bytes.drain(..n)) {
+            *dst = src;
+        }
+        n
+    }
+}
+
 #[derive(Default)]
 struct Shared {
     output: Mutex<Output>,
@@ -366,11 +377,7 @@ impl ConsoleStream {
         let mut out = fennec_devices::lock(&self.shared.output);
         loop {
             if !out.bytes.is_empty() || buf.is_empty() {
-                let n = buf.len().min(out.bytes.len());
-                for (dst, src) in buf.iter_mut().zip(out.bytes.drain(..n)) {
-                    *dst = src;
-                }
-                return Ok(n);
+                return Ok(out.take(buf));
             }
             let now = Instant::now();
             if out.closed || now >= deadline {
@@ -434,11 +441,7 @@ impl ConsoleReader {
         while out.bytes.is_empty() && !out.closed && !buf.is_empty() {
             out = shared.ready.wait(out).unwrap_or_else(|e| e.into_inner());
         }
-        let n = buf.len().min(out.bytes.len());
-        for (dst, src) in buf.iter_mut().zip(out.bytes.drain(..n)) {
-            *dst = src;
-        }
-        Ok(n)
+        Ok(out.take(buf))
     }
 }
 

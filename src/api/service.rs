@@ -32,7 +32,6 @@ pub struct VmService {
     id: String,
     config: VmConfig,
     console: ConsoleFactory,
-    handle: Option<VmHandle>,
     /// The started VM, which owns the disks cloned for template drives (destroyed after it).
     instance: Option<crate::Instance>,
     /// Set when the service is done: the guest ended, or the VMM was stopped before a start.
@@ -101,7 +100,6 @@ impl VmService {
             id,
             config,
             console,
-            handle: None,
             instance: None,
             finished: None,
             events,
@@ -110,7 +108,7 @@ impl VmService {
 
     /// The running VM, once started.
     pub fn handle(&self) -> Option<&VmHandle> {
-        self.handle.as_ref()
+        self.instance.as_ref().map(crate::Instance::handle)
     }
 
     /// Why the service is done, once it is.
@@ -120,7 +118,7 @@ impl VmService {
 
     /// Builds and starts the VM from the configuration.
     pub fn start(&mut self) -> Result<(), ApiError> {
-        if self.handle.is_some() {
+        if self.instance.is_some() {
             return Err(ApiError::bad_request("The VM is already started"));
         }
         if self
@@ -156,12 +154,11 @@ impl VmService {
         log::info!("VM {:?} started", self.id);
         self.config = instance.config().clone();
         self.instance = Some(instance);
-        self.handle = Some(handle);
         Ok(())
     }
 
     fn state_name(&self) -> &'static str {
-        match self.handle.as_ref().map(VmHandle::state) {
+        match self.handle().map(VmHandle::state) {
             None => "Not started",
             Some(VmState::Running) => "Running",
             Some(VmState::Paused) => "Paused",
@@ -172,7 +169,7 @@ impl VmService {
     /// Applies a pre-boot change to a copy of the configuration and keeps it if the whole still
     /// makes sense (a missing kernel aside: it may come later).
     fn reconfigure(&mut self, change: impl FnOnce(&mut VmConfig)) -> Result<ApiResponse, ApiError> {
-        if self.handle.is_some() {
+        if self.instance.is_some() {
             return Err(not_after_start());
         }
         let mut next = self.config.clone();
@@ -187,7 +184,7 @@ impl VmService {
     }
 
     fn running(&self) -> Result<&VmHandle, ApiError> {
-        self.handle.as_ref().ok_or_else(not_before_start)
+        self.handle().ok_or_else(not_before_start)
     }
 
     fn vm_error(e: crate::Error) -> ApiError {
@@ -217,7 +214,7 @@ impl VmService {
                 self.reconfigure(|c| c.machine_config = machine)
             }
             ApiRequest::PatchMachineConfig(patch) => {
-                if self.handle.is_some() {
+                if self.instance.is_some() {
                     return Err(not_after_start());
                 }
                 let machine = firecracker::machine_config_patch(patch, &self.config.machine_config)
@@ -225,7 +222,7 @@ impl VmService {
                 self.reconfigure(|c| c.machine_config = machine)
             }
             ApiRequest::PutDrive(drive) => {
-                if self.handle.is_some() {
+                if self.instance.is_some() {
                     return Err(not_after_start());
                 }
                 match &drive.template {
@@ -315,7 +312,7 @@ impl VmService {
                 .map(|()| ApiResponse::Empty)
                 .map_err(Self::vm_error),
             ApiRequest::Stop => {
-                let reason = match &self.handle {
+                let reason = match self.handle() {
                     Some(handle) => {
                         handle.stop().map_err(Self::vm_error)?;
                         handle.wait().map_err(Self::vm_error)?
@@ -366,7 +363,7 @@ impl VmService {
             "drives": self.config.drives.iter().map(|d| &d.id).collect::<Vec<_>>(),
             "network_interfaces": self.config.net.iter().map(|n| &n.id).collect::<Vec<_>>(),
         });
-        if let (Some(handle), Some(map)) = (&self.handle, status.as_object_mut()) {
+        if let (Some(handle), Some(map)) = (self.handle(), status.as_object_mut()) {
             map.insert(
                 "uptime_ms".into(),
                 (handle.uptime().as_millis() as u64).into(),

@@ -28,13 +28,10 @@ pub struct DirStore {
     root: PathBuf,
 }
 
-fn io_err(what: String) -> impl FnOnce(std::io::Error) -> StorageError {
-    StorageError::io(what)
-}
-
 /// The image's size and the bytes it takes on disk.
 fn sizes(path: &Path) -> Result<(u64, u64)> {
-    let m = fs::metadata(path).map_err(io_err(format!("cannot stat {}", path.display())))?;
+    let m =
+        fs::metadata(path).map_err(StorageError::io(format!("cannot stat {}", path.display())))?;
     Ok((m.len(), m.blocks() * 512))
 }
 
@@ -43,11 +40,15 @@ fn names(dir: &Path) -> Result<Vec<String>> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err(format!("cannot read {}", dir.display()))(e)),
+        Err(e) => {
+            return Err(StorageError::io(format!("cannot read {}", dir.display()))(
+                e,
+            ))
+        }
     };
     let mut out = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(io_err(format!("cannot read {}", dir.display())))?;
+        let entry = entry.map_err(StorageError::io(format!("cannot read {}", dir.display())))?;
         if let Some(name) = entry.file_name().to_str() {
             if !name.starts_with('.') {
                 out.push(name.to_string());
@@ -89,7 +90,7 @@ impl DirStore {
         tempfile::Builder::new()
             .prefix(".partial-")
             .tempdir_in(&self.root)
-            .map_err(io_err(format!(
+            .map_err(StorageError::io(format!(
                 "cannot create a staging directory in {}",
                 self.root.display()
             )))
@@ -98,9 +99,11 @@ impl DirStore {
     /// Renames the staged directory to `dest`, creating `dest`'s parents.
     fn install(&self, staged: tempfile::TempDir, dest: &Path) -> Result<()> {
         let parent = dest.parent().expect("store paths have parents");
-        fs::create_dir_all(parent)
-            .map_err(io_err(format!("cannot create {}", parent.display())))?;
-        fs::rename(staged.path(), dest).map_err(io_err(format!(
+        fs::create_dir_all(parent).map_err(StorageError::io(format!(
+            "cannot create {}",
+            parent.display()
+        )))?;
+        fs::rename(staged.path(), dest).map_err(StorageError::io(format!(
             "cannot move the new image to {}",
             dest.display()
         )))?;
@@ -145,8 +148,9 @@ impl DiskStore for DirStore {
         let staged = self.staging()?;
         let file = staged.path().join(IMAGE_FILE);
         copy_image(image, &file, progress)?;
-        fs::set_permissions(&file, fs::Permissions::from_mode(0o444))
-            .map_err(io_err(format!("cannot make {} read-only", file.display())))?;
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o444)).map_err(StorageError::io(
+            format!("cannot make {} read-only", file.display()),
+        ))?;
         self.install(staged, &dest)
     }
 
@@ -209,8 +213,10 @@ impl DiskStore for DirStore {
         let staged = self.staging()?;
         copy_image(&source, &staged.path().join(IMAGE_FILE), &mut |_| {})?;
         let origin = staged.path().join("origin");
-        fs::write(&origin, format!("{template}\n"))
-            .map_err(io_err(format!("cannot write {}", origin.display())))?;
+        fs::write(&origin, format!("{template}\n")).map_err(StorageError::io(format!(
+            "cannot write {}",
+            origin.display()
+        )))?;
         self.install(staged, &dest)?;
         Ok(dest.join(IMAGE_FILE))
     }
@@ -237,8 +243,12 @@ impl DiskStore for DirStore {
         let file = staged.path().join(IMAGE_FILE);
         copy_image(&image, &file, &mut |_| {})?;
         let dir = dest.parent().expect("a snapshot has a directory");
-        fs::create_dir_all(dir).map_err(io_err(format!("cannot create {}", dir.display())))?;
-        fs::rename(&file, &dest).map_err(io_err(format!("cannot create {}", dest.display())))
+        fs::create_dir_all(dir)
+            .map_err(StorageError::io(format!("cannot create {}", dir.display())))?;
+        fs::rename(&file, &dest).map_err(StorageError::io(format!(
+            "cannot create {}",
+            dest.display()
+        )))
     }
 
     fn rollback(&self, snap: &SnapRef, force: bool) -> Result<()> {
@@ -251,12 +261,16 @@ impl DiskStore for DirStore {
         let staged = self.staging()?;
         let file = staged.path().join(IMAGE_FILE);
         copy_image(&source, &file, &mut |_| {})?;
-        fs::rename(&file, &image).map_err(io_err(format!("cannot replace {}", image.display())))
+        fs::rename(&file, &image).map_err(StorageError::io(format!(
+            "cannot replace {}",
+            image.display()
+        )))
     }
 
     fn destroy(&self, target: &Target, force: bool) -> Result<()> {
         let remove = |dir: &Path| {
-            fs::remove_dir_all(dir).map_err(io_err(format!("cannot remove {}", dir.display())))
+            fs::remove_dir_all(dir)
+                .map_err(StorageError::io(format!("cannot remove {}", dir.display())))
         };
         match target {
             Target::Template(name) => {
@@ -286,7 +300,10 @@ impl DiskStore for DirStore {
                 if !file.exists() {
                     return Err(StorageError::not_found(self, "snapshot", snap));
                 }
-                fs::remove_file(&file).map_err(io_err(format!("cannot remove {}", file.display())))
+                fs::remove_file(&file).map_err(StorageError::io(format!(
+                    "cannot remove {}",
+                    file.display()
+                )))
             }
         }
     }
@@ -309,12 +326,12 @@ impl DiskStore for DirStore {
                 p
             }
         };
-        let mut file =
-            File::open(&path).map_err(io_err(format!("cannot open {}", path.display())))?;
+        let mut file = File::open(&path)
+            .map_err(StorageError::io(format!("cannot open {}", path.display())))?;
         let n = std::io::copy(&mut file, out)
-            .map_err(io_err(format!("cannot send {}", path.display())))?;
+            .map_err(StorageError::io(format!("cannot send {}", path.display())))?;
         out.flush()
-            .map_err(io_err("cannot flush the output".into()))?;
+            .map_err(StorageError::io("cannot flush the output"))?;
         Ok(n)
     }
 
@@ -329,14 +346,19 @@ impl DiskStore for DirStore {
             .write(true)
             .create_new(true)
             .open(&file)
-            .map_err(io_err(format!("cannot create {}", file.display())))?;
-        let n = copy_sparse(input, &mut out, &mut |_| {})
-            .map_err(io_err(format!("cannot receive into {}", file.display())))?;
+            .map_err(StorageError::io(format!(
+                "cannot create {}",
+                file.display()
+            )))?;
+        let n = copy_sparse(input, &mut out, &mut |_| {}).map_err(StorageError::io(format!(
+            "cannot receive into {}",
+            file.display()
+        )))?;
         if n == 0 {
             return Err(StorageError::NotADisk(disk.to_string()));
         }
         out.sync_all()
-            .map_err(io_err(format!("cannot sync {}", file.display())))?;
+            .map_err(StorageError::io(format!("cannot sync {}", file.display())))?;
         self.install(staged, &dest)?;
         Ok(dest.join(IMAGE_FILE))
     }

@@ -178,38 +178,39 @@ impl ZfsCommands {
 
     /// Runs `zfs ARGS` with its stdout copied to `out`; returns the bytes copied.
     fn zfs_to(&self, args: &[&str], out: &mut dyn Write) -> Result<u64> {
-        log::debug!("Running {}", command_line(&self.zfs, args));
-        let mut child = self
-            .spawn(&self.zfs, args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| Self::missing(&self.zfs, args, e))?;
+        let (mut child, stderr) = self.spawn_streaming(args, Stdio::null(), Stdio::piped())?;
         let mut stdout = child.stdout.take().expect("piped");
-        let stderr = drain_in_background(child.stderr.take().expect("piped"));
         let copied = io::copy(&mut stdout, out).and_then(|n| out.flush().map(|()| n));
         drop(stdout);
-        let status = child.wait();
-        self.finish(args, status, stderr, copied)
+        self.finish(args, child.wait(), stderr, copied)
     }
 
     /// Runs `zfs ARGS` with `input` copied to its stdin.
     fn zfs_from(&self, args: &[&str], input: &mut dyn Read) -> Result<u64> {
+        let (mut child, stderr) = self.spawn_streaming(args, Stdio::piped(), Stdio::null())?;
+        let mut stdin = child.stdin.take().expect("piped");
+        let copied = io::copy(input, &mut stdin);
+        drop(stdin);
+        self.finish(args, child.wait(), stderr, copied)
+    }
+
+    /// Starts `zfs ARGS` with the given stdin and stdout, its stderr read on a thread.
+    fn spawn_streaming(
+        &self,
+        args: &[&str],
+        stdin: Stdio,
+        stdout: Stdio,
+    ) -> Result<(std::process::Child, std::thread::JoinHandle<String>)> {
         log::debug!("Running {}", command_line(&self.zfs, args));
         let mut child = self
             .spawn(&self.zfs, args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdin(stdin)
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| Self::missing(&self.zfs, args, e))?;
-        let mut stdin = child.stdin.take().expect("piped");
         let stderr = drain_in_background(child.stderr.take().expect("piped"));
-        let copied = io::copy(input, &mut stdin);
-        drop(stdin);
-        let status = child.wait();
-        self.finish(args, status, stderr, copied)
+        Ok((child, stderr))
     }
 
     fn finish(
@@ -615,17 +616,5 @@ impl DiskStore for ZfsStore {
         }
         undo.commit();
         Ok(image)
-    }
-}
-
-impl ZfsStore {
-    /// The parent dataset.
-    pub fn parent(&self) -> &str {
-        &self.parent
-    }
-
-    /// The commands in use.
-    pub fn commands(&self) -> &ZfsCommands {
-        &self.zfs
     }
 }
