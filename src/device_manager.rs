@@ -115,6 +115,8 @@ pub struct DeviceManager {
     pub reset_evt: EventFd,
     /// The keyboard controller, where the host presses Ctrl-Alt-Del.
     pub i8042: Arc<Mutex<I8042<EventFdTrigger>>>,
+    /// The serial port.
+    pub serial: Arc<Mutex<SerialDevice>>,
     /// Feeds console input to the serial port, for the event loop; `None` without input.
     pub serial_input: Option<SerialInput>,
     /// Serial counters.
@@ -185,7 +187,7 @@ impl DeviceManager {
         .map_err(DeviceError::Bus)?;
         let serial_input = console
             .input
-            .map(|input| SerialInput::new(serial, input, buffer_ready));
+            .map(|input| SerialInput::new(serial.clone(), input, buffer_ready));
 
         let reset_evt = eventfd("guest reset")?;
         let reset_trigger = reset_evt
@@ -206,6 +208,7 @@ impl DeviceManager {
             mmio: Bus::new(),
             reset_evt,
             i8042,
+            serial,
             serial_input,
             serial_metrics,
             subscribers: Vec::new(),

@@ -42,7 +42,7 @@ const TAIL_CHARS: usize = 3000;
 #[derive(thiserror::Error)]
 pub enum HarnessError {
     /// The pattern did not appear in time.
-    #[error("{pattern:?} did not appear on the console within {waited:?}\n--- console (tail) ---\n{tail}")]
+    #[error("{pattern:?} did not appear on the console within {waited:?}\n--- console (tail) ---\n{tail}\n--- VM state ---\n{state}")]
     Timeout {
         /// What was expected.
         pattern: String,
@@ -50,6 +50,8 @@ pub enum HarnessError {
         waited: Duration,
         /// The end of the console.
         tail: String,
+        /// Where the VM stood when the harness gave up ([`crate::VmHandle::describe`]).
+        state: String,
     },
     /// The guest ended before the pattern appeared.
     #[error(
@@ -64,8 +66,10 @@ pub enum HarnessError {
         tail: String,
     },
     /// The guest did not end within the timeout (and was stopped).
-    #[error("the guest did not end within {0:?}\n--- console (tail) ---\n{1}")]
-    NoExit(Duration, String),
+    #[error(
+        "the guest did not end within {0:?}\n--- console (tail) ---\n{1}\n--- VM state ---\n{2}"
+    )]
+    NoExit(Duration, String, String),
     /// The VM could not start.
     #[error("cannot start the VM: {0}")]
     Start(#[from] StartError),
@@ -278,6 +282,11 @@ impl TestVm {
         text[start..].to_string()
     }
 
+    /// Where the VM stands ([`crate::VmHandle::describe`]), or why that cannot be told.
+    fn state(&self) -> String {
+        self.vm.describe().unwrap_or_else(|e| e.to_string())
+    }
+
     /// The running VM (pause, resume, metrics, ...).
     pub fn vm(&self) -> &Instance {
         &self.vm
@@ -320,6 +329,7 @@ impl TestVm {
                     pattern: pattern.to_string(),
                     waited: start.elapsed(),
                     tail: self.tail(),
+                    state: self.state(),
                 });
             }
             text = self
@@ -371,9 +381,10 @@ impl TestVm {
         match self.vm.wait_timeout(self.timeout) {
             Some(reason) => Ok(reason),
             None => {
+                let state = self.state();
                 self.vm.stop()?;
                 let _ = self.vm.wait();
-                Err(HarnessError::NoExit(self.timeout, self.tail()))
+                Err(HarnessError::NoExit(self.timeout, self.tail(), state))
             }
         }
     }

@@ -278,18 +278,20 @@ fn console() -> io::Result<Console> {
     })
 }
 
-/// Signals that stop the VM cleanly (so the terminal is restored) instead of killing fennec.
-const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+/// Signals fennec takes itself: SIGTERM, SIGINT and SIGHUP stop the VM cleanly (so the
+/// terminal is restored) instead of killing fennec; SIGUSR1 logs the VM's state.
+const HANDLED_SIGNALS: [libc::c_int; 4] =
+    [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1];
 
-/// Blocks the stop signals in this thread, and so in every VM thread started after it; they are
-/// then taken by [`stop_on_signals`]. `None` if that fails (the defaults then apply).
-fn block_stop_signals() -> Option<libc::sigset_t> {
+/// Blocks [`HANDLED_SIGNALS`] in this thread, and so in every VM thread started after it; they
+/// are then taken by [`on_signals`]. `None` if that fails (the defaults then apply).
+fn block_signals() -> Option<libc::sigset_t> {
     // SAFETY: sigset_t is plain data; sigemptyset initialises it before use.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is a valid sigset_t owned by this frame; the signal numbers are valid.
     let ok = unsafe {
         libc::sigemptyset(&mut set);
-        STOP_SIGNALS.iter().for_each(|s| {
+        HANDLED_SIGNALS.iter().for_each(|s| {
             libc::sigaddset(&mut set, *s);
         });
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) == 0
@@ -297,7 +299,7 @@ fn block_stop_signals() -> Option<libc::sigset_t> {
     ok.then_some(set)
 }
 
-/// Waits for stop signals on its own thread and calls `on_signal` for each.
+/// Waits for the handled signals on its own thread and calls `on_signal` for each.
 fn on_signals(set: libc::sigset_t, on_signal: impl Fn(i32) + Send + 'static) {
     std::thread::spawn(move || loop {
         let mut signo: libc::c_int = 0;
@@ -346,7 +348,7 @@ fn run(args: &RunArgs) -> ExitCode {
 fn run_with_api(path: &Path, id: &str, config: VmConfig) -> Result<ExitReason, String> {
     let (events, incoming) = mpsc::channel();
     let server = ApiServer::start(path, events.clone()).map_err(|e| one_line(&e))?;
-    if let Some(signals) = block_stop_signals() {
+    if let Some(signals) = block_signals() {
         let events = events.clone();
         on_signals(signals, move |signo| {
             let _ = events.send(Event::Signal(signo));
@@ -381,13 +383,17 @@ fn run_direct(mut config: VmConfig) -> Result<ExitReason, String> {
                 log::warn!("Cannot put the terminal in raw mode: {e}");
                 None
             });
-            let stop_signals = block_stop_signals();
+            let signals = block_signals();
             let handle = vm.start()?;
-            if let Some(signals) = stop_signals {
-                let stopper = handle.stopper()?;
+            if let Some(signals) = signals {
+                let handle = handle.clone();
                 on_signals(signals, move |signo| {
+                    if signo == libc::SIGUSR1 {
+                        service::log_state(&handle);
+                        return;
+                    }
                     log::info!("Received signal {signo}, stopping the VM");
-                    if let Err(e) = stopper.stop() {
+                    if let Err(e) = handle.stop() {
                         log::error!("{e}");
                     }
                 });

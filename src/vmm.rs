@@ -30,7 +30,7 @@ use fennec_boot::x86_64::bootparams::{self, BootInfo, BootParamsError};
 use fennec_boot::x86_64::mptable::{self, MptableError};
 use fennec_boot::x86_64::regs::{self, EntryMode};
 use fennec_devices::legacy::i8042::I8042;
-use fennec_devices::legacy::serial::SerialMetrics;
+use fennec_devices::legacy::serial::{SerialDevice, SerialMetrics};
 use fennec_devices::virtio::block::Block;
 use fennec_devices::EventFdTrigger;
 
@@ -334,6 +334,17 @@ impl Vm {
             exit,
             finished: None,
         };
+        let drives = devices.drives;
+        let nets = devices.nets;
+        let mut irq_pins = vec![
+            (layout::KEYBOARD_IRQ, "i8042".to_string()),
+            (layout::SERIAL_IRQ, "serial".to_string()),
+        ];
+        irq_pins.extend(drives.iter().map(|d| (d.irq, format!("drive {}", d.id))));
+        irq_pins.extend(
+            nets.iter()
+                .map(|n| (n.irq, format!("network interface {}", n.id))),
+        );
         let run = ControllerRun {
             serial_input: devices.serial_input,
             subscribers: devices.subscribers,
@@ -342,9 +353,10 @@ impl Vm {
             gate,
             commands: command_rx,
             lifecycle: lifecycle.clone(),
+            kvm_vm,
+            serial: devices.serial,
+            irq_pins,
         };
-        let drives = devices.drives;
-        let nets = devices.nets;
         let drives_at_exit = drives.clone();
         let nets_at_exit = nets.clone();
         let spawned = std::thread::Builder::new()
@@ -365,8 +377,8 @@ impl Vm {
                 for n in &nets_at_exit {
                     log_metrics("Network interface", &n.id, n.metrics.values());
                 }
-                // Guest memory and the VM outlive every vCPU thread.
-                drop(kvm_vm);
+                // Guest memory outlives every vCPU thread and the VM (`run_controller` joined
+                // the first and dropped the second).
                 drop(mem);
                 guard.reason = reason.clone();
                 reason
@@ -506,17 +518,22 @@ impl MutEventSubscriber for Controller {
     }
 }
 
-/// A request to the controller thread, with where to send the answer.
+/// A request to the controller thread, with where to send the answer: the text of a
+/// [`Command::Describe`], empty for the others, or why it failed.
 struct CommandMsg {
     command: Command,
-    reply: mpsc::Sender<Result<(), String>>,
+    reply: mpsc::Sender<Result<String, String>>,
 }
 
 #[derive(Clone, Copy, Debug)]
 enum Command {
     Pause,
     Resume,
+    Describe,
 }
+
+/// How long a vCPU gets to answer a [`Command::Describe`].
+const REPORT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Everything the controller thread owns besides its event subscriber.
 struct ControllerRun {
@@ -527,9 +544,48 @@ struct ControllerRun {
     gate: Arc<PauseGate>,
     commands: mpsc::Receiver<CommandMsg>,
     lifecycle: Arc<Lifecycle>,
+    /// The VM, for its interrupt controller state; dropped after the vCPUs are joined.
+    kvm_vm: KvmVm,
+    serial: Arc<Mutex<SerialDevice>>,
+    /// The IOAPIC pins in use, with their devices' names.
+    irq_pins: Vec<(u32, String)>,
 }
 
 impl ControllerRun {
+    /// Where the VM stands, for a person diagnosing a stalled guest: each vCPU's registers
+    /// and local APIC, its exit counts, the serial port's registers and the IOAPIC pins.
+    fn describe(&self, paused: bool) -> String {
+        let mut out = Vec::new();
+        if paused {
+            out.push("vCPUs: parked (the VM is paused; registers are read while it runs)".into());
+        } else {
+            for (_, shared) in &self.vcpus {
+                shared.want_report();
+            }
+            kick_vcpus(&self.vcpus);
+            for (i, (thread, shared)) in self.vcpus.iter().enumerate() {
+                out.push(shared.take_report(REPORT_TIMEOUT).unwrap_or_else(|| {
+                    let why = if thread.is_finished() {
+                        "its thread has finished"
+                    } else {
+                        "busy outside KVM_RUN, in a device access"
+                    };
+                    format!("vCPU {i}: no answer within {REPORT_TIMEOUT:?}: {why}")
+                }));
+            }
+        }
+        for (i, (_, shared)) in self.vcpus.iter().enumerate() {
+            let exits = serde_json::to_string(&shared.exits).unwrap_or_default();
+            out.push(format!("vCPU {i} exits: {exits}"));
+        }
+        out.push(match self.serial.try_lock() {
+            Ok(serial) => serial.describe(),
+            Err(_) => "serial: locked by a vCPU (writing console output)".into(),
+        });
+        out.push(self.kvm_vm.describe_ioapic(&self.irq_pins));
+        out.join("\n")
+    }
+
     /// Parks every vCPU; the caller then stops serving devices.
     fn pause(&self) -> Result<(), String> {
         self.gate.close();
@@ -601,18 +657,20 @@ fn event_loop(
         }
         while let Ok(msg) = run.commands.try_recv() {
             let result = match (msg.command, paused) {
-                (Command::Pause, true) | (Command::Resume, false) => Ok(()),
-                (Command::Pause, false) => run.pause().inspect(|()| {
+                (Command::Describe, _) => Ok(run.describe(paused)),
+                (Command::Pause, true) | (Command::Resume, false) => Ok(String::new()),
+                (Command::Pause, false) => run.pause().map(|()| {
                     paused = true;
                     run.lifecycle.set(VmState::Paused);
                     log::info!("VM paused");
+                    String::new()
                 }),
                 (Command::Resume, true) => {
                     paused = false;
                     run.gate.open();
                     run.lifecycle.set(VmState::Running);
                     log::info!("VM resumed");
-                    Ok(())
+                    Ok(String::new())
                 }
             };
             let _ = msg.reply.send(result);
@@ -793,7 +851,7 @@ impl VmHandle {
         self.0.started.elapsed()
     }
 
-    fn command(&self, command: Command) -> Result<(), Error> {
+    fn command(&self, command: Command) -> Result<String, Error> {
         let (reply, answer) = mpsc::channel();
         let sent = fennec_devices::lock(&self.0.commands)
             .send(CommandMsg { command, reply })
@@ -802,7 +860,7 @@ impl VmHandle {
             return Err(Error::NotRunning);
         }
         match answer.recv() {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(text)) => Ok(text),
             Ok(Err(why)) => Err(Error::Lifecycle(why)),
             // The controller ended (the guest exited) before it took the command.
             Err(_) => Err(Error::NotRunning),
@@ -812,12 +870,20 @@ impl VmHandle {
     /// Pauses the guest: every vCPU parks and no device is served until [`VmHandle::resume`].
     /// Pausing a paused VM does nothing.
     pub fn pause(&self) -> Result<(), Error> {
-        self.command(Command::Pause)
+        self.command(Command::Pause).map(drop)
     }
 
     /// Resumes a paused guest. Resuming a running VM does nothing.
     pub fn resume(&self) -> Result<(), Error> {
-        self.command(Command::Resume)
+        self.command(Command::Resume).map(drop)
+    }
+
+    /// Describes where the VM stands, for diagnosing a guest that stalls: every vCPU's run
+    /// state, instruction pointer, flags and local APIC interrupts (in service and requested),
+    /// its exit counts, the serial port's registers and the IOAPIC entries of the devices.
+    /// fennec logs it on SIGUSR1.
+    pub fn describe(&self) -> Result<String, Error> {
+        self.command(Command::Describe)
     }
 
     /// Presses Ctrl-Alt-Del on the guest's keyboard: a Linux guest with an i8042 keyboard driver

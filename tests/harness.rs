@@ -71,6 +71,18 @@ fn test_expect_that_never_comes_fails_in_time_with_the_console_tail() {
     );
     assert!(message.contains("console (tail)"), "{message}");
     assert!(message.contains("vm=waiting"), "no console tail: {message}");
+    // The VM's state at the timeout: the echo guest waits for input in a polling loop with
+    // its interrupts off, the serial port has its receive interrupt enabled.
+    for part in [
+        "--- VM state ---",
+        "vCPU 0: runnable rip=0x",
+        "lapic tpr=",
+        "vCPU 0 exits: {\"io_in\":",
+        "serial: IER=",
+        "pin 4 (serial): vector",
+    ] {
+        assert!(message.contains(part), "no {part:?} in: {message}");
+    }
     // The VM is torn down by the drop, still running.
     let handle = vm.vm().handle().clone();
     drop(vm);

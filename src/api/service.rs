@@ -22,7 +22,8 @@ pub enum Event {
     Call(ApiCall),
     /// The guest ended.
     Exited,
-    /// The process was asked to stop (SIGTERM, SIGINT, SIGHUP).
+    /// The process was asked to stop (SIGTERM, SIGINT, SIGHUP) or to describe the VM
+    /// (SIGUSR1).
     Signal(i32),
 }
 
@@ -403,6 +404,10 @@ pub fn serve(
                     }
                 }
             }
+            Event::Signal(libc::SIGUSR1) => match service.handle() {
+                Some(handle) => log_state(handle),
+                None => log::warn!("Received SIGUSR1 before any VM started: nothing to describe"),
+            },
             Event::Signal(signo) => match service.handle() {
                 Some(handle) => {
                     log::info!("Received signal {signo}, stopping the VM");
@@ -418,6 +423,15 @@ pub fn serve(
         }
     }
     Ok(service.finished().cloned())
+}
+
+/// Logs [`VmHandle::describe`] (asked for with SIGUSR1), at warning level so it shows without
+/// `-v`.
+pub fn log_state(handle: &VmHandle) {
+    match handle.describe() {
+        Ok(text) => log::warn!("VM state (SIGUSR1):\n{text}"),
+        Err(e) => log::warn!("Cannot describe the VM: {e}"),
+    }
 }
 
 /// How long the process waits for answers in flight before it exits.

@@ -13,8 +13,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use kvm_bindings::{
-    kvm_run, Msrs, KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_UNINITIALIZED,
-    KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
+    kvm_run, Msrs, KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE,
+    KVM_MP_STATE_SIPI_RECEIVED, KVM_MP_STATE_UNINITIALIZED, KVM_SYSTEM_EVENT_CRASH,
+    KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
 };
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vmm_sys_util::eventfd::EventFd;
@@ -103,9 +104,48 @@ pub struct VcpuShared {
     probed: AtomicU8,
     /// Exit counters.
     pub exits: VcpuExits,
+    /// Set by the VMM before a kick that asks for a [`Vcpu::describe`] report.
+    report_wanted: AtomicBool,
+    report: Mutex<Option<String>>,
+    report_ready: Condvar,
 }
 
 impl VcpuShared {
+    /// Asks the vCPU for a report of its registers and interrupt state at its next kick; the
+    /// caller then kicks it and collects the report with [`VcpuShared::take_report`].
+    pub fn want_report(&self) {
+        *fennec_devices::lock(&self.report) = None;
+        self.report_wanted.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits up to `timeout` for the report asked for by [`VcpuShared::want_report`]. `None`
+    /// when the vCPU did not answer: it is parked, finished, or busy outside `KVM_RUN` (in a
+    /// device access, say).
+    pub fn take_report(&self, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let mut report = fennec_devices::lock(&self.report);
+        loop {
+            if let Some(text) = report.take() {
+                return Some(text);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                self.report_wanted.store(false, Ordering::SeqCst);
+                return None;
+            }
+            report = self
+                .report_ready
+                .wait_timeout(report, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    fn deliver_report(&self, text: String) {
+        *fennec_devices::lock(&self.report) = Some(text);
+        self.report_ready.notify_all();
+    }
+
     /// The state recorded at the last kick.
     pub fn probed(&self) -> ProbedState {
         match self.probed.load(Ordering::Acquire) {
@@ -360,6 +400,9 @@ impl Vcpu {
                     if !ctx.stop.load(Ordering::SeqCst) {
                         self.probe(&ctx.shared);
                     }
+                    if ctx.shared.report_wanted.swap(false, Ordering::SeqCst) {
+                        ctx.shared.deliver_report(self.describe());
+                    }
                     None
                 }
                 Err(e) => Some(ExitReason::VcpuFailed {
@@ -394,6 +437,43 @@ impl Vcpu {
         }
     }
 
+    /// One line on where the vCPU stands: its run state, instruction pointer and flags, and
+    /// the interrupts its local APIC holds (in service, requested) and KVM has pending. What a
+    /// stalled guest needs to be understood.
+    pub fn describe(&self) -> String {
+        let mut line = format!("vCPU {}:", self.index);
+        match self.fd.get_mp_state() {
+            Ok(mp) => line += &format!(" {}", mp_state_name(mp.mp_state)),
+            Err(e) => line += &format!(" mp_state unreadable ({e})"),
+        }
+        if let Ok(r) = self.fd.get_regs() {
+            let irqs = if r.rflags & RFLAGS_IF != 0 {
+                "on"
+            } else {
+                "off"
+            };
+            line += &format!(
+                " rip={:#x} rsp={:#x} rflags={:#x} (interrupts {irqs})",
+                r.rip, r.rsp, r.rflags
+            );
+        }
+        if let Ok(lapic) = self.fd.get_lapic() {
+            line += &format!(" | {}", regs::describe_lapic(&lapic));
+        }
+        if let Ok(ev) = self.fd.get_vcpu_events() {
+            if ev.interrupt.injected != 0 {
+                line += &format!(" | injecting vector {:#x}", ev.interrupt.nr);
+            }
+            if ev.exception.injected != 0 || ev.exception.pending != 0 {
+                line += &format!(" | exception {} pending", ev.exception.nr);
+            }
+            if ev.nmi.pending != 0 || ev.nmi.injected != 0 {
+                line += " | NMI pending";
+            }
+        }
+        line
+    }
+
     fn probe(&self, shared: &VcpuShared) {
         if log::log_enabled!(log::Level::Trace) {
             if let (Ok(mp), Ok(r)) = (self.fd.get_mp_state(), self.fd.get_regs()) {
@@ -415,6 +495,18 @@ impl Vcpu {
             _ => ProbedState::Running,
         };
         shared.probed.store(state as u8, Ordering::Release);
+    }
+}
+
+/// KVM's name for a vCPU run state.
+fn mp_state_name(state: u32) -> String {
+    match state {
+        KVM_MP_STATE_RUNNABLE => "runnable".into(),
+        KVM_MP_STATE_UNINITIALIZED => "uninitialized".into(),
+        KVM_MP_STATE_INIT_RECEIVED => "init-received".into(),
+        KVM_MP_STATE_HALTED => "halted".into(),
+        KVM_MP_STATE_SIPI_RECEIVED => "sipi-received".into(),
+        other => format!("mp_state {other}"),
     }
 }
 

@@ -212,6 +212,7 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
 
 pub mod linux;
 pub mod netns;
+pub mod testhost;
 pub mod zfs;
 
 /// `fennec ctl --api-socket SOCKET ARGS...`, which must succeed; its JSON answer (`Null` when

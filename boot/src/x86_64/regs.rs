@@ -33,6 +33,9 @@ const MSR_MTRR_DEF_TYPE: u32 = 0x2ff;
 const MTRR_ENABLE: u64 = 0x800;
 const MTRR_MEM_TYPE_WB: u64 = 0x6;
 
+const APIC_TPR: usize = 0x80;
+const APIC_ISR: usize = 0x100;
+const APIC_IRR: usize = 0x200;
 const APIC_LVT0: usize = 0x350;
 const APIC_LVT1: usize = 0x360;
 const APIC_MODE_NMI: u32 = 0x4;
@@ -170,6 +173,35 @@ fn set_lapic_reg(lapic: &mut kvm_lapic_state, offset: usize, value: u32) {
     }
 }
 
+/// The vectors set in the 256-bit register array at `base` (ISR, TMR or IRR: eight 32-bit
+/// registers, 16 bytes apart).
+fn lapic_vectors(lapic: &kvm_lapic_state, base: usize) -> Vec<u8> {
+    (0..8u8)
+        .flat_map(|word| {
+            let bits = lapic_reg(lapic, base + usize::from(word) * 0x10);
+            (0..32u8)
+                .filter(move |bit| bits & (1 << bit) != 0)
+                .map(move |bit| word * 32 + bit)
+        })
+        .collect()
+}
+
+/// The local APIC's interrupt state in one line: the task priority, the vectors in service
+/// (delivered, not yet acknowledged with an EOI) and the vectors requested (waiting to be
+/// delivered). A vector stuck in service blocks every vector of its priority class and below.
+pub fn describe_lapic(lapic: &kvm_lapic_state) -> String {
+    let list = |v: Vec<u8>| {
+        let items: Vec<String> = v.iter().map(|x| format!("{x:#x}")).collect();
+        format!("[{}]", items.join(" "))
+    };
+    format!(
+        "lapic tpr={:#x} in-service={} requested={}",
+        lapic_reg(lapic, APIC_TPR),
+        list(lapic_vectors(lapic, APIC_ISR)),
+        list(lapic_vectors(lapic, APIC_IRR))
+    )
+}
+
 /// Routes LINT0 as ExtINT (the PIC, in virtual-wire mode) and LINT1 as NMI, as a BIOS leaves
 /// the local APIC for an OS that reads the MP table.
 pub fn configure_lint(lapic: &mut kvm_lapic_state) {
@@ -191,6 +223,18 @@ mod tests {
         assert_eq!(regs.rsi, layout::ZERO_PAGE_START);
         assert_eq!(regs.rsp, layout::BOOT_STACK_POINTER);
         assert_eq!(regs.rflags, 0x2);
+    }
+
+    #[test]
+    fn test_describe_lapic_lists_vectors_in_service_and_requested() {
+        let mut lapic = kvm_lapic_state::default();
+        set_lapic_reg(&mut lapic, APIC_ISR + 0x10, 1 << 4); // vector 0x24
+        set_lapic_reg(&mut lapic, APIC_IRR + 0x70, 1 << 12); // vector 0xec
+        set_lapic_reg(&mut lapic, APIC_IRR, 1); // vector 0
+        assert_eq!(
+            describe_lapic(&lapic),
+            "lapic tpr=0x0 in-service=[0x24] requested=[0x0 0xec]"
+        );
     }
 
     #[test]

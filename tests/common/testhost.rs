@@ -1,0 +1,342 @@
+//! The test host: a QEMU TCG machine emulating AMD SVM, running Debian's cloud kernel with
+//! kvm-amd, in which this same test binary runs the Linux tests on a KVM that executes guest
+//! code the way hardware virtualization does (see `resources/test-host/init`).
+//!
+//! Its three serial ports each carry one thing: the console (test output as it runs), framed
+//! results (`FENNEC-START`, `FENNEC-RESULT` ... `FENNEC-END`), and the test host's own kernel
+//! log. Inside, each test runs under a time limit and is killed, with evidence, when it
+//! overstays. Outside, a test host that stops reporting for longer than that (its kernel hung,
+//! say) is killed: the test it was running fails with the end of its kernel log and console,
+//! and a fresh test host runs the tests that had not started.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use super::linux::{fennec_bin, guest, host_tool};
+
+/// How long one test may run inside the test host before it is killed and reported: the
+/// slowest test takes about 30 s there, a guest that stalls fails its own 60 s wait first.
+const TEST_LIMIT: Duration = Duration::from_secs(180);
+/// How long the test host may take to boot and start its first test.
+const BOOT_LIMIT: Duration = Duration::from_secs(300);
+/// How many test hosts one run may boot: one, and one more for each that died mid-run.
+const MAX_BOOTS: usize = 3;
+/// How much of the console and the kernel log a failure shows.
+const TAIL_LINES: usize = 80;
+
+/// One test's outcome: passed, and its output.
+pub type TestResult = (bool, String);
+
+/// The result of Linux test `name`, run in the test host (booted once per process, for every
+/// Linux test of this binary).
+pub fn result(name: &str) -> TestResult {
+    static RESULTS: OnceLock<HashMap<String, TestResult>> = OnceLock::new();
+    let results = RESULTS.get_or_init(run_all);
+    results.get(name).cloned().unwrap_or_else(|| {
+        (
+            false,
+            format!("the test host never ran {name}: it failed {MAX_BOOTS} times (see the other Linux tests' failures)"),
+        )
+    })
+}
+
+/// Names of this binary's Linux tests (named `linux_*`).
+fn list_tests(exe: &Path) -> Vec<String> {
+    let out = Command::new(exe)
+        .args(["--list", "--format", "terse"])
+        .output()
+        .expect("list this binary's tests");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_suffix(": test"))
+        .filter(|name| name.starts_with("linux_"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Runs every Linux test in test hosts: one, and a fresh one for the tests a dead one left.
+fn run_all() -> HashMap<String, TestResult> {
+    let exe = std::env::current_exe().unwrap();
+    let mut remaining = list_tests(&exe);
+    let mut results = HashMap::new();
+    for boot in 1..=MAX_BOOTS {
+        if remaining.is_empty() {
+            break;
+        }
+        let run = boot_and_run(&exe, &remaining, boot);
+        if let Some(name) = &run.died_in {
+            results.insert(name.clone(), (false, run.death_report()));
+        }
+        results.extend(run.results);
+        remaining.retain(|t| !results.contains_key(t) && !run.started.contains(t));
+        if run.died_in.is_none() && remaining.is_empty() {
+            break;
+        }
+        if !remaining.is_empty() {
+            eprintln!(
+                "linux tests: test host {boot} ended with {} tests not run; booting another",
+                remaining.len()
+            );
+        }
+    }
+    results
+}
+
+/// What one test host did.
+struct HostRun {
+    results: HashMap<String, TestResult>,
+    /// Tests that started, reported or not.
+    started: Vec<String>,
+    /// The test that was running when the host died or stopped reporting.
+    died_in: Option<String>,
+    /// Why the host ended early, if it did.
+    failure: Option<String>,
+    console_tail: String,
+    kernel_log_tail: String,
+}
+
+impl HostRun {
+    fn death_report(&self) -> String {
+        format!(
+            "the test host ended while this test ran: {}\n--- test host kernel log (tail) ---\n{}\n--- test host console (tail) ---\n{}",
+            self.failure.as_deref().unwrap_or("it stopped"),
+            self.kernel_log_tail,
+            self.console_tail
+        )
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Builds the test host's initramfs for `tests` and runs it until it powers off, dies, or stops
+/// reporting.
+fn boot_and_run(exe: &Path, tests: &[String], boot: usize) -> HostRun {
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "test-host-{}-{boot}",
+        exe.file_name().unwrap().to_string_lossy()
+    ));
+    let _ = std::fs::remove_dir_all(&work);
+    let guest_dir = work.join("guest");
+    std::fs::create_dir_all(&guest_dir).unwrap();
+    let g = guest();
+    for (src, name) in [
+        (&g.vmlinux, "vmlinux"),
+        (&g.bzimage, "bzImage"),
+        (&g.initramfs, "initramfs.cpio"),
+        (&g.rootfs, "rootfs.ext4"),
+    ] {
+        std::os::unix::fs::symlink(src, guest_dir.join(name)).unwrap();
+    }
+    let list = work.join("tests.list");
+    std::fs::write(&list, tests.join("\n") + "\n").unwrap();
+    let limit = work.join("test-timeout");
+    std::fs::write(&limit, TEST_LIMIT.as_secs().to_string()).unwrap();
+
+    let resources = Path::new(env!("CARGO_MANIFEST_DIR")).join("resources");
+    let entry = |name: &str, path: &Path| format!("{name}={}", path.display());
+    let status = Command::new(resources.join("build-test-host.sh"))
+        .arg(&work)
+        .arg(resources.join("test-host/init"))
+        .arg(&guest_dir)
+        .arg(entry("fennec", &fennec_bin()))
+        .arg(entry("linux-tests", exe))
+        .arg(entry("tests.list", &list))
+        .arg(entry("test-timeout", &limit))
+        .arg(entry("debugfs", &host_tool("debugfs")))
+        .arg(entry("e2fsck", &host_tool("e2fsck")))
+        .arg(entry("ip", &super::netns::ip_tool()))
+        .stdout(Stdio::null())
+        .status()
+        .expect("run resources/build-test-host.sh");
+    assert!(status.success(), "building the test host failed");
+    run_qemu(&work, boot)
+}
+
+/// Where a running test host stands, from its results channel.
+#[derive(Debug, Default, PartialEq)]
+struct Progress {
+    started: Vec<String>,
+    results: HashMap<String, TestResult>,
+    done: bool,
+}
+
+impl Progress {
+    /// The test that started and has not reported.
+    fn running(&self) -> Option<&String> {
+        self.started
+            .last()
+            .filter(|name| !self.results.contains_key(*name))
+    }
+}
+
+fn run_qemu(work: &Path, boot: usize) -> HostRun {
+    let results_path = work.join("results.txt");
+    let kernel_log_path = work.join("kernel.log");
+    let serial_file = |p: &PathBuf| format!("file:{}", p.display());
+    eprintln!("linux tests: booting test host {boot} (QEMU TCG with emulated AMD SVM)");
+    let mut child = Command::new("qemu-system-x86_64")
+        .args(["-accel", "tcg,thread=multi", "-smp", "2", "-m", "3072"])
+        .args(["-M", "q35", "-cpu", "EPYC,+svm", "-nodefaults"])
+        .args(["-no-user-config", "-nographic", "-monitor", "none"])
+        .args(["-serial", "stdio", "-serial"])
+        .arg(serial_file(&results_path))
+        .arg("-serial")
+        .arg(serial_file(&kernel_log_path))
+        .arg("-kernel")
+        .arg(work.join("vmlinuz"))
+        .arg("-initrd")
+        .arg(work.join("initramfs.cpio"))
+        .args(["-append", "console=ttyS0 quiet panic=-1 rdinit=/init"])
+        .arg("-no-reboot")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start qemu-system-x86_64 (apt-get install qemu-system-x86)");
+    let console = Arc::new(Mutex::new(String::new()));
+    let streams: Vec<_> = [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ]
+    .into_iter()
+    .map(|stream| {
+        let console = console.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                eprintln!("[test host] {line}");
+                let mut c = console.lock().unwrap();
+                c.push_str(&line);
+                c.push('\n');
+            }
+        })
+    })
+    .collect();
+
+    // Watch the results channel: each start or result is progress.
+    let mut failure = None;
+    let mut last_len = 0;
+    let mut deadline = Instant::now() + BOOT_LIMIT;
+    let progress = loop {
+        let text = std::fs::read_to_string(&results_path).unwrap_or_default();
+        let progress = parse_results(&text);
+        if child.try_wait().unwrap().is_some() {
+            if !progress.done {
+                failure = Some("the test host powered off or crashed".to_string());
+            }
+            break progress;
+        }
+        if text.len() != last_len {
+            last_len = text.len();
+            deadline = Instant::now() + TEST_LIMIT + Duration::from_secs(60);
+        }
+        if Instant::now() > deadline {
+            failure = Some(format!(
+                "the test host reported nothing for {:?} and was killed",
+                TEST_LIMIT + Duration::from_secs(60)
+            ));
+            let _ = child.kill();
+            let _ = child.wait();
+            break progress;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for s in streams {
+        let _ = s.join();
+    }
+    let console_tail = tail(&console.lock().unwrap(), TAIL_LINES);
+    let kernel_log = std::fs::read(&kernel_log_path).unwrap_or_default();
+    let kernel_log_tail = tail(&String::from_utf8_lossy(&kernel_log), TAIL_LINES);
+    if let Some(why) = &failure {
+        eprintln!("linux tests: test host {boot}: {why}");
+    }
+    HostRun {
+        died_in: failure
+            .is_some()
+            .then(|| progress.running().cloned())
+            .flatten(),
+        started: progress.started,
+        results: progress.results,
+        failure,
+        console_tail,
+        kernel_log_tail,
+    }
+}
+
+/// Parses the results channel: `FENNEC-START name`; `FENNEC-RESULT name ok|failed`, base64
+/// output, `FENNEC-END name`; `FENNEC-HOST-DONE` at the end.
+fn parse_results(text: &str) -> Progress {
+    let mut progress = Progress::default();
+    let mut current: Option<(String, bool, String)> = None;
+    for line in text.lines().map(|l| l.trim_end_matches('\r')) {
+        if let Some(name) = line.strip_prefix("FENNEC-START ") {
+            progress.started.push(name.trim().to_string());
+        } else if let Some(rest) = line.strip_prefix("FENNEC-RESULT ") {
+            let mut words = rest.split_whitespace();
+            let name = words.next().unwrap_or_default().to_string();
+            current = Some((name, words.next() == Some("ok"), String::new()));
+        } else if line.starts_with("FENNEC-END ") {
+            if let Some((name, ok, b64)) = current.take() {
+                let output = String::from_utf8_lossy(&base64_decode(&b64)).into_owned();
+                progress.results.insert(name, (ok, output));
+            }
+        } else if line == "FENNEC-HOST-DONE" {
+            progress.done = true;
+        } else if let Some((_, _, b64)) = current.as_mut() {
+            b64.push_str(line.trim());
+        }
+    }
+    progress
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let digits: Vec<u8> = s.bytes().filter_map(value).collect();
+    digits
+        .chunks(4)
+        .flat_map(|c| {
+            let n = c.iter().fold(0u32, |acc, d| (acc << 6) | u32::from(*d)) << (6 * (4 - c.len()));
+            let bytes = n.to_be_bytes();
+            bytes[1..c.len()].to_vec()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_base64_decode_round_trip() {
+        assert_eq!(base64_decode("aGVsbG8gd29ybGQK"), b"hello world\n");
+        assert_eq!(base64_decode("YQ=="), b"a");
+    }
+
+    #[test]
+    fn test_parse_results_tracks_the_running_test() {
+        let text = "FENNEC-HOST-READY\r\nFENNEC-START a\nFENNEC-RESULT a ok\naGk=\nFENNEC-END a\nFENNEC-START b\n";
+        let p = parse_results(text);
+        assert_eq!(p.results.get("a"), Some(&(true, "hi".to_string())));
+        assert_eq!(p.running(), Some(&"b".to_string()));
+        assert!(!p.done);
+        let finished = parse_results(&format!(
+            "{text}FENNEC-RESULT b failed\nFENNEC-END b\nFENNEC-HOST-DONE\n"
+        ));
+        assert_eq!(finished.running(), None);
+        assert!(finished.done);
+        assert_eq!(finished.results.get("b"), Some(&(false, String::new())));
+    }
+}
