@@ -41,7 +41,7 @@ summary=()
 for i in $(seq 1 "$runs"); do
     log="$logs/run-$i.log"
     start=$(date +%s)
-    if cargo test --test linux -- --test-threads=1 >"$log" 2>&1; then
+    if cargo test --test linux -- --test-threads=1 --nocapture >"$log" 2>&1; then
         outcome=pass
         passed=$((passed + 1))
     else

@@ -3,7 +3,7 @@
 # the guest kernel and initramfs in /guest, and fennec, QEMU and QEMU's firmware in /fennec.
 #   in-test-host.sh RUN_SCRIPT N WORK_DIR
 # RUN_SCRIPT runs with N=<N>; its stdout ends up in WORK_DIR/results, the test host's console in
-# WORK_DIR/console.
+# WORK_DIR/console, its kernel log in WORK_DIR/kernel.log.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 script="$1"; n="$2"; work="$3"
@@ -21,5 +21,6 @@ chmod +x "$work/run"
 echo "booting the test host; $n runs of each VMM follow" >&2
 timeout 3600 qemu-system-x86_64 -accel tcg,thread=multi -smp 2 -m 3072 -M q35 -cpu EPYC,+svm \
     -nodefaults -no-user-config -nographic -monitor none -serial "file:$work/console" \
-    -serial "file:$work/results" -kernel "$work/host/vmlinuz" -initrd "$work/host/initramfs.cpio" \
-    -append "console=ttyS0 quiet panic=-1 rdinit=/init" -no-reboot < /dev/null
+    -serial "file:$work/results" -serial "file:$work/kernel.log" -kernel "$work/host/vmlinuz" \
+    -initrd "$work/host/initramfs.cpio" -append "console=ttyS2 loglevel=7 panic=-1 rdinit=/init" \
+    -no-reboot < /dev/null

@@ -25,8 +25,11 @@ const TEST_LIMIT: Duration = Duration::from_secs(180);
 const BOOT_LIMIT: Duration = Duration::from_secs(300);
 /// How many test hosts one run may boot: one, and one more for each that died mid-run.
 const MAX_BOOTS: usize = 3;
+/// The test host's kernel command line: its kernel console on the third serial port, at full
+/// verbosity (see `resources/test-host/init`).
+pub const HOST_CMDLINE: &str = "console=ttyS2 loglevel=7 panic=-1 rdinit=/init";
 /// How much of the console and the kernel log a failure shows.
-const TAIL_LINES: usize = 80;
+const TAIL_LINES: usize = 150;
 
 /// One test's outcome: passed, and its output.
 pub type TestResult = (bool, String);
@@ -193,7 +196,7 @@ fn run_qemu(work: &Path, boot: usize) -> HostRun {
         .arg(work.join("vmlinuz"))
         .arg("-initrd")
         .arg(work.join("initramfs.cpio"))
-        .args(["-append", "console=ttyS0 quiet panic=-1 rdinit=/init"])
+        .args(["-append", HOST_CMDLINE])
         .arg("-no-reboot")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
