@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use event_manager::{EventOps, Events, MutEventSubscriber};
 use vm_superio::serial::SerialEvents;
-use vm_superio::Serial;
+use vm_superio::{Serial, Trigger};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -132,12 +132,42 @@ impl BusDevice for SerialDevice {
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
-        if let Some(reg) = byte_register(offset, data.len()) {
-            if let Err(e) = self.inner.write(reg, data[0]) {
-                log::debug!("Serial write at offset {offset} failed: {e:?}");
+        let Some(reg) = byte_register(offset, data.len()) else {
+            return;
+        };
+        let before = self.inner.state();
+        if let Err(e) = self.inner.write(reg, data[0]) {
+            log::debug!("Serial write at offset {offset} failed: {e:?}");
+        }
+        if reg == IER && before.line_control & LCR_DLAB == 0 && reasserts(&before, data[0]) {
+            if let Err(e) = self.inner.interrupt_evt().trigger() {
+                log::debug!("Failed to raise the serial interrupt: {e}");
             }
         }
     }
+}
+
+const IER: u8 = 1;
+const IER_RDA: u8 = 0x01;
+const IER_THRE: u8 = 0x02;
+const IIR_RDA: u8 = 0x04;
+const IIR_THRE: u8 = 0x02;
+const LCR_DLAB: u8 = 0x80;
+
+/// Whether an IER write of `ier` must raise the interrupt again although vm-superio does not.
+///
+/// A 16550's interrupt output is the OR of the conditions that are both pending and enabled,
+/// so enabling a condition that is already pending raises a new edge. vm-superio raises one
+/// only when it sets the condition's IIR bit, and skips it when the bit is still set from an
+/// earlier interrupt the driver has not yet read. Linux's 8250 console masks IER while it
+/// prints and restores it afterwards, and its transmit path enables THRE only when it needs
+/// the next "transmitter empty" interrupt: with the edge skipped, a pending interrupt whose
+/// first edge went astray would never be raised again, and transmission would stop for good.
+fn reasserts(before: &vm_superio::serial::SerialState, ier: u8) -> bool {
+    let enabled = ier & !before.interrupt_enable;
+    let pending = before.interrupt_identification;
+    (enabled & IER_THRE != 0 && pending & IIR_THRE != 0)
+        || (enabled & IER_RDA != 0 && pending & IIR_RDA != 0)
 }
 
 /// A readable console input: the CLI's stdin, a pipe, a socket.
@@ -293,6 +323,40 @@ mod tests {
         )
         .unwrap();
         (dev, sink, irq, metrics)
+    }
+
+    #[test]
+    fn test_serial_ier_enable_reraises_a_pending_thre_interrupt() {
+        let (mut dev, _sink, irq, _metrics) = serial();
+        dev.write(1, &[0x02]); // IER: THRE on; the transmitter is empty, so it fires
+        assert_eq!(irq.read().unwrap(), 1);
+        // The driver masks IER (as Linux's console does while it prints) without reading IIR,
+        // so the THRE interrupt stays pending; enabling it again is a new edge.
+        dev.write(1, &[0x00]);
+        dev.write(0, b"x");
+        dev.write(1, &[0x02]);
+        assert_eq!(irq.read().unwrap(), 1);
+        assert!(dev.describe().contains("IIR=0x02"), "{}", dev.describe());
+    }
+
+    #[test]
+    fn test_serial_ier_rewrite_without_enabling_raises_nothing() {
+        let (mut dev, _sink, irq, _metrics) = serial();
+        dev.write(1, &[0x02]);
+        assert_eq!(irq.read().unwrap(), 1);
+        dev.write(1, &[0x03]); // THRE stays enabled: no new edge for it
+        assert!(irq.read().is_err());
+    }
+
+    #[test]
+    fn test_serial_ier_write_with_dlab_set_is_the_divisor() {
+        let (mut dev, _sink, irq, _metrics) = serial();
+        dev.write(1, &[0x02]);
+        assert_eq!(irq.read().unwrap(), 1);
+        dev.write(1, &[0x00]);
+        dev.write(3, &[0x80]); // LCR: DLAB on, offset 1 is the divisor's high byte
+        dev.write(1, &[0x02]);
+        assert!(irq.read().is_err());
     }
 
     #[test]
