@@ -129,8 +129,8 @@ pub struct DeviceManager {
     pub block_devices: Vec<Arc<Mutex<Block>>>,
     /// The virtio-net interfaces, in slot order.
     pub nets: Vec<NetInfo>,
-    /// Virtio slots in use.
-    virtio_slots: usize,
+    /// The virtio slots in use, in order: each transport's MMIO base and IRQ.
+    virtio_slots: Vec<(u64, u32)>,
 }
 
 fn eventfd(what: &'static str) -> Result<EventFd, DeviceError> {
@@ -215,7 +215,7 @@ impl DeviceManager {
             drives: Vec::new(),
             block_devices: Vec::new(),
             nets: Vec::new(),
-            virtio_slots: 0,
+            virtio_slots: Vec::new(),
         };
         for drive in drives {
             manager.add_drive(vm, mem, drive)?;
@@ -316,7 +316,7 @@ impl DeviceManager {
         device: Arc<Mutex<dyn VirtioDevice>>,
     ) -> Result<(u64, u32), DeviceError> {
         // Config validation caps the device count at layout::MAX_VIRTIO_DEVICES.
-        let (base, irq) = layout::virtio_slot(self.virtio_slots);
+        let (base, irq) = layout::virtio_slot(self.virtio_slots.len());
         {
             let dev = fennec_devices::lock(&device);
             for (queue, evt) in dev.queue_events().iter().enumerate() {
@@ -331,7 +331,22 @@ impl DeviceManager {
         self.mmio
             .insert(Arc::new(Mutex::new(transport)), base, mmio::MMIO_LEN)
             .map_err(DeviceError::Bus)?;
-        self.virtio_slots += 1;
+        self.virtio_slots.push((base, irq));
         Ok((base, irq))
+    }
+
+    /// The kernel command line's `virtio_mmio.device=` entries, one per virtio transport in
+    /// slot order: how a guest without firmware tables learns of them (it probes them in this
+    /// order).
+    pub fn cmdline_entries(&self) -> Vec<String> {
+        self.virtio_slots
+            .iter()
+            .map(|(base, irq)| {
+                format!(
+                    "virtio_mmio.device={}K@{base:#x}:{irq}",
+                    mmio::MMIO_LEN / 1024
+                )
+            })
+            .collect()
     }
 }

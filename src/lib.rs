@@ -43,6 +43,7 @@ pub mod firecracker;
 pub mod harness;
 pub mod storage;
 pub mod terminal;
+pub mod threads;
 pub mod vmm;
 pub mod vstate;
 

@@ -14,6 +14,8 @@
  * Then, by `tiny.mode=` on the command line:
  *   echo    echo every byte received until 'q', then reset through the i8042
  *   halt    cli; hlt forever (the VMM should notice it can never run again)
+ *   idle    sti; hlt forever: idle, waiting for an interrupt that nothing sends
+ *   flood   print "TINY flood ..." lines forever, as fast as the serial port takes them
  *   triple  triple-fault (load an empty IDT and trap)
  *   spin    run a 500,000-iteration loop, then reset (to time how fast guest code runs)
  *   blk     (pvh.elf) drive the virtio-mmio block devices, see virtio.c, then triple-fault
@@ -59,6 +61,9 @@ s_ready:    .asciz "TINY ready\n"
 s_bye:      .asciz "\nTINY bye\n"
 s_m_echo:   .asciz "tiny.mode=echo"
 s_m_halt:   .asciz "tiny.mode=halt"
+s_m_idle:   .asciz "tiny.mode=idle"
+s_m_flood:  .asciz "tiny.mode=flood"
+s_flood:    .asciz "TINY flood 0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ\n"
 s_m_triple: .asciz "tiny.mode=triple"
 s_m_spin:   .asciz "tiny.mode=spin"
 s_m_blk:    .asciz "tiny.mode=blk"
@@ -261,6 +266,16 @@ tiny_main:
     test eax, eax
     jnz halt_forever
     mov rdi, [rip + info_cmdline]
+    lea rsi, [rip + s_m_idle]
+    call contains
+    test eax, eax
+    jnz idle_forever
+    mov rdi, [rip + info_cmdline]
+    lea rsi, [rip + s_m_flood]
+    call contains
+    test eax, eax
+    jnz flood_forever
+    mov rdi, [rip + info_cmdline]
     lea rsi, [rip + s_m_triple]
     call contains
     test eax, eax
@@ -325,6 +340,16 @@ halt_forever:
     cli
     hlt
     jmp halt_forever
+
+idle_forever:
+    sti
+    hlt
+    jmp idle_forever
+
+flood_forever:
+    lea rsi, [rip + s_flood]
+    call puts
+    jmp flood_forever
 
 triple_fault:
     lidt [rip + empty_idt]

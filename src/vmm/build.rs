@@ -1,0 +1,147 @@
+//! Building a VM: create the machine, attach its devices, describe it to the guest, boot a
+//! kernel into it.
+
+use fennec_boot::layout;
+use fennec_boot::loader::{self, LoadedKernel};
+use fennec_boot::x86_64::bootparams::{self, BootInfo};
+use fennec_boot::x86_64::mptable;
+use fennec_boot::x86_64::regs::{self, EntryMode};
+use vm_memory::GuestMemoryMmap;
+
+use super::{open, Error};
+use crate::config::{ConfigError, VmConfig};
+use crate::device_manager::{Console, DeviceManager};
+use crate::vstate::kvm::KvmContext;
+use crate::vstate::memory;
+use crate::vstate::vcpu::Vcpu;
+use crate::vstate::vm::KvmVm;
+
+/// A VM that is built and ready to start.
+pub struct Vm {
+    pub(super) mem: GuestMemoryMmap,
+    pub(super) kvm_vm: KvmVm,
+    pub(super) vcpus: Vec<Vcpu>,
+    pub(super) devices: DeviceManager,
+}
+
+impl Vm {
+    /// Builds a VM from `config`, with `console` as its serial console: create, attach,
+    /// describe, boot.
+    pub fn new(config: &VmConfig, console: Console) -> Result<Self, Error> {
+        config.validate()?;
+        if let Some(d) = config.drives.iter().find(|d| d.path.as_os_str().is_empty()) {
+            return Err(ConfigError::Unprovisioned(d.id.clone()).into());
+        }
+        // Open the files first: a typo costs no KVM setup.
+        let boot = &config.boot_source;
+        let mut kernel_file = open("kernel", &boot.kernel_image_path)?;
+        let mut initrd_file = boot
+            .initrd_path
+            .as_deref()
+            .map(|p| open("initrd", p))
+            .transpose()?;
+
+        let (kvm, mem, kvm_vm, vcpus) = Self::create(config)?;
+        let devices = DeviceManager::new(
+            &kvm_vm,
+            &mem,
+            console,
+            &config.drives_in_guest_order(),
+            &config.net,
+        )?;
+        let cmdline = Self::describe(config, &mem, &devices)?;
+
+        // Boot: the kernel, the initrd, the boot protocol's tables, the vCPUs' registers.
+        let kernel = loader::load_kernel(&mem, &mut kernel_file)?;
+        let initrd_max = kernel
+            .setup_header
+            .map(|h| u64::from(h.initrd_addr_max))
+            .filter(|max| *max != 0);
+        let initrd = initrd_file
+            .as_mut()
+            .map(|f| loader::load_initrd(&mem, f, kernel.end, initrd_max))
+            .transpose()?;
+        let cmdline_size = loader::write_cmdline(&mem, &cmdline)?;
+        let info = BootInfo {
+            mem_size: config.machine_config.mem_size_bytes(),
+            cmdline_addr: layout::CMDLINE_START,
+            cmdline_size,
+            initrd,
+        };
+        match kernel.mode {
+            EntryMode::Pvh => bootparams::write_pvh_start_info(&mem, &info)?,
+            EntryMode::Linux64 => bootparams::write_zero_page(&mem, kernel.setup_header, &info)?,
+        }
+        regs::write_boot_tables(&mem, kernel.mode).map_err(Error::BootTables)?;
+        let cpuid = kvm.supported_cpuid()?;
+        let count = config.machine_config.vcpu_count;
+        for vcpu in &vcpus {
+            let entry = (vcpu.index() == 0).then_some((kernel.mode, kernel.entry));
+            vcpu.configure(&cpuid, count, entry)?;
+        }
+        log_boot(config, &kernel, initrd, &cmdline);
+        Ok(Vm {
+            mem,
+            kvm_vm,
+            vcpus,
+            devices,
+        })
+    }
+
+    /// Create: KVM, guest memory, the VM with its irqchip and PIT, and the vCPUs (configured
+    /// when a kernel is booted into them, or restored).
+    fn create(config: &VmConfig) -> Result<(KvmContext, GuestMemoryMmap, KvmVm, Vec<Vcpu>), Error> {
+        let machine = &config.machine_config;
+        let kvm = KvmContext::open()?;
+        if usize::from(machine.vcpu_count) > kvm.max_vcpus() {
+            return Err(Error::TooManyVcpus {
+                wanted: machine.vcpu_count,
+                max: kvm.max_vcpus(),
+            });
+        }
+        let mem = memory::create_guest_memory(machine.mem_size_bytes())?;
+        let kvm_vm = KvmVm::new(&kvm, &mem)?;
+        let vcpus = (0..machine.vcpu_count)
+            .map(|index| Vcpu::new(&kvm_vm, index))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((kvm, mem, kvm_vm, vcpus))
+    }
+
+    /// Describe: tells the guest what the machine has, from the devices attached: their
+    /// entries on the kernel command line, and the MP table (CPUs, IOAPIC, legacy IRQs).
+    /// Returns the whole command line.
+    fn describe(
+        config: &VmConfig,
+        mem: &GuestMemoryMmap,
+        devices: &DeviceManager,
+    ) -> Result<loader::Cmdline, Error> {
+        let (base, mut extra) = config.kernel_cmdline();
+        extra.extend(devices.cmdline_entries());
+        let cmdline = loader::build_cmdline(&base, &extra)?;
+        mptable::write(mem, config.machine_config.vcpu_count)?;
+        Ok(cmdline)
+    }
+}
+
+fn log_boot(
+    config: &VmConfig,
+    kernel: &LoadedKernel,
+    initrd: Option<(u64, u64)>,
+    cmdline: &loader::Cmdline,
+) {
+    log::info!(
+        "Loaded {:?} kernel {} (entry {:#x}, ends {:#x}); {} vCPUs, {} MiB",
+        kernel.format,
+        config.boot_source.kernel_image_path.display(),
+        kernel.entry,
+        kernel.end,
+        config.machine_config.vcpu_count,
+        config.machine_config.mem_size_mib
+    );
+    if let Some((addr, size)) = initrd {
+        log::info!("Loaded initrd at {addr:#x} ({size} bytes)");
+    }
+    if let Ok(c) = cmdline.as_cstring() {
+        log::info!("Kernel command line: {}", c.to_string_lossy());
+    }
+}

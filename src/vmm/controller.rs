@@ -1,0 +1,394 @@
+//! Starting a built VM and running it: one thread per vCPU, and the controller thread with the
+//! event loop (console input, queue notifications, the guest's reset, stop requests, commands
+//! from [`VmHandle`]s) until the guest ends; then the vCPUs are stopped and joined and the
+//! [`ExitReason`] reported.
+//!
+//! Two event managers share the [`Controller`] subscriber: one with every device, used while
+//! the guest runs, and one with the controller alone, used while it is paused, so a paused VM's
+//! queues, TAPs and console input are not served at all.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use fennec_boot::layout;
+use fennec_devices::legacy::serial::{SerialDevice, SerialInput};
+
+use super::handle::{ExitGuard, HandleInner, Lifecycle, Stopper, VmHandle, VmState};
+use super::{Error, ExitReason, Vm};
+use crate::device_manager::Subscriber;
+use crate::threads::{self, Role};
+use crate::vstate::vcpu::idle::{self, IdleWatch};
+use crate::vstate::vcpu::run::{self as vcpu_run, Answer, Command as VcpuCommand, ExitSignal};
+use crate::vstate::vcpu::run::{RunContext, VcpuThread};
+use crate::vstate::vcpu::ProbedState;
+use crate::vstate::vm::KvmVm;
+
+/// How often the controller looks at the vCPUs' scheduler counters (reading `/proc`, which
+/// does not disturb them) to notice a guest that can never run again.
+const IDLE_CHECK: Duration = Duration::from_millis(250);
+/// How long a vCPU gets to answer a probe; the event loop waits meanwhile.
+const ANSWER_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long vCPUs get to describe themselves: a person is asking, and a loaded host may not
+/// run the vCPU threads at once.
+const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a pause waits for every vCPU to park.
+const PARK_TIMEOUT: Duration = Duration::from_secs(2);
+
+const EVENT_EXIT: u32 = 0;
+const EVENT_RESET: u32 = 1;
+const EVENT_STOP: u32 = 2;
+const EVENT_COMMAND: u32 = 3;
+
+/// Event-loop subscriber for the VM's lifecycle events.
+struct Controller {
+    exit_evt: EventFd,
+    stop_evt: EventFd,
+    reset_evt: EventFd,
+    command_evt: EventFd,
+    exit: Arc<ExitSignal>,
+    finished: Option<ExitReason>,
+}
+
+impl MutEventSubscriber for Controller {
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        let reason = match events.data() {
+            EVENT_EXIT => {
+                let _ = self.exit_evt.read();
+                self.exit.reason()
+            }
+            EVENT_RESET => {
+                let _ = self.reset_evt.read();
+                Some(ExitReason::Reset)
+            }
+            EVENT_STOP => {
+                let _ = self.stop_evt.read();
+                Some(ExitReason::Stopped)
+            }
+            // The commands themselves are taken from the channel after every loop turn.
+            EVENT_COMMAND => {
+                let _ = self.command_evt.read();
+                None
+            }
+            _ => None,
+        };
+        if self.finished.is_none() {
+            self.finished = reason;
+        }
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        for (fd, data) in [
+            (&self.exit_evt, EVENT_EXIT),
+            (&self.reset_evt, EVENT_RESET),
+            (&self.stop_evt, EVENT_STOP),
+            (&self.command_evt, EVENT_COMMAND),
+        ] {
+            if let Err(e) = ops.add(Events::with_data(fd, data, EventSet::IN)) {
+                log::error!("Failed to register a lifecycle eventfd: {e:?}");
+            }
+        }
+    }
+}
+
+/// A request to the controller thread, with where to send the answer: the text of a
+/// [`Command::Describe`], empty for the others, or why it failed.
+pub(super) struct CommandMsg {
+    pub command: Command,
+    pub reply: mpsc::Sender<Result<String, String>>,
+}
+
+/// What a [`VmHandle`] asks of the controller.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Command {
+    Pause,
+    Resume,
+    Describe,
+}
+
+/// Everything the controller thread owns besides its event subscriber.
+struct ControllerRun {
+    serial_input: Option<SerialInput>,
+    subscribers: Vec<Subscriber>,
+    vcpus: Vec<VcpuThread>,
+    commands: mpsc::Receiver<CommandMsg>,
+    lifecycle: Arc<Lifecycle>,
+    /// The VM, for its interrupt controller state; dropped after the vCPUs are joined.
+    kvm_vm: KvmVm,
+    serial: Arc<Mutex<SerialDevice>>,
+    /// The IOAPIC pins in use, with their devices' names.
+    irq_pins: Vec<(u32, String)>,
+}
+
+impl ControllerRun {
+    /// Where the VM stands, for a person diagnosing a stalled guest: each vCPU's registers
+    /// and local APIC (a parked vCPU answers too), its exit counts, the serial port's
+    /// registers and the IOAPIC pins.
+    fn describe(&self) -> String {
+        let mut out = Vec::new();
+        for v in &self.vcpus {
+            v.send(VcpuCommand::Describe);
+        }
+        for v in &self.vcpus {
+            out.push(match v.answer(VcpuCommand::Describe, DESCRIBE_TIMEOUT) {
+                Some(Answer::Description(text)) => text,
+                _ if v.is_finished() => format!("vCPU {}: its thread has ended", v.index()),
+                _ => format!(
+                    "vCPU {}: no answer within {DESCRIBE_TIMEOUT:?}: busy outside KVM_RUN, in a device access",
+                    v.index()
+                ),
+            });
+        }
+        for v in &self.vcpus {
+            let exits = serde_json::to_string(&*v.exits()).unwrap_or_default();
+            out.push(format!("vCPU {} exits: {exits}", v.index()));
+        }
+        out.push(match self.serial.try_lock() {
+            Ok(serial) => serial.describe(),
+            Err(_) => "serial: locked by a vCPU (writing console output)".into(),
+        });
+        out.push(self.kvm_vm.describe_ioapic(&self.irq_pins));
+        out.join("\n")
+    }
+
+    /// Parks every vCPU; the caller then stops serving devices. A vCPU that does not park in
+    /// time is resumed with the others, and the pause fails.
+    fn pause(&self) -> Result<(), String> {
+        let running: Vec<&VcpuThread> = self.vcpus.iter().filter(|v| !v.is_finished()).collect();
+        for v in &running {
+            v.send(VcpuCommand::Pause);
+        }
+        let deadline = Instant::now() + PARK_TIMEOUT;
+        let parked = running.iter().all(|v| {
+            let left = deadline.saturating_duration_since(Instant::now());
+            v.answer(VcpuCommand::Pause, left) == Some(Answer::Paused)
+        });
+        if parked {
+            return Ok(());
+        }
+        self.resume();
+        Err(format!(
+            "the vCPUs did not stop within {} s",
+            PARK_TIMEOUT.as_secs()
+        ))
+    }
+
+    fn resume(&self) {
+        for v in &self.vcpus {
+            v.send(VcpuCommand::Resume);
+        }
+    }
+
+    /// Probes the vCPUs that have been still long enough; true when none can run again.
+    fn guest_halted(&self, watches: &mut [IdleWatch]) -> bool {
+        let now = Instant::now();
+        for (v, watch) in self.vcpus.iter().zip(watches.iter_mut()) {
+            if !watch.observe(idle::activity(v.tid()), now) {
+                continue;
+            }
+            match v.ask(VcpuCommand::Probe, ANSWER_TIMEOUT) {
+                Some(Answer::Probed(state)) => watch.probed(state, Instant::now()),
+                // Busy in a device access: it is running.
+                _ => watch.probed(ProbedState::Running, Instant::now()),
+            }
+        }
+        idle::all_stuck(watches.iter())
+    }
+}
+
+impl Vm {
+    /// Starts the vCPUs and the controller; the guest runs until [`VmHandle::wait`] returns.
+    pub fn start(self) -> Result<VmHandle, Error> {
+        vcpu_run::install_kick_handler()?;
+        let start_err = |what: &str, e: std::io::Error| Error::Start(format!("{what}: {e}"));
+        let eventfd = |what: &str| EventFd::new(EFD_NONBLOCK).map_err(|e| start_err(what, e));
+        let clone = |evt: &EventFd, what: &str| evt.try_clone().map_err(|e| start_err(what, e));
+        let exit_evt = eventfd("exit eventfd")?;
+        let stop_evt = eventfd("stop eventfd")?;
+        let command_evt = eventfd("command eventfd")?;
+        let exit = Arc::new(ExitSignal::new(clone(&exit_evt, "exit eventfd")?));
+        let Vm {
+            mem,
+            kvm_vm,
+            vcpus,
+            mut devices,
+        } = self;
+        let pio = Arc::new(std::mem::take(&mut devices.pio));
+        let mmio = Arc::new(std::mem::take(&mut devices.mmio));
+
+        let mut threads = Vec::with_capacity(vcpus.len());
+        for vcpu in vcpus {
+            let ctx = RunContext {
+                pio: pio.clone(),
+                mmio: mmio.clone(),
+                exit: exit.clone(),
+            };
+            match VcpuThread::spawn(vcpu, ctx) {
+                Ok(thread) => threads.push(thread),
+                Err(e) => {
+                    threads.into_iter().for_each(VcpuThread::stop);
+                    return Err(start_err("vCPU thread", e));
+                }
+            }
+        }
+        let vcpu_exits = threads.iter().map(VcpuThread::exits).collect();
+
+        let (command_tx, command_rx) = mpsc::channel();
+        let lifecycle = Arc::new(Lifecycle::default());
+        let controller = Controller {
+            exit_evt,
+            stop_evt: clone(&stop_evt, "stop eventfd")?,
+            reset_evt: devices.reset_evt,
+            command_evt: clone(&command_evt, "command eventfd")?,
+            exit,
+            finished: None,
+        };
+        let drives = devices.drives;
+        let nets = devices.nets;
+        let mut irq_pins = vec![
+            (layout::KEYBOARD_IRQ, "i8042".to_string()),
+            (layout::SERIAL_IRQ, "serial".to_string()),
+        ];
+        irq_pins.extend(drives.iter().map(|d| (d.irq, format!("drive {}", d.id))));
+        irq_pins.extend(
+            nets.iter()
+                .map(|n| (n.irq, format!("network interface {}", n.id))),
+        );
+        let run = ControllerRun {
+            serial_input: devices.serial_input,
+            subscribers: devices.subscribers,
+            vcpus: threads,
+            commands: command_rx,
+            lifecycle: lifecycle.clone(),
+            kvm_vm,
+            serial: devices.serial,
+            irq_pins,
+        };
+        let drives_at_exit = drives.clone();
+        let nets_at_exit = nets.clone();
+        let spawned = threads::spawn(Role::Vmm, "vmm", move || {
+            // Whatever happens below, waiters learn that the VM is gone.
+            let mut guard = ExitGuard {
+                lifecycle: run.lifecycle.clone(),
+                reason: ExitReason::VcpuFailed {
+                    index: 0,
+                    message: "the VMM controller thread panicked".into(),
+                },
+            };
+            let reason = run_controller(controller, run);
+            for d in &drives_at_exit {
+                super::log_metrics("Drive", &d.id, d.metrics.values());
+            }
+            for n in &nets_at_exit {
+                super::log_metrics("Network interface", &n.id, n.metrics.values());
+            }
+            // Guest memory outlives every vCPU thread and the VM (`run_controller` joined
+            // the first and dropped the second).
+            drop(mem);
+            guard.reason = reason.clone();
+            reason
+        });
+        match spawned {
+            Ok(thread) => Ok(VmHandle(Arc::new(HandleInner {
+                thread: Mutex::new(Some(thread)),
+                lifecycle,
+                started: Instant::now(),
+                stopper: Stopper(stop_evt),
+                commands: Mutex::new(command_tx),
+                command_evt,
+                i8042: devices.i8042,
+                serial_metrics: devices.serial_metrics,
+                vcpu_exits,
+                drives,
+                block_devices: devices.block_devices,
+                nets,
+            }))),
+            Err(e) => Err(start_err("controller thread", e)),
+        }
+    }
+}
+
+/// Runs the event loop until the guest ends, stops the vCPUs, and returns why it ended.
+fn run_controller(controller: Controller, mut run: ControllerRun) -> ExitReason {
+    let reason = match event_loop(controller, &mut run) {
+        Ok(reason) => reason,
+        Err(e) => ExitReason::VcpuFailed {
+            index: 0,
+            message: format!("the event loop could not start: {e:?}"),
+        },
+    };
+    for v in run.vcpus.drain(..) {
+        v.stop();
+    }
+    reason
+}
+
+fn event_loop(
+    controller: Controller,
+    run: &mut ControllerRun,
+) -> Result<ExitReason, event_manager::Error> {
+    let mut running = EventManager::<Subscriber>::new()?;
+    let mut paused_loop = EventManager::<Subscriber>::new()?;
+    let controller = Arc::new(Mutex::new(controller));
+    running.add_subscriber(controller.clone());
+    paused_loop.add_subscriber(controller.clone());
+    if let Some(input) = run.serial_input.take() {
+        running.add_subscriber(Arc::new(Mutex::new(input)));
+    }
+    for subscriber in run.subscribers.drain(..) {
+        running.add_subscriber(subscriber);
+    }
+    let mut paused = false;
+    let start = Instant::now();
+    let mut watches: Vec<IdleWatch> = run.vcpus.iter().map(|_| IdleWatch::new(start)).collect();
+    let mut next_check = start + IDLE_CHECK;
+    loop {
+        let timeout = next_check.saturating_duration_since(Instant::now());
+        let manager = if paused {
+            &mut paused_loop
+        } else {
+            &mut running
+        };
+        if let Err(e) = manager.run_with_timeout(timeout.as_millis() as i32) {
+            log::error!("Event loop failed: {e:?}");
+        }
+        if let Some(reason) = fennec_devices::lock(&controller).finished.take() {
+            log::info!("Guest finished: {reason}");
+            return Ok(reason);
+        }
+        while let Ok(msg) = run.commands.try_recv() {
+            let result = match (msg.command, paused) {
+                (Command::Describe, _) => Ok(run.describe()),
+                (Command::Pause, true) | (Command::Resume, false) => Ok(String::new()),
+                (Command::Pause, false) => run.pause().map(|()| {
+                    paused = true;
+                    run.lifecycle.set(VmState::Paused);
+                    log::info!("VM paused");
+                    String::new()
+                }),
+                (Command::Resume, true) => {
+                    paused = false;
+                    run.resume();
+                    // Time spent parked is not idleness.
+                    let now = Instant::now();
+                    watches.iter_mut().for_each(|w| *w = IdleWatch::new(now));
+                    run.lifecycle.set(VmState::Running);
+                    log::info!("VM resumed");
+                    Ok(String::new())
+                }
+            };
+            let _ = msg.reply.send(result);
+        }
+        if Instant::now() >= next_check {
+            next_check = Instant::now() + IDLE_CHECK;
+            if !paused && run.guest_halted(&mut watches) {
+                log::info!("Guest finished: {}", ExitReason::Halted);
+                return Ok(ExitReason::Halted);
+            }
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Building, starting and ending a VM.
+//!
+//! A VM is built in four steps ([`Vm::new`], in `build.rs`): **create** the machine (KVM VM,
+//! guest memory, irqchip, vCPUs), **attach** its devices (the device manager assigns their
+//! slots, ports and interrupts), **describe** it to the guest from what was attached (the
+//! command line's virtio-mmio entries, the MP table), then **boot** a kernel into it. Every step
+//! that can fail because of the configuration happens there. [`Vm::start`]
+//! (`controller.rs`) only starts threads: one per vCPU, and the controller thread with the
+//! event loop, which runs until the guest ends and reports an [`ExitReason`]. A [`VmHandle`]
+//! (`handle.rs`) pauses, resumes, describes, shuts down and stops the VM and reads its
+//! counters.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use fennec_boot::loader::LoaderError;
+use fennec_boot::x86_64::bootparams::BootParamsError;
+use fennec_boot::x86_64::mptable::MptableError;
+
+use crate::config::ConfigError;
+use crate::device_manager::DeviceError;
+use crate::vstate::kvm::KvmError;
+use crate::vstate::memory::MemoryError;
+use crate::vstate::vcpu::VcpuError;
+use crate::vstate::vm::VmError;
+
+mod build;
+mod controller;
+mod handle;
+
+pub use build::Vm;
+pub use handle::{Stopper, VmHandle, VmMetrics, VmState};
+
+/// Why a guest stopped running.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExitReason {
+    /// The guest reset the machine (i8042 reset, triple fault): Linux's `reboot`.
+    Reset,
+    /// The guest powered the machine off.
+    PowerOff,
+    /// Every vCPU halted with interrupts disabled: the guest can never run again.
+    Halted,
+    /// The host stopped the VM.
+    Stopped,
+    /// A vCPU failed.
+    VcpuFailed {
+        /// Which vCPU.
+        index: u8,
+        /// What happened.
+        message: String,
+    },
+}
+
+impl ExitReason {
+    /// Whether the guest ended the way a guest should: reset, power-off, or stopped by the host.
+    pub fn is_clean(&self) -> bool {
+        matches!(
+            self,
+            ExitReason::Reset | ExitReason::PowerOff | ExitReason::Stopped
+        )
+    }
+}
+
+impl ExitReason {
+    /// A stable one-word name: `reset`, `power_off`, `halted`, `stopped`, `vcpu_failed`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ExitReason::Reset => "reset",
+            ExitReason::PowerOff => "power_off",
+            ExitReason::Halted => "halted",
+            ExitReason::Stopped => "stopped",
+            ExitReason::VcpuFailed { .. } => "vcpu_failed",
+        }
+    }
+}
+
+impl std::fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitReason::Reset => write!(f, "the guest reset"),
+            ExitReason::PowerOff => write!(f, "the guest powered off"),
+            ExitReason::Halted => write!(
+                f,
+                "the guest halted with interrupts disabled on every vCPU and can never run again"
+            ),
+            ExitReason::Stopped => write!(f, "stopped by the host"),
+            ExitReason::VcpuFailed { index, message } => {
+                write!(f, "vCPU {index} failed: {message}")
+            }
+        }
+    }
+}
+
+/// Errors building or starting a VM.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is invalid.
+    #[error("Invalid configuration")]
+    Config(#[from] ConfigError),
+    /// KVM is unusable.
+    #[error(transparent)]
+    Kvm(#[from] KvmError),
+    /// More vCPUs than KVM allows.
+    #[error("{wanted} vCPUs asked for, but KVM allows at most {max}")]
+    TooManyVcpus {
+        /// vCPUs configured.
+        wanted: u8,
+        /// KVM's limit.
+        max: usize,
+    },
+    /// A file could not be opened.
+    #[error("Cannot open {what} {path}")]
+    Open {
+        /// "kernel" or "initrd".
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Guest memory could not be mapped.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// Kernel, initrd or command line could not be loaded.
+    #[error(transparent)]
+    Loader(#[from] LoaderError),
+    /// Boot parameters could not be written.
+    #[error(transparent)]
+    BootParams(#[from] BootParamsError),
+    /// The MP table could not be written.
+    #[error(transparent)]
+    Mptable(#[from] MptableError),
+    /// Boot page tables or GDT could not be written.
+    #[error("Failed to write the boot page tables and GDT")]
+    BootTables(#[source] vm_memory::GuestMemoryError),
+    /// The VM could not be created.
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    /// A vCPU could not be created or configured.
+    #[error(transparent)]
+    Vcpu(#[from] VcpuError),
+    /// A device could not be set up.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    /// A thread or the event loop could not be started.
+    #[error("Failed to start the VM: {0}")]
+    Start(String),
+    /// The stop request could not be sent.
+    #[error("Failed to ask the VM to stop")]
+    Stop(#[source] std::io::Error),
+    /// The controller thread panicked.
+    #[error("The VMM controller thread panicked")]
+    ControllerPanicked,
+    /// The VM has exited, so it cannot do what was asked.
+    #[error("The VM is not running")]
+    NotRunning,
+    /// A pause or resume failed.
+    #[error("{0}")]
+    Lifecycle(String),
+    /// No drive has the given ID.
+    #[error("No drive has the ID {0:?}")]
+    NoSuchDrive(String),
+}
+
+/// Opens the kernel or initrd at `path`, naming it in the error.
+pub(crate) fn open(what: &'static str, path: &Path) -> Result<File, Error> {
+    File::open(path).map_err(|source| Error::Open {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Logs a device's non-zero counters on one line.
+pub(crate) fn log_metrics(kind: &str, id: &str, values: Vec<(&'static str, u64)>) {
+    let m: Vec<String> = values
+        .into_iter()
+        .filter(|(_, v)| *v != 0)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    log::info!("{kind} {id:?}: {}", m.join(" "));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_exit_reason_clean_only_for_reset_poweroff_stop() {
+        assert!(ExitReason::Reset.is_clean());
+        assert!(ExitReason::Stopped.is_clean());
+        assert!(!ExitReason::Halted.is_clean());
+    }
+}
