@@ -22,21 +22,16 @@
 //! Nothing here is global: every [`Instance`] has its own KVM VM, threads, devices and console,
 //! so one process can run many.
 
-use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io;
 use std::ops::Deref;
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+
+pub use crate::console::ConsoleStream;
 
 use crate::config::{BlockConfig, BootSourceConfig, MachineConfig, NetConfig, VmConfig};
 use crate::storage::{self, Provisioned};
 use crate::{Console, Error, Vm, VmHandle};
-
-/// How much guest output a [`ConsoleStream`] keeps for a reader that falls behind; older bytes
-/// are dropped (and counted) rather than stalling the guest.
-pub const CONSOLE_BUFFER: usize = 4 << 20;
 
 /// Errors of [`VmBuilder::start`].
 #[derive(Debug, thiserror::Error)]
@@ -271,182 +266,5 @@ impl Drop for Instance {
         }
         let _ = self.handle.wait();
         self.disks.release();
-    }
-}
-
-/// Guest output waiting for a reader.
-#[derive(Default)]
-struct Output {
-    bytes: VecDeque<u8>,
-    /// The guest's side is gone: the VM ended.
-    closed: bool,
-    /// Bytes dropped because the reader fell more than [`CONSOLE_BUFFER`] behind.
-    dropped: u64,
-}
-
-impl Output {
-    /// Moves as many waiting bytes as fit into `buf`; returns how many.
-    fn take(&mut self, buf: &mut [u8]) -> usize {
-        let n = buf.len().min(self.bytes.len());
-        for (dst, src) in buf.iter_mut().zip(self.bytes.drain(..n)) {
-            *dst = src;
-        }
-        n
-    }
-}
-
-#[derive(Default)]
-struct Shared {
-    output: Mutex<Output>,
-    ready: Condvar,
-}
-
-/// The guest's side of a [`ConsoleStream`]: what the serial port writes to.
-struct Sink {
-    shared: Arc<Shared>,
-    tee: Option<File>,
-}
-
-impl Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if let Some(f) = &mut self.tee {
-            if let Err(e) = f.write_all(buf) {
-                log::warn!("Console tee failed, no longer copying: {e}");
-                self.tee = None;
-            }
-        }
-        let mut out = fennec_devices::lock(&self.shared.output);
-        out.bytes.extend(buf);
-        let excess = out.bytes.len().saturating_sub(CONSOLE_BUFFER);
-        if excess > 0 {
-            out.bytes.drain(..excess);
-            out.dropped += excess as u64;
-        }
-        self.shared.ready.notify_all();
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match &mut self.tee {
-            Some(f) => f.flush(),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        fennec_devices::lock(&self.shared.output).closed = true;
-        self.shared.ready.notify_all();
-    }
-}
-
-/// The guest's serial console as a byte stream: [`Read`] gives what the guest printed (and
-/// end-of-file once the VM is gone), [`Write`] types into its serial port. The guest never
-/// waits for the reader: past [`CONSOLE_BUFFER`] unread bytes, the oldest are dropped.
-pub struct ConsoleStream {
-    shared: Arc<Shared>,
-    input: io::PipeWriter,
-}
-
-impl ConsoleStream {
-    /// A stream and the [`Console`] to give the VM.
-    pub fn new(tee: Option<File>) -> io::Result<(Console, ConsoleStream)> {
-        let (reader, writer) = io::pipe()?;
-        let shared = Arc::new(Shared::default());
-        let console = Console {
-            output: Box::new(Sink {
-                shared: shared.clone(),
-                tee,
-            }),
-            input: Some(Box::new(reader)),
-        };
-        Ok((
-            console,
-            ConsoleStream {
-                shared,
-                input: writer,
-            },
-        ))
-    }
-
-    /// Reads what is there, waiting up to `timeout` for something: `Ok(0)` at end of file or
-    /// when the time is up with nothing to read (tell them apart with [`ConsoleStream::is_closed`]).
-    pub fn read_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
-        let deadline = Instant::now() + timeout;
-        let mut out = fennec_devices::lock(&self.shared.output);
-        loop {
-            if !out.bytes.is_empty() || buf.is_empty() {
-                return Ok(out.take(buf));
-            }
-            let now = Instant::now();
-            if out.closed || now >= deadline {
-                return Ok(0);
-            }
-            out = self
-                .shared
-                .ready
-                .wait_timeout(out, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-    }
-
-    /// Whether the VM is gone and everything it printed has been read.
-    pub fn is_closed(&self) -> bool {
-        let out = fennec_devices::lock(&self.shared.output);
-        out.closed && out.bytes.is_empty()
-    }
-
-    /// Bytes the guest printed that were dropped because the reader fell behind.
-    pub fn dropped(&self) -> u64 {
-        fennec_devices::lock(&self.shared.output).dropped
-    }
-
-    /// Splits off the input side, so one thread can read while another types.
-    pub fn split(self) -> (ConsoleReader, io::PipeWriter) {
-        (
-            ConsoleReader {
-                shared: self.shared,
-            },
-            self.input,
-        )
-    }
-}
-
-impl Read for ConsoleStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        ConsoleReader::read_shared(&self.shared, buf)
-    }
-}
-
-impl Write for ConsoleStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.input.write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.input.flush()
-    }
-}
-
-/// The output half of a split [`ConsoleStream`].
-pub struct ConsoleReader {
-    shared: Arc<Shared>,
-}
-
-impl ConsoleReader {
-    fn read_shared(shared: &Shared, buf: &mut [u8]) -> io::Result<usize> {
-        let mut out = fennec_devices::lock(&shared.output);
-        while out.bytes.is_empty() && !out.closed && !buf.is_empty() {
-            out = shared.ready.wait(out).unwrap_or_else(|e| e.into_inner());
-        }
-        Ok(out.take(buf))
-    }
-}
-
-impl Read for ConsoleReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        Self::read_shared(&self.shared, buf)
     }
 }

@@ -37,6 +37,7 @@
 pub mod api;
 pub mod builder;
 pub mod config;
+pub mod console;
 pub mod device_manager;
 pub mod firecracker;
 #[cfg(feature = "harness")]

@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -18,8 +18,10 @@ use fennec::api::{client, routes};
 use fennec::config::{
     BlockConfig, BootSourceConfig, MachineConfig, NetConfig, VmConfig, MAX_MEM_MIB, MIN_MEM_MIB,
 };
+use fennec::console::OutputPump;
 use fennec::terminal::RawTerminal;
-use fennec::{storage, Console, ExitReason, Vm};
+use fennec::threads::{self, Role};
+use fennec::{storage, Console, ExitReason, Vm, VmHandle};
 
 mod image;
 
@@ -269,22 +271,25 @@ fn id_or_default(id: &str, prefix: &str, index: usize) -> String {
     }
 }
 
-fn console() -> io::Result<Console> {
+/// The console on stdin and stdout; its output is written by a thread of its own, so a
+/// reader that stops reading never stops the guest.
+fn console() -> io::Result<(Console, OutputPump)> {
     let output = File::from(io::stdout().as_fd().try_clone_to_owned()?);
     let input = File::from(io::stdin().as_fd().try_clone_to_owned()?);
-    Ok(Console {
-        output: Box::new(output),
-        input: Some(Box::new(input)),
-    })
+    OutputPump::start(Box::new(output), Some(Box::new(input)))
 }
+
+/// How long fennec waits at exit for the guest's last output to be written.
+const CONSOLE_DRAIN: Duration = Duration::from_secs(2);
 
 /// Signals fennec takes itself: SIGTERM, SIGINT and SIGHUP stop the VM cleanly (so the
 /// terminal is restored) instead of killing fennec; SIGUSR1 logs the VM's state.
 const HANDLED_SIGNALS: [libc::c_int; 4] =
     [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1];
 
-/// Blocks [`HANDLED_SIGNALS`] in this thread, and so in every VM thread started after it; they
-/// are then taken by [`on_signals`]. `None` if that fails (the defaults then apply).
+/// Blocks [`HANDLED_SIGNALS`] in this thread, and so in every thread started after it; they
+/// are then taken by [`on_signals`]. `fennec run` calls it before it starts any thread, so no
+/// thread can be killed by one. `None` if that fails (the defaults then apply).
 fn block_signals() -> Option<libc::sigset_t> {
     // SAFETY: sigset_t is plain data; sigemptyset initialises it before use.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -301,7 +306,7 @@ fn block_signals() -> Option<libc::sigset_t> {
 
 /// Waits for the handled signals on its own thread and calls `on_signal` for each.
 fn on_signals(set: libc::sigset_t, on_signal: impl Fn(i32) + Send + 'static) {
-    std::thread::spawn(move || loop {
+    let spawned = threads::spawn(Role::Signals, "signals", move || loop {
         let mut signo: libc::c_int = 0;
         // SAFETY: `set` holds signals blocked in every thread, so sigwait is the only taker;
         // `signo` is a valid out-pointer.
@@ -309,6 +314,47 @@ fn on_signals(set: libc::sigset_t, on_signal: impl Fn(i32) + Send + 'static) {
             on_signal(signo);
         }
     });
+    if let Err(e) = spawned {
+        log::warn!("Cannot start the signal thread ({e}); SIGTERM, SIGINT and SIGHUP kill fennec");
+    }
+}
+
+/// Where the signal thread finds the VM of `fennec run`: not started yet (a stop signal is then
+/// remembered), or running.
+#[derive(Default)]
+struct SignalTarget {
+    handle: Option<VmHandle>,
+    stop_asked: bool,
+}
+
+impl SignalTarget {
+    fn on_signal(target: &Mutex<SignalTarget>, signo: i32) {
+        let mut t = target.lock().unwrap_or_else(PoisonError::into_inner);
+        match (&t.handle, signo) {
+            (Some(handle), libc::SIGUSR1) => service::log_state(handle),
+            (None, libc::SIGUSR1) => log::warn!("Received SIGUSR1 before the VM started"),
+            (Some(handle), _) => {
+                log::info!("Received signal {signo}, stopping the VM");
+                if let Err(e) = handle.stop() {
+                    log::error!("{e}");
+                }
+            }
+            (None, _) => {
+                log::info!("Received signal {signo} before the VM started; it stops at once");
+                t.stop_asked = true;
+            }
+        }
+    }
+
+    /// The VM started: signals reach it from now on, and a stop asked for before, now.
+    fn started(target: &Mutex<SignalTarget>, handle: &VmHandle) -> Result<(), fennec::Error> {
+        let mut t = target.lock().unwrap_or_else(PoisonError::into_inner);
+        t.handle = Some(handle.clone());
+        if t.stop_asked {
+            handle.stop()?;
+        }
+        Ok(())
+    }
 }
 
 /// The exit status for how the guest ended.
@@ -338,27 +384,45 @@ fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let signals = block_signals();
     match &args.api_socket {
-        Some(path) => exit_status(run_with_api(path, &args.id, config)),
-        None => exit_status(run_direct(config)),
+        Some(path) => exit_status(run_with_api(path, &args.id, config, signals)),
+        None => exit_status(run_direct(config, signals)),
     }
 }
 
 /// Serves the control socket until the guest ends (or the VMM is stopped before a start).
-fn run_with_api(path: &Path, id: &str, config: VmConfig) -> Result<ExitReason, String> {
+fn run_with_api(
+    path: &Path,
+    id: &str,
+    config: VmConfig,
+    signals: Option<libc::sigset_t>,
+) -> Result<ExitReason, String> {
     let (events, incoming) = mpsc::channel();
     let server = ApiServer::start(path, events.clone()).map_err(|e| one_line(&e))?;
-    if let Some(signals) = block_signals() {
+    if let Some(signals) = signals {
         let events = events.clone();
         on_signals(signals, move |signo| {
             let _ = events.send(Event::Signal(signo));
         });
     }
     let boot_now = !config.boot_source.kernel_image_path.as_os_str().is_empty();
-    let vm = VmService::new(id.to_string(), config, Box::new(console), events);
+    let pumps = Arc::new(Mutex::new(Vec::new()));
+    let made = pumps.clone();
+    let make_console = move || {
+        let (console, pump) = console()?;
+        made.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(pump);
+        Ok(console)
+    };
+    let vm = VmService::new(id.to_string(), config, Box::new(make_console), events);
     let result = service::serve(vm, incoming, boot_now);
     server.drain(service::DRAIN_TIMEOUT);
     drop(server);
+    for pump in std::mem::take(&mut *pumps.lock().unwrap_or_else(PoisonError::into_inner)) {
+        pump.finish(CONSOLE_DRAIN);
+    }
     match result {
         Ok(reason) => Ok(reason.unwrap_or(ExitReason::Stopped)),
         Err(e) => Err(e.message),
@@ -366,8 +430,15 @@ fn run_with_api(path: &Path, id: &str, config: VmConfig) -> Result<ExitReason, S
 }
 
 /// Boots the configured guest with the console on stdin/stdout and waits for it to end.
-fn run_direct(mut config: VmConfig) -> Result<ExitReason, String> {
-    let console = match console() {
+fn run_direct(mut config: VmConfig, signals: Option<libc::sigset_t>) -> Result<ExitReason, String> {
+    let target = Arc::new(Mutex::new(SignalTarget::default()));
+    if let Some(signals) = signals {
+        let target = target.clone();
+        on_signals(signals, move |signo| {
+            SignalTarget::on_signal(&target, signo)
+        });
+    }
+    let (console, pump) = match console() {
         Ok(c) => c,
         Err(e) => return Err(format!("cannot use stdin/stdout as the console: {e}")),
     };
@@ -375,7 +446,7 @@ fn run_direct(mut config: VmConfig) -> Result<ExitReason, String> {
     // after the VM.
     let _disks = storage::provision(&mut config).map_err(|e| e.to_string())?;
     let stdin = io::stdin();
-    Vm::new(&config, console)
+    let result = Vm::new(&config, console)
         .and_then(|vm| {
             // Raw mode only once the VM is built, so build errors print on a sane terminal; the
             // guard restores the terminal before anything below prints.
@@ -383,24 +454,13 @@ fn run_direct(mut config: VmConfig) -> Result<ExitReason, String> {
                 log::warn!("Cannot put the terminal in raw mode: {e}");
                 None
             });
-            let signals = block_signals();
             let handle = vm.start()?;
-            if let Some(signals) = signals {
-                let handle = handle.clone();
-                on_signals(signals, move |signo| {
-                    if signo == libc::SIGUSR1 {
-                        service::log_state(&handle);
-                        return;
-                    }
-                    log::info!("Received signal {signo}, stopping the VM");
-                    if let Err(e) = handle.stop() {
-                        log::error!("{e}");
-                    }
-                });
-            }
+            SignalTarget::started(&target, &handle)?;
             handle.wait()
         })
-        .map_err(|e| one_line(&e))
+        .map_err(|e| one_line(&e));
+    pump.finish(CONSOLE_DRAIN);
+    result
 }
 
 /// `fennec ctl`: one request, its answer on stdout.

@@ -50,3 +50,199 @@ fn test_idle_guest_vcpu_is_not_woken_periodically() {
     );
     assert_eq!(vm.vm().state(), fennec::VmState::Running);
 }
+
+/// A fennec process whose stdout is a pipe nobody reads.
+struct Unread {
+    child: std::process::Child,
+    socket: Option<std::path::PathBuf>,
+    _stdout: std::process::ChildStdout,
+    _dir: tempfile::TempDir,
+}
+
+impl Unread {
+    /// `fennec run` on the flooding tiny kernel: over a control socket when `api`, else direct.
+    fn start(api: bool) -> Unread {
+        require_kvm();
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = tiny("pvh.elf");
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_fennec"));
+        cmd.args(["run", "--kernel"])
+            .arg(&kernel)
+            .args(["--cmdline", "tiny.mode=flood"]);
+        let socket = api.then(|| dir.path().join("api.sock"));
+        if let Some(s) = &socket {
+            cmd.arg("--api-socket").arg(s);
+        }
+        let mut child = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let deadline = Instant::now() + TIMEOUT;
+        while socket.as_ref().is_some_and(|s| !s.exists()) {
+            assert!(Instant::now() < deadline, "no control socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Unread {
+            child,
+            socket,
+            _stdout: stdout,
+            _dir: dir,
+        }
+    }
+
+    fn socket(&self) -> &std::path::Path {
+        self.socket.as_deref().unwrap()
+    }
+
+    /// Waits until the guest has printed more than the pipe and fennec's buffer hold, so its
+    /// output is being dropped; returns the serial counters then.
+    fn wait_for_dropped_output(&self) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let serial = ctl(self.socket(), &["metrics"])["serial"].clone();
+            if serial["bytes_lost"].as_u64().unwrap_or(0) > 0 {
+                return serial;
+            }
+            assert!(Instant::now() < deadline, "no output dropped: {serial}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits up to `limit` for fennec to exit; its exit code and how long it took.
+    fn exit_within(&mut self, limit: Duration) -> (Option<i32>, Duration) {
+        let started = Instant::now();
+        let status = wait_with_timeout(&mut self.child, limit);
+        (status.and_then(|s| s.code()), started.elapsed())
+    }
+
+    fn signal(&self, signal: &str) {
+        // kill(1) by PID: our own child.
+        let pid = self.child.id().to_string();
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Unread {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `what` and asserts it took less than a second.
+fn within_a_second<T>(what: &str, f: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let out = f();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(1), "{what} took {took:?}");
+    out
+}
+
+#[test]
+fn test_console_reader_that_never_reads_stalls_nothing_pause_resume_stop() {
+    let mut vm = Unread::start(true);
+    let serial = vm.wait_for_dropped_output();
+    assert!(serial["bytes_out"].as_u64().unwrap() > 64 << 10, "{serial}");
+    within_a_second("pause", || ctl(vm.socket(), &["pause"]));
+    assert_eq!(ctl(vm.socket(), &["status"])["state"], "Paused");
+    within_a_second("resume", || ctl(vm.socket(), &["resume"]));
+    let before = ctl(vm.socket(), &["metrics"])["serial"]["bytes_lost"]
+        .as_u64()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let lost = ctl(vm.socket(), &["metrics"])["serial"]["bytes_lost"]
+            .as_u64()
+            .unwrap();
+        if lost > before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the guest stopped printing");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    within_a_second("stop", || ctl(vm.socket(), &["stop"]));
+    let (code, took) = vm.exit_within(Duration::from_secs(5));
+    assert_eq!(code, Some(0));
+    assert!(
+        took < Duration::from_secs(1),
+        "exit took {took:?} after stop"
+    );
+    assert!(!vm.socket().exists(), "the control socket was left behind");
+}
+
+#[test]
+fn test_console_reader_that_never_reads_stalls_nothing_shutdown() {
+    let mut vm = Unread::start(true);
+    vm.wait_for_dropped_output();
+    // The flooding guest ignores Ctrl-Alt-Del: the shutdown stops it after its timeout.
+    let body = r#"{"action_type": "Shutdown", "timeout_ms": 200}"#;
+    within_a_second("a shutdown with a 200 ms timeout", || {
+        ctl(vm.socket(), &["request", "PUT", "/actions", body])
+    });
+    let (code, took) = vm.exit_within(Duration::from_secs(5));
+    assert_eq!(code, Some(0));
+    assert!(
+        took < Duration::from_secs(1),
+        "exit took {took:?} after the shutdown"
+    );
+}
+
+#[test]
+fn test_console_reader_that_never_reads_stalls_nothing_sigterm_api() {
+    let mut vm = Unread::start(true);
+    vm.wait_for_dropped_output();
+    vm.signal("-TERM");
+    let (code, took) = vm.exit_within(Duration::from_secs(5));
+    assert_eq!(code, Some(0), "after {took:?}");
+    assert!(took < Duration::from_secs(1), "SIGTERM took {took:?}");
+    assert!(!vm.socket().exists(), "the control socket was left behind");
+}
+
+#[test]
+fn test_console_reader_that_never_reads_stalls_nothing_sigterm_direct() {
+    let mut vm = Unread::start(false);
+    // 64 KiB of pipe and 64 KiB of buffer fill within seconds; then fennec drops output.
+    std::thread::sleep(Duration::from_secs(3));
+    vm.signal("-TERM");
+    let (code, took) = vm.exit_within(Duration::from_secs(5));
+    assert_eq!(code, Some(0), "after {took:?}");
+    assert!(took < Duration::from_secs(1), "SIGTERM took {took:?}");
+}
+
+#[test]
+fn test_sigterm_in_api_mode_before_a_start_removes_the_socket_and_exits_zero() {
+    require_kvm();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("api.sock");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fennec"))
+        .args(["run", "--api-socket"])
+        .arg(&socket)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "no control socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = wait_with_timeout(&mut child, Duration::from_secs(5));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{stderr}");
+    assert!(!socket.exists(), "the control socket was left behind");
+}

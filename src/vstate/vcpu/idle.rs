@@ -184,7 +184,12 @@ mod tests {
     fn test_activity_reads_this_thread() {
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() };
+        // Off the CPU and back: scheduled in at least once more.
+        std::thread::sleep(Duration::from_millis(2));
         let (on_cpu, slices) = activity(tid).expect("schedstat of this thread");
-        assert!(on_cpu > 0 && slices > 0);
+        assert!(on_cpu > 0, "{on_cpu}");
+        assert!(slices > 0, "{slices}");
+        std::thread::sleep(Duration::from_millis(2));
+        assert_ne!(activity(tid), Some((on_cpu, slices)));
     }
 }
