@@ -246,3 +246,40 @@ fn test_sigterm_in_api_mode_before_a_start_removes_the_socket_and_exits_zero() {
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{stderr}");
     assert!(!socket.exists(), "the control socket was left behind");
 }
+
+#[test]
+fn test_a_long_shutdown_blocks_no_other_request() {
+    require_kvm();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("api.sock");
+    let kernel = tiny("pvh.elf");
+    // The echo guest ignores Ctrl-Alt-Del: a Shutdown waits out its whole timeout.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fennec"))
+        .args(["run", "--cmdline", "tiny.mode=echo", "--kernel"])
+        .arg(&kernel)
+        .arg("--api-socket")
+        .arg(&socket)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "no control socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let shutdown_socket = socket.clone();
+    let shutdown = std::thread::spawn(move || {
+        let body = r#"{"action_type": "Shutdown", "timeout_ms": 60000}"#;
+        ctl(&shutdown_socket, &["request", "PUT", "/actions", body])
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let status = within_a_second("a status during the shutdown", || ctl(&socket, &["status"]));
+    assert_eq!(status["state"], "Running", "{status}");
+    within_a_second("a stop during the shutdown", || ctl(&socket, &["stop"]));
+    let answer = shutdown.join().unwrap();
+    assert_eq!(answer["exit"]["kind"], "stopped", "{answer}");
+    let code = wait_with_timeout(&mut child, Duration::from_secs(5)).and_then(|s| s.code());
+    assert_eq!(code, Some(0));
+}

@@ -15,6 +15,9 @@ use crate::firecracker;
 
 /// How long `Shutdown` waits for the guest when the body names no timeout.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest `timeout_ms` a `Shutdown` takes: a guest that has not shut down in ten minutes
+/// will not.
+pub const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Firecracker operations fennec does not implement.
 const FIRECRACKER_ONLY: &[&str] = &[
@@ -172,11 +175,19 @@ pub fn route(method: &str, target: &str, raw: &[u8]) -> Result<ApiRequest, ApiEr
                 "InstanceStart" => Ok(ApiRequest::InstanceStart),
                 "SendCtrlAltDel" => Ok(ApiRequest::SendCtrlAltDel),
                 "Stop" => Ok(ApiRequest::Stop),
-                "Shutdown" => Ok(ApiRequest::Shutdown {
-                    timeout: action
+                "Shutdown" => {
+                    let timeout = action
                         .timeout_ms
-                        .map_or(DEFAULT_SHUTDOWN_TIMEOUT, Duration::from_millis),
-                }),
+                        .map_or(DEFAULT_SHUTDOWN_TIMEOUT, Duration::from_millis);
+                    if timeout > MAX_SHUTDOWN_TIMEOUT {
+                        return Err(bad(format!(
+                            "timeout_ms {} is more than the {} a Shutdown may wait",
+                            timeout.as_millis(),
+                            MAX_SHUTDOWN_TIMEOUT.as_millis()
+                        )));
+                    }
+                    Ok(ApiRequest::Shutdown { timeout })
+                }
                 "FlushMetrics" => Err(bad(
                     "fennec has no metrics file to flush; read the metrics with GET /metrics"
                         .into(),
@@ -327,6 +338,18 @@ mod tests {
                 timeout: DEFAULT_SHUTDOWN_TIMEOUT
             })
         );
+        let longest = format!(
+            r#"{{"action_type": "Shutdown", "timeout_ms": {}}}"#,
+            MAX_SHUTDOWN_TIMEOUT.as_millis()
+        );
+        assert_eq!(
+            route("PUT", "/actions", longest.as_bytes()),
+            Ok(ApiRequest::Shutdown {
+                timeout: MAX_SHUTDOWN_TIMEOUT
+            })
+        );
+        let too_long = r#"{"action_type": "Shutdown", "timeout_ms": 18446744073709551615}"#;
+        assert_eq!(status("PUT", "/actions", too_long), 400);
         assert_eq!(
             status(
                 "PUT",

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use super::http::ApiCall;
 use super::{ApiError, ApiRequest, ApiResponse};
 use crate::config::{ConfigError, VmConfig};
+use crate::threads::{self, Role};
 use crate::vmm::VmState;
 use crate::{firecracker, Console, ExitReason, VmHandle};
 
@@ -388,9 +389,49 @@ pub fn serve(
     if boot_now {
         service.start()?;
     }
+    // Actions that take long (a Shutdown waits for the guest) run on threads of their own, so
+    // every other request, Stop and signals included, is served meanwhile.
+    let mut actions = Vec::new();
+    let result = serve_events(&mut service, &events, &mut actions);
+    for action in actions {
+        // Each ends once the guest has: it was waiting for exactly that.
+        let _ = action.join();
+    }
+    result
+}
+
+fn serve_events(
+    service: &mut VmService,
+    events: &mpsc::Receiver<Event>,
+    actions: &mut Vec<std::thread::JoinHandle<()>>,
+) -> Result<Option<ExitReason>, ApiError> {
     while let Ok(event) = events.recv() {
         match event {
             Event::Call(call) => {
+                if let (ApiRequest::Shutdown { timeout }, Some(handle)) =
+                    (&call.request, service.handle())
+                {
+                    let (timeout, handle, reply) = (*timeout, handle.clone(), call.reply.clone());
+                    let spawned = threads::spawn(Role::ApiService, "api-shutdown", move || {
+                        let answer = handle
+                            .shutdown(timeout)
+                            .map(|(reason, forced)| {
+                                ApiResponse::Json(
+                                    json!({ "exit": exit_json(&reason), "forced": forced }),
+                                )
+                            })
+                            .map_err(VmService::vm_error);
+                        let _ = reply.send(answer);
+                    });
+                    match spawned {
+                        Ok(action) => actions.push(action),
+                        Err(e) => {
+                            let why = format!("Cannot start the shutdown: {e}");
+                            let _ = call.reply.send(Err(ApiError::bad_request(why)));
+                        }
+                    }
+                    continue;
+                }
                 let answer = service.serve_request(call.request);
                 let _ = call.reply.send(answer);
                 if let Some(reason) = service.finished() {

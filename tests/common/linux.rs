@@ -208,13 +208,18 @@ impl Session {
     /// port's registers, the IOAPIC pins).
     fn context(&self) -> String {
         if !self.reaped {
-            // SAFETY: kill(2) on our own child's PID: not reaped yet, so not reused.
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGUSR1) };
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while !self.stderr().contains("VM state (SIGUSR1)") && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
+            // Twice, a second apart: whether the vCPUs move at all shows in the difference.
+            for snapshot in 1..=2 {
+                // SAFETY: kill(2) on our own child's PID: not reaped yet, so not reused.
+                unsafe { libc::kill(self.child.id() as i32, libc::SIGUSR1) };
+                let deadline = Instant::now() + Duration::from_secs(3);
+                while self.stderr().matches("VM state (SIGUSR1)").count() < snapshot
+                    && Instant::now() < deadline
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                std::thread::sleep(Duration::from_millis(1000));
             }
-            std::thread::sleep(Duration::from_millis(100));
         }
         let console = self.console();
         let tail: String = console

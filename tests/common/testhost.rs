@@ -28,6 +28,15 @@ const MAX_BOOTS: usize = 3;
 /// The test host's kernel command line: its kernel console on the third serial port, at full
 /// verbosity (see `resources/test-host/init`).
 pub const HOST_CMDLINE: &str = "console=ttyS2 loglevel=7 panic=-1 rdinit=/init";
+
+/// Extra test host command line from `FENNEC_TEST_HOST_CMDLINE` (to try module parameters such
+/// as `kvm_amd.npt=0`, say).
+fn host_cmdline() -> String {
+    match std::env::var("FENNEC_TEST_HOST_CMDLINE") {
+        Ok(extra) if !extra.trim().is_empty() => format!("{HOST_CMDLINE} {}", extra.trim()),
+        _ => HOST_CMDLINE.to_string(),
+    }
+}
 /// How much of the console and the kernel log a failure shows.
 const TAIL_LINES: usize = 150;
 
@@ -196,7 +205,8 @@ fn run_qemu(work: &Path, boot: usize) -> HostRun {
         .arg(work.join("vmlinuz"))
         .arg("-initrd")
         .arg(work.join("initramfs.cpio"))
-        .args(["-append", HOST_CMDLINE])
+        .arg("-append")
+        .arg(host_cmdline())
         .arg("-no-reboot")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
