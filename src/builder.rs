@@ -29,7 +29,9 @@ use std::path::PathBuf;
 
 pub use crate::console::ConsoleStream;
 
-use crate::config::{BlockConfig, BootSourceConfig, MachineConfig, NetConfig, VmConfig};
+use crate::config::{
+    BlockConfig, BootSourceConfig, DriveSource, MachineConfig, NetConfig, TemplateDrive, VmConfig,
+};
 use crate::storage::{self, Provisioned};
 use crate::{Console, Error, Vm, VmHandle};
 
@@ -116,11 +118,7 @@ impl VmBuilder {
     /// Adds a writable drive backed by the raw image at `path`, named `disk0`, `disk1`, ...
     pub fn disk(self, path: impl Into<PathBuf>) -> Self {
         let id = format!("disk{}", self.config.drives.len());
-        self.drive(BlockConfig {
-            id,
-            path: path.into(),
-            ..BlockConfig::default()
-        })
+        self.drive(BlockConfig::path(id, path))
     }
 
     /// Adds a drive that gets a fresh clone of template `template` from the store `store`
@@ -129,8 +127,11 @@ impl VmBuilder {
         let id = format!("disk{}", self.config.drives.len());
         self.drive(BlockConfig {
             id,
-            template: Some(template.to_string()),
-            store: Some(store.to_string()),
+            source: DriveSource::Template(TemplateDrive {
+                template: template.to_string(),
+                store: Some(store.to_string()),
+                vm_name: None,
+            }),
             ..BlockConfig::default()
         })
     }

@@ -159,47 +159,165 @@ impl MachineConfig {
     }
 }
 
-/// A virtio-blk drive. Field names are Firecracker's (`drive_id`, `path_on_host`,
-/// `is_root_device`, `is_read_only`); `template`, `store` and `vm_name` are fennec's: a drive
-/// can name a template instead of a path, and gets a clone of it when the VM starts (see
-/// [`crate::storage::provision`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BlockConfig {
-    /// The drive's name; also the serial number the guest reads (first 20 bytes).
-    #[serde(rename = "drive_id")]
-    pub id: String,
-    /// The image: a raw file or a block device. Empty until provisioned for a template drive.
-    #[serde(
-        rename = "path_on_host",
-        default,
-        skip_serializing_if = "path_is_empty"
-    )]
-    pub path: PathBuf,
-    /// Make it the guest's root filesystem (`root=/dev/vda`).
-    #[serde(rename = "is_root_device", default)]
-    pub root: bool,
-    /// Refuse guest writes; the image is opened read-only.
-    #[serde(rename = "is_read_only", default)]
-    pub read_only: bool,
-    /// A template to clone for this VM when it starts, instead of `path_on_host`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub template: Option<String>,
-    /// The store holding the template (`zfs:POOL/DATASET` or `dir:/PATH`); the default
-    /// store when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+/// Where a drive's image comes from: a path, or a template in an image store. One or the
+/// other, by construction: the CLI, the JSON of the config file and the control socket, and the
+/// library all refuse a drive that names both.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DriveSource {
+    /// A raw image file or a block device.
+    Path(PathBuf),
+    /// A clone of a template, made when the VM starts (see [`crate::storage::provision`]).
+    Template(TemplateDrive),
+}
+
+impl Default for DriveSource {
+    fn default() -> Self {
+        DriveSource::Path(PathBuf::new())
+    }
+}
+
+/// A drive cloned from a template.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TemplateDrive {
+    /// The template.
+    pub template: String,
+    /// The store holding it (`zfs:POOL/DATASET` or `dir:/PATH`); the default store when
+    /// absent.
     pub store: Option<String>,
     /// Keep the clone as disk `VM_NAME/DRIVE_ID`, reused by later runs; without it the clone
     /// is ephemeral and destroyed when the VM ends.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm_name: Option<String>,
 }
 
-fn path_is_empty(p: &std::path::Path) -> bool {
-    p.as_os_str().is_empty()
+/// A virtio-blk drive. As JSON it has Firecracker's field names (`drive_id`, `path_on_host`,
+/// `is_root_device`, `is_read_only`) and fennec's `template`, `store` and `vm_name` for a
+/// drive cloned from a template.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "DriveJson", into = "DriveJson")]
+pub struct BlockConfig {
+    /// The drive's name; also the serial number the guest reads (first 20 bytes).
+    pub id: String,
+    /// Where its image comes from.
+    pub source: DriveSource,
+    /// Make it the guest's root filesystem (`root=/dev/vda`).
+    pub root: bool,
+    /// Refuse guest writes; the image is opened read-only.
+    pub read_only: bool,
 }
 
+/// A drive as the JSON of the API and the config file has it.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DriveJson {
+    drive_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path_on_host: Option<PathBuf>,
+    #[serde(default)]
+    is_root_device: bool,
+    #[serde(default)]
+    is_read_only: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    template: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    store: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    vm_name: Option<String>,
+}
+
+impl TryFrom<DriveJson> for BlockConfig {
+    type Error = ConfigError;
+
+    fn try_from(j: DriveJson) -> Result<Self, ConfigError> {
+        let source =
+            DriveSource::from_parts(&j.drive_id, j.path_on_host, j.template, j.store, j.vm_name)?;
+        Ok(BlockConfig {
+            id: j.drive_id,
+            source,
+            root: j.is_root_device,
+            read_only: j.is_read_only,
+        })
+    }
+}
+
+impl From<BlockConfig> for DriveJson {
+    fn from(d: BlockConfig) -> Self {
+        let (path_on_host, template, store, vm_name) = match d.source {
+            DriveSource::Path(p) => (Some(p), None, None, None),
+            DriveSource::Template(t) => (None, Some(t.template), t.store, t.vm_name),
+        };
+        DriveJson {
+            drive_id: d.id,
+            path_on_host,
+            is_root_device: d.root,
+            is_read_only: d.read_only,
+            template,
+            store,
+            vm_name,
+        }
+    }
+}
+
+impl DriveSource {
+    /// The source a drive's parts name: a path or a template, not both, not neither; `store`
+    /// and `vm_name` only with a template. The one place that decides, for every way in.
+    fn from_parts(
+        id: &str,
+        path: Option<PathBuf>,
+        template: Option<String>,
+        store: Option<String>,
+        vm_name: Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let bad = |why: &str| ConfigError::DriveSource {
+            id: id.to_string(),
+            why: why.to_string(),
+        };
+        match (path, template) {
+            (Some(_), Some(_)) => Err(bad(BOTH_SOURCES)),
+            (Some(p), None) if store.is_some() || vm_name.is_some() => {
+                let _ = p;
+                Err(bad("store and vm_name go with a template"))
+            }
+            (Some(p), None) => Ok(DriveSource::Path(p)),
+            (None, Some(template)) => Ok(DriveSource::Template(TemplateDrive {
+                template,
+                store,
+                vm_name,
+            })),
+            (None, None) => Err(ConfigError::DrivePath(id.to_string())),
+        }
+    }
+}
+
+/// What every way of configuring a drive says to one that names a path and a template.
+pub const BOTH_SOURCES: &str = "give path_on_host or template, not both";
+
 impl BlockConfig {
+    /// A writable, non-root drive `id` on the image at `path`.
+    pub fn path(id: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        BlockConfig {
+            id: id.into(),
+            source: DriveSource::Path(path.into()),
+            ..BlockConfig::default()
+        }
+    }
+
+    /// The image the drive opens: its path, or its clone's once provisioned; `None` for a
+    /// template drive not provisioned yet.
+    pub fn image_path(&self) -> Option<&std::path::Path> {
+        match &self.source {
+            DriveSource::Path(p) if !p.as_os_str().is_empty() => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The template the drive is cloned from, if it is.
+    pub fn template(&self) -> Option<&TemplateDrive> {
+        match &self.source {
+            DriveSource::Template(t) => Some(t),
+            DriveSource::Path(_) => None,
+        }
+    }
+
     /// Parses a `--disk` argument: `path=PATH[,id=ID][,ro][,root]` or
     /// `template=NAME[,store=SPEC][,vm=NAME][,id=ID][,ro][,root]`; `default_id` names the drive
     /// when `id=` is missing.
@@ -208,22 +326,21 @@ impl BlockConfig {
             arg: arg.to_string(),
             why: why.to_string(),
         };
-        let mut path = None;
-        let mut id = None;
-        let mut cfg = BlockConfig::default();
+        let (mut path, mut id, mut template, mut store, mut vm) = (None, None, None, None, None);
+        let (mut root, mut read_only) = (false, false);
         for part in arg.split(',') {
             let slot = match part.split_once('=') {
                 Some(("path", v)) => Some((&mut path, v)),
                 Some(("id", v)) => Some((&mut id, v)),
-                Some(("template", v)) => Some((&mut cfg.template, v)),
-                Some(("store", v)) => Some((&mut cfg.store, v)),
-                Some(("vm", v)) => Some((&mut cfg.vm_name, v)),
+                Some(("template", v)) => Some((&mut template, v)),
+                Some(("store", v)) => Some((&mut store, v)),
+                Some(("vm", v)) => Some((&mut vm, v)),
                 None if part == "ro" => {
-                    cfg.read_only = true;
+                    read_only = true;
                     None
                 }
                 None if part == "root" => {
-                    cfg.root = true;
+                    root = true;
                     None
                 }
                 _ => return Err(bad(&format!("unknown option {part:?}"))),
@@ -237,17 +354,21 @@ impl BlockConfig {
                 }
             }
         }
-        match (path, &cfg.template) {
-            (Some(p), None) => cfg.path = p.into(),
-            (None, Some(_)) => {}
-            (Some(_), Some(_)) => return Err(bad("give path= or template=, not both")),
-            (None, None) => return Err(bad("no path= or template=")),
-        }
-        cfg.id = id.unwrap_or_else(|| default_id.to_string());
-        Ok(cfg)
+        let id = id.unwrap_or_else(|| default_id.to_string());
+        let source = DriveSource::from_parts(&id, path.map(PathBuf::from), template, store, vm)
+            .map_err(|e| match e {
+                ConfigError::DriveSource { why, .. } => bad(&why),
+                _ => bad("no path= or template="),
+            })?;
+        Ok(BlockConfig {
+            id,
+            source,
+            root,
+            read_only,
+        })
     }
 
-    /// Checks the ID, and that the drive has either a path or a template (with valid names).
+    /// Checks the ID, and the template's names (a path is checked when it is opened).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !valid_id(&self.id) {
             return Err(ConfigError::DriveId(self.id.clone()));
@@ -256,20 +377,18 @@ impl BlockConfig {
             id: self.id.clone(),
             why,
         };
-        match &self.template {
-            Some(template) => {
-                crate::storage::check_name("template", template).map_err(|e| bad(e.to_string()))?;
-                if let Some(vm) = &self.vm_name {
+        match &self.source {
+            DriveSource::Template(t) => {
+                crate::storage::check_name("template", &t.template)
+                    .map_err(|e| bad(e.to_string()))?;
+                if let Some(vm) = &t.vm_name {
                     crate::storage::DiskRef::new(vm, &self.id).map_err(|e| bad(e.to_string()))?;
                 }
             }
-            None if self.path.as_os_str().is_empty() => {
+            DriveSource::Path(p) if p.as_os_str().is_empty() => {
                 return Err(ConfigError::DrivePath(self.id.clone()))
             }
-            None if self.store.is_some() || self.vm_name.is_some() => {
-                return Err(bad("store and vm_name go with a template".into()))
-            }
-            None => {}
+            DriveSource::Path(_) => {}
         }
         Ok(())
     }
@@ -606,10 +725,8 @@ mod tests {
 
     fn drive(id: &str, root: bool) -> BlockConfig {
         BlockConfig {
-            id: id.into(),
-            path: format!("/img/{id}").into(),
             root,
-            ..BlockConfig::default()
+            ..BlockConfig::path(id, format!("/img/{id}"))
         }
     }
 
@@ -619,11 +736,9 @@ mod tests {
         assert_eq!(
             d,
             BlockConfig {
-                id: "data".into(),
-                path: "/a.img".into(),
                 root: true,
                 read_only: true,
-                ..BlockConfig::default()
+                ..BlockConfig::path("data", "/a.img")
             }
         );
     }
@@ -662,15 +777,18 @@ mod tests {
             BlockConfig {
                 id: "disk0".into(),
                 root: true,
-                template: Some("debian".into()),
-                store: Some("zfs:tank/fennec".into()),
-                vm_name: Some("web1".into()),
-                ..BlockConfig::default()
+                source: DriveSource::Template(TemplateDrive {
+                    template: "debian".into(),
+                    store: Some("zfs:tank/fennec".into()),
+                    vm_name: Some("web1".into()),
+                }),
+                read_only: false,
             }
         );
         d.validate().unwrap();
         for (arg, why) in [
-            ("template=a,path=/b", "not both"),
+            ("template=a,path=/b", BOTH_SOURCES),
+            ("path=/b,vm=x", "store and vm_name go with a template"),
             ("template=a,template=b", "given twice"),
             ("template=", "no value"),
             ("store=zfs:x", "no path= or template="),
@@ -685,8 +803,11 @@ mod tests {
         for (template, vm) in [("../etc", None), ("ok", Some("a/b")), ("-x", None)] {
             let d = BlockConfig {
                 id: "d".into(),
-                template: Some(template.into()),
-                vm_name: vm.map(str::to_string),
+                source: DriveSource::Template(TemplateDrive {
+                    template: template.into(),
+                    store: None,
+                    vm_name: vm.map(str::to_string),
+                }),
                 ..BlockConfig::default()
             };
             assert!(
@@ -694,13 +815,31 @@ mod tests {
                 "{template} {vm:?}"
             );
         }
-        let d = BlockConfig {
-            id: "d".into(),
-            path: "/a".into(),
-            store: Some("zfs:x".into()),
-            ..BlockConfig::default()
-        };
-        assert!(matches!(d.validate(), Err(ConfigError::DriveSource { .. })));
+        let json = r#"{"drive_id": "d", "path_on_host": "/a", "store": "zfs:x"}"#;
+        let e = serde_json::from_str::<BlockConfig>(json).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("store and vm_name go with a template"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn test_drive_with_path_and_template_refused_from_json() {
+        let json = r#"{"drive_id": "d", "path_on_host": "/a", "template": "t"}"#;
+        let e = serde_json::from_str::<BlockConfig>(json).unwrap_err();
+        assert!(e.to_string().contains(BOTH_SOURCES), "{e}");
+    }
+
+    #[test]
+    fn test_drive_json_round_trip_keeps_firecracker_names() {
+        for json in [
+            r#"{"drive_id":"rootfs","path_on_host":"/r.ext4","is_root_device":true,"is_read_only":false}"#,
+            r#"{"drive_id":"d","is_root_device":false,"is_read_only":true,"template":"t","vm_name":"web1"}"#,
+        ] {
+            let d: BlockConfig = serde_json::from_str(json).unwrap();
+            assert_eq!(serde_json::to_string(&d).unwrap(), json);
+        }
     }
 
     #[test]

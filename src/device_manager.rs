@@ -4,6 +4,7 @@
 //! so a request never passes through a vCPU thread. Addresses and IRQs come from
 //! [`fennec_boot::layout`].
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -47,6 +48,9 @@ pub enum DeviceError {
         #[source]
         source: DiskError,
     },
+    /// A drive names a template and was given no clone of it.
+    #[error("Drive {0:?} names a template but was not given an image: provision it first (fennec::storage::provision)")]
+    Unprovisioned(String),
     /// A network interface's TAP could not be used.
     #[error("Network interface {id:?}")]
     Tap {
@@ -137,18 +141,17 @@ fn eventfd(what: &'static str) -> Result<EventFd, DeviceError> {
     EventFd::new(EFD_NONBLOCK).map_err(|e| DeviceError::EventFd(what, e))
 }
 
-/// Opens and locks `cfg`'s image.
-pub fn open_disk(cfg: &BlockConfig) -> Result<DiskFile, DeviceError> {
-    let disk = DiskFile::open(&cfg.path, cfg.read_only).map_err(|source| DeviceError::Disk {
-        id: cfg.id.clone(),
+/// Opens and locks drive `id`'s image at `path`.
+pub fn open_disk(id: &str, path: &Path, read_only: bool) -> Result<DiskFile, DeviceError> {
+    let disk = DiskFile::open(path, read_only).map_err(|source| DeviceError::Disk {
+        id: id.to_string(),
         source,
     })?;
     if disk.size() % 512 != 0 {
         log::warn!(
-            "Drive {:?}: {} is {} bytes, not a whole number of 512-byte sectors; \
+            "Drive {id:?}: {} is {} bytes, not a whole number of 512-byte sectors; \
              the guest sees only the whole sectors",
-            cfg.id,
-            cfg.path.display(),
+            path.display(),
             disk.size()
         );
     }
@@ -271,7 +274,10 @@ impl DeviceManager {
         mem: &GuestMemoryMmap,
         cfg: &BlockConfig,
     ) -> Result<(), DeviceError> {
-        let disk = open_disk(cfg)?;
+        let path = cfg
+            .image_path()
+            .ok_or_else(|| DeviceError::Unprovisioned(cfg.id.clone()))?;
+        let disk = open_disk(&cfg.id, path, cfg.read_only)?;
         let size = disk.size();
         let discard = disk.supports_discard();
         let block = Block::new(BlockSpec {
@@ -292,7 +298,7 @@ impl DeviceManager {
         log::info!(
             "Drive {:?}: {} ({sectors} sectors{}) at {mmio_base:#x} IRQ {irq}, /dev/{guest_name}",
             cfg.id,
-            cfg.path.display(),
+            path.display(),
             if cfg.read_only { ", read-only" } else { "" }
         );
         self.drives.push(DriveInfo {

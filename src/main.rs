@@ -456,7 +456,11 @@ fn run_direct(mut config: VmConfig, signals: Option<libc::sigset_t>) -> Result<E
             });
             let handle = vm.start()?;
             SignalTarget::started(&target, &handle)?;
-            handle.wait()
+            let ended = handle.wait();
+            // The handle holds the VM's devices, drive images included: let them go before
+            // the template clones are destroyed.
+            target.lock().unwrap_or_else(PoisonError::into_inner).handle = None;
+            ended
         })
         .map_err(|e| one_line(&e));
     pump.finish(CONSOLE_DRAIN);

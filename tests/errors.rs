@@ -183,3 +183,69 @@ fn test_dev_kvm_permission_denied_is_one_line_error() {
         "fennec: Permission denied opening /dev/kvm: run as root or add your user to the kvm group"
     );
 }
+
+#[test]
+fn test_drive_with_path_and_template_refused_the_same_way_everywhere() {
+    use fennec::config::{BlockConfig, VmConfig, BOTH_SOURCES};
+    require_kvm();
+    let kernel = tiny("pvh.elf");
+    let kernel = kernel.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("a.img");
+    std::fs::write(&image, vec![0u8; 4096]).unwrap();
+    let drive = serde_json::json!({
+        "drive_id": "d", "path_on_host": image, "template": "debian"
+    });
+
+    // The command line.
+    let arg = format!("path={},template=debian", image.display());
+    let run = fennec(&["run", "--kernel", kernel, "--disk", &arg]);
+    assert_fails(&run, 2, BOTH_SOURCES);
+
+    // The config file.
+    let config = serde_json::json!({
+        "boot-source": {"kernel_image_path": kernel},
+        "drives": [drive],
+    });
+    let file = dir.path().join("vm.json");
+    std::fs::write(&file, config.to_string()).unwrap();
+    let run = fennec(&["run", "--config-file", file.to_str().unwrap()]);
+    assert_error_line(&run, BOTH_SOURCES);
+
+    // The control socket.
+    let socket = dir.path().join("api.sock");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_fennec"))
+        .args(["run", "--api-socket"])
+        .arg(&socket)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !socket.exists() {
+        assert!(std::time::Instant::now() < deadline, "no control socket");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_fennec"))
+        .arg("ctl")
+        .arg("--api-socket")
+        .arg(&socket)
+        .args(["request", "PUT", "/drives/d", &drive.to_string()])
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("400") && stderr.contains(BOTH_SOURCES),
+        "{stderr}"
+    );
+
+    // The library: a drive names one source by its type; from JSON, the same refusal.
+    let e = serde_json::from_value::<BlockConfig>(drive).unwrap_err();
+    assert!(e.to_string().contains(BOTH_SOURCES), "{e}");
+    let e = serde_json::from_value::<VmConfig>(config).unwrap_err();
+    assert!(e.to_string().contains(BOTH_SOURCES), "{e}");
+}

@@ -68,11 +68,7 @@ fn test_library_drive_metrics_count_guest_io() {
     require_kvm();
     let (_dir, img) = temp_file("lib.img", &pattern(64 * 512, 5));
     let mut cfg = config("pvh.elf", "console=ttyS0 tiny.mode=blk");
-    cfg.drives.push(BlockConfig {
-        id: "lib-disk".into(),
-        path: img,
-        ..BlockConfig::default()
-    });
+    cfg.drives.push(BlockConfig::path("lib-disk", img));
     let sink = Sink::default();
     let console = Console {
         output: Box::new(sink.clone()),

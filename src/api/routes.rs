@@ -119,11 +119,6 @@ pub fn route(method: &str, target: &str, raw: &[u8]) -> Result<ApiRequest, ApiEr
         ("PUT", ["drives", id]) => {
             let drive = firecracker::drive(json(raw)?).map_err(bad)?;
             same_id(id, &drive.id)?;
-            if drive.template.is_some() && !drive.path.as_os_str().is_empty() {
-                return Err(bad(format!(
-                    "Drive {id:?}: give path_on_host or template, not both"
-                )));
-            }
             drive.validate().map_err(|e| bad(e.to_string()))?;
             Ok(ApiRequest::PutDrive(drive))
         }
@@ -263,9 +258,10 @@ mod tests {
                         "vm_name": "web1", "is_root_device": true}"#;
         match route("PUT", "/drives/root", drive.as_bytes()) {
             Ok(ApiRequest::PutDrive(d)) => {
-                assert_eq!(d.template.as_deref(), Some("debian"));
-                assert_eq!(d.vm_name.as_deref(), Some("web1"));
-                assert!(d.path.as_os_str().is_empty());
+                let t = d.template().expect("a template drive");
+                assert_eq!(t.template, "debian");
+                assert_eq!(t.vm_name.as_deref(), Some("web1"));
+                assert_eq!(d.image_path(), None);
             }
             other => panic!("{other:?}"),
         }

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::http::ApiCall;
 use super::{ApiError, ApiRequest, ApiResponse};
-use crate::config::{ConfigError, VmConfig};
+use crate::config::{ConfigError, DriveSource, TemplateDrive, VmConfig};
 use crate::threads::{self, Role};
 use crate::vmm::VmState;
 use crate::{firecracker, Console, ExitReason, VmHandle};
@@ -69,17 +69,17 @@ pub fn exit_json(reason: &ExitReason) -> Value {
 }
 
 /// Checks, before boot, that a template drive's store opens and holds the template.
-fn check_template(drive: &crate::config::BlockConfig, template: &str) -> Result<(), ApiError> {
+fn check_template(id: &str, drive: &TemplateDrive) -> Result<(), ApiError> {
     use crate::storage::{self, EntryKind};
-    let bad =
-        |e: &dyn std::fmt::Display| ApiError::bad_request(format!("Drive {:?}: {e}", drive.id));
+    let bad = |e: &dyn std::fmt::Display| ApiError::bad_request(format!("Drive {id:?}: {e}"));
+    let template = &drive.template;
     let store =
         storage::open(&storage::default_spec(drive.store.as_deref())).map_err(|e| bad(&e))?;
     let found = store
         .list()
         .map_err(|e| bad(&e))?
         .iter()
-        .any(|e| e.kind == EntryKind::Template && e.name == template);
+        .any(|e| e.kind == EntryKind::Template && &e.name == template);
     if !found {
         return Err(bad(&format!(
             "no template {template:?} in {}",
@@ -227,14 +227,14 @@ impl VmService {
                 if self.instance.is_some() {
                     return Err(not_after_start());
                 }
-                match &drive.template {
-                    Some(template) => check_template(&drive, template)?,
-                    None => {
-                        std::fs::metadata(&drive.path).map_err(|e| {
+                match &drive.source {
+                    DriveSource::Template(t) => check_template(&drive.id, t)?,
+                    DriveSource::Path(path) => {
+                        std::fs::metadata(path).map_err(|e| {
                             ApiError::bad_request(format!(
                                 "Drive {:?}: cannot use {}: {e}",
                                 drive.id,
-                                drive.path.display()
+                                path.display()
                             ))
                         })?;
                     }
@@ -253,7 +253,7 @@ impl VmService {
                     .replace_drive_image(&id, &path)
                     .map_err(Self::vm_error)?;
                 if let Some(d) = self.config.drives.iter_mut().find(|d| d.id == id) {
-                    d.path = path;
+                    d.source = DriveSource::Path(path);
                 }
                 Ok(ApiResponse::Empty)
             }

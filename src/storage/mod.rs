@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::config::VmConfig;
+use crate::config::{DriveSource, TemplateDrive, VmConfig};
 
 pub mod dir;
 pub mod zfs;
@@ -592,11 +592,16 @@ pub fn provision(config: &mut VmConfig) -> Result<Provisioned> {
     let mut made = Provisioned::default();
     let mut ephemeral_vm = None;
     for drive in &mut config.drives {
-        let Some(template) = drive.template.clone() else {
+        let Some(TemplateDrive {
+            template,
+            store,
+            vm_name,
+        }) = drive.template().cloned()
+        else {
             continue;
         };
-        let store = open(&default_spec(drive.store.as_deref()))?;
-        let (vm, ephemeral) = match &drive.vm_name {
+        let store = open(&default_spec(store.as_deref()))?;
+        let (vm, ephemeral) = match &vm_name {
             Some(vm) => (vm.clone(), false),
             None => (
                 ephemeral_vm.get_or_insert_with(ephemeral_vm_name).clone(),
@@ -623,7 +628,7 @@ pub fn provision(config: &mut VmConfig) -> Result<Provisioned> {
             );
             path
         };
-        drive.path = path;
+        drive.source = DriveSource::Path(path);
         made.disks.push(ProvisionedDisk {
             drive_id: drive.id.clone(),
             store,

@@ -29,7 +29,7 @@ impl Vm {
     /// describe, boot.
     pub fn new(config: &VmConfig, console: Console) -> Result<Self, Error> {
         config.validate()?;
-        if let Some(d) = config.drives.iter().find(|d| d.path.as_os_str().is_empty()) {
+        if let Some(d) = config.drives.iter().find(|d| d.image_path().is_none()) {
             return Err(ConfigError::Unprovisioned(d.id.clone()).into());
         }
         // Open the files first: a typo costs no KVM setup.

@@ -18,7 +18,6 @@ use fennec_devices::EventFdTrigger;
 
 use super::controller::{Command, CommandMsg};
 use super::{Error, ExitReason};
-use crate::config::BlockConfig;
 use crate::device_manager::{self, DriveInfo, NetInfo};
 use crate::vstate::vcpu::run::VcpuExits;
 
@@ -248,13 +247,7 @@ impl VmHandle {
             .iter()
             .position(|d| d.id == id)
             .ok_or_else(|| Error::NoSuchDrive(id.to_string()))?;
-        let cfg = BlockConfig {
-            id: id.to_string(),
-            path: path.to_path_buf(),
-            read_only: self.0.drives[i].read_only,
-            ..BlockConfig::default()
-        };
-        let disk = device_manager::open_disk(&cfg)?;
+        let disk = device_manager::open_disk(id, path, self.0.drives[i].read_only)?;
         let size = disk.size();
         fennec_devices::lock(&self.0.block_devices[i]).replace_disk(Box::new(disk), size);
         log::info!(

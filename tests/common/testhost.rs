@@ -194,7 +194,8 @@ fn run_qemu(work: &Path, boot: usize) -> HostRun {
     let serial_file = |p: &PathBuf| format!("file:{}", p.display());
     eprintln!("linux tests: booting test host {boot} (QEMU TCG with emulated AMD SVM)");
     let mut child = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg,thread=multi", "-smp", "2", "-m", "3072"])
+        .args(["-accel", "tcg,thread=multi", "-m", "3072", "-smp"])
+        .arg(std::env::var("FENNEC_TEST_HOST_CPUS").unwrap_or_else(|_| "2".into()))
         .args(["-M", "q35", "-cpu", "EPYC,+svm", "-nodefaults"])
         .args(["-no-user-config", "-nographic", "-monitor", "none"])
         .args(["-serial", "stdio", "-serial"])
