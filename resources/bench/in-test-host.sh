@@ -22,5 +22,5 @@ echo "booting the test host; $n runs of each VMM follow" >&2
 timeout 3600 qemu-system-x86_64 -accel tcg,thread=multi -smp 2 -m 3072 -M q35 -cpu EPYC,+svm \
     -nodefaults -no-user-config -nographic -monitor none -serial "file:$work/console" \
     -serial "file:$work/results" -serial "file:$work/kernel.log" -kernel "$work/host/vmlinuz" \
-    -initrd "$work/host/initramfs.cpio" -append "console=ttyS2 loglevel=7 panic=-1 rdinit=/init" \
+    -initrd "$work/host/initramfs.cpio" -append "console=ttyS2 loglevel=7 panic=-1 rdinit=/init kvm_amd.npt=0" \
     -no-reboot < /dev/null
