@@ -1,11 +1,14 @@
 //! Wires devices to the buses and to KVM interrupts: the serial console at 0x3f8 on IRQ 4, the
-//! i8042 at 0x60/0x64 on IRQ 1, and virtio-mmio devices in 4 KiB slots from 0xd000_0000 with IRQs from 5.
-//! Each virtio queue's notifications go to an ioeventfd and each device's interrupt to an irqfd,
-//! so a request never passes through a vCPU thread. Addresses and IRQs come from
-//! [`fennec_boot::layout`].
+//! i8042 at 0x60/0x64 on IRQ 1, and virtio devices behind virtio-mmio transports in 4 KiB slots
+//! from 0xd000_0000 with IRQs from 5. Every virtio device, of any type, is attached by one
+//! function, [`DeviceManager::attach_virtio`], which assigns its slot, binds each queue's
+//! notifications to an ioeventfd and its interrupt to an irqfd (so a request never passes
+//! through a vCPU thread), gives it to the event loop, and records it by ID; the guest's
+//! description (the command line's `virtio_mmio.device=` entries) is made from those records.
+//! Addresses and IRQs come from [`fennec_boot::layout`].
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -19,9 +22,10 @@ use fennec_devices::legacy::serial::{
     ConsoleIn, ConsoleOut, SerialDevice, SerialInput, SerialMetrics,
 };
 use fennec_devices::virtio::block::{Block, BlockMetrics, BlockSpec, DiskError, DiskFile};
+use fennec_devices::virtio::mmio::MmioInterrupt;
 use fennec_devices::virtio::mmio::{self, MmioTransport};
 use fennec_devices::virtio::net::{MacAddr, Net, NetMetrics, NetSpec, Tap, TapError};
-use fennec_devices::virtio::{Interrupt, VirtioDevice};
+use fennec_devices::virtio::VirtioDevice;
 use fennec_devices::EventFdTrigger;
 
 use crate::config::{BlockConfig, NetConfig};
@@ -39,6 +43,12 @@ pub enum DeviceError {
     /// Connecting an interrupt or a queue notification failed.
     #[error("Failed to connect a device to KVM")]
     Kvm(#[source] VmError),
+    /// Every virtio slot is taken.
+    #[error("No virtio slot left for {0:?}: a VM has room for {max}", max = layout::MAX_VIRTIO_DEVICES)]
+    NoSlot(String),
+    /// Two virtio devices share an ID.
+    #[error("Two virtio devices have the ID {0:?}")]
+    DuplicateId(String),
     /// A drive's image could not be used.
     #[error("Drive {id:?}")]
     Disk {
@@ -66,7 +76,7 @@ pub enum DeviceError {
 pub type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
 
 /// A drive as the guest sees it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct DriveInfo {
     /// Its ID.
     pub id: String,
@@ -82,6 +92,37 @@ pub struct DriveInfo {
     pub read_only: bool,
     /// Its counters.
     pub metrics: Arc<BlockMetrics>,
+    /// The device, for what the VMM does to a drive beyond the guest's requests (swapping its
+    /// image, flushing it for a snapshot), while the VM runs: the image closes with the VM.
+    pub(crate) device: Weak<Mutex<Block>>,
+}
+
+impl std::fmt::Debug for DriveInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DriveInfo")
+            .field("id", &self.id)
+            .field("guest_name", &self.guest_name)
+            .field("mmio_base", &self.mmio_base)
+            .field("irq", &self.irq)
+            .field("sectors", &self.sectors)
+            .field("read_only", &self.read_only)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A virtio device attached to the VM: where the guest finds it, and the device.
+#[derive(Clone)]
+pub struct VirtioSlot {
+    /// Its ID (a drive's or network interface's).
+    pub id: String,
+    /// Its virtio device type (2 for block, 1 for network).
+    pub device_type: u32,
+    /// MMIO base of its transport.
+    pub mmio_base: u64,
+    /// Its IRQ.
+    pub irq: u32,
+    /// The device.
+    pub device: Arc<Mutex<dyn VirtioDevice>>,
 }
 
 /// A network interface as the guest sees it.
@@ -129,12 +170,10 @@ pub struct DeviceManager {
     pub subscribers: Vec<Subscriber>,
     /// The virtio-blk drives, in slot order.
     pub drives: Vec<DriveInfo>,
-    /// The virtio-blk devices behind `drives`, in the same order.
-    pub block_devices: Vec<Arc<Mutex<Block>>>,
     /// The virtio-net interfaces, in slot order.
     pub nets: Vec<NetInfo>,
-    /// The virtio slots in use, in order: each transport's MMIO base and IRQ.
-    virtio_slots: Vec<(u64, u32)>,
+    /// The virtio devices, in slot order.
+    virtio: Vec<VirtioSlot>,
 }
 
 fn eventfd(what: &'static str) -> Result<EventFd, DeviceError> {
@@ -216,9 +255,8 @@ impl DeviceManager {
             serial_metrics,
             subscribers: Vec::new(),
             drives: Vec::new(),
-            block_devices: Vec::new(),
             nets: Vec::new(),
-            virtio_slots: Vec::new(),
+            virtio: Vec::new(),
         };
         for drive in drives {
             manager.add_drive(vm, mem, drive)?;
@@ -247,9 +285,7 @@ impl DeviceManager {
         })
         .map_err(|e| DeviceError::EventFd("a network device", e))?;
         let metrics = net.metrics();
-        let net = Arc::new(Mutex::new(net));
-        let (mmio_base, irq) = self.add_virtio(vm, mem, net.clone())?;
-        self.subscribers.push(net);
+        let (_, mmio_base, irq) = self.attach_virtio(vm, mem, &cfg.id, net)?;
         log::info!(
             "Network interface {:?}: TAP {}, MAC {mac}, at {mmio_base:#x} IRQ {irq}, guest eth{}",
             cfg.id,
@@ -290,10 +326,7 @@ impl DeviceManager {
         .map_err(|e| DeviceError::EventFd("a block device", e))?;
         let sectors = block.capacity();
         let metrics = block.metrics();
-        let block = Arc::new(Mutex::new(block));
-        let (mmio_base, irq) = self.add_virtio(vm, mem, block.clone())?;
-        self.block_devices.push(block.clone());
-        self.subscribers.push(block);
+        let (device, mmio_base, irq) = self.attach_virtio(vm, mem, &cfg.id, block)?;
         let guest_name = format!("vd{}", (b'a' + self.drives.len() as u8) as char);
         log::info!(
             "Drive {:?}: {} ({sectors} sectors{}) at {mmio_base:#x} IRQ {irq}, /dev/{guest_name}",
@@ -309,50 +342,80 @@ impl DeviceManager {
             irq,
             sectors,
             metrics,
+            device: Arc::downgrade(&device),
         });
         Ok(())
     }
 
-    /// Puts `device` behind a virtio-mmio transport in the next free slot: binds its queue
-    /// eventfds to QueueNotify writes and its interrupt to an irqfd. Returns the slot.
-    fn add_virtio(
+    /// Attaches `device` as virtio device `id`: puts it behind a virtio-mmio transport in the
+    /// next free slot, binds each of its queues' notifications to an ioeventfd at the
+    /// transport's QueueNotify register and its interrupt to an irqfd, and gives it to the
+    /// event loop. Every virtio device type goes through here. Returns the device, its MMIO
+    /// base and its IRQ.
+    pub fn attach_virtio<D>(
         &mut self,
         vm: &KvmVm,
         mem: &GuestMemoryMmap,
-        device: Arc<Mutex<dyn VirtioDevice>>,
-    ) -> Result<(u64, u32), DeviceError> {
-        // Config validation caps the device count at layout::MAX_VIRTIO_DEVICES.
-        let (base, irq) = layout::virtio_slot(self.virtio_slots.len());
-        {
-            let dev = fennec_devices::lock(&device);
-            for (queue, evt) in dev.queue_events().iter().enumerate() {
-                vm.register_ioevent(evt, base + mmio::reg::QUEUE_NOTIFY, queue as u32)
-                    .map_err(DeviceError::Kvm)?;
-            }
+        id: &str,
+        device: D,
+    ) -> Result<(Arc<Mutex<D>>, u64, u32), DeviceError>
+    where
+        D: VirtioDevice + MutEventSubscriber + 'static,
+    {
+        if self.virtio.len() >= layout::MAX_VIRTIO_DEVICES {
+            return Err(DeviceError::NoSlot(id.to_string()));
+        }
+        if self.virtio(id).is_some() {
+            return Err(DeviceError::DuplicateId(id.to_string()));
+        }
+        let (base, irq) = layout::virtio_slot(self.virtio.len());
+        for (queue, evt) in device.queue_events().iter().enumerate() {
+            vm.register_ioevent(evt, base + mmio::reg::QUEUE_NOTIFY, queue as u32)
+                .map_err(DeviceError::Kvm)?;
         }
         let irq_evt = eventfd("a virtio interrupt")?;
         vm.register_irqfd(&irq_evt, irq).map_err(DeviceError::Kvm)?;
-        let interrupt = Arc::new(Interrupt::new(EventFdTrigger::new(irq_evt)));
-        let transport = MmioTransport::new(device, mem.clone(), interrupt);
+        let interrupt = Arc::new(MmioInterrupt::new(EventFdTrigger::new(irq_evt)));
+        let device_type = device.device_type();
+        let device = Arc::new(Mutex::new(device));
+        let transport = MmioTransport::new(device.clone(), mem.clone(), interrupt);
         self.mmio
             .insert(Arc::new(Mutex::new(transport)), base, mmio::MMIO_LEN)
             .map_err(DeviceError::Bus)?;
-        self.virtio_slots.push((base, irq));
-        Ok((base, irq))
+        self.subscribers.push(device.clone());
+        self.virtio.push(VirtioSlot {
+            id: id.to_string(),
+            device_type,
+            mmio_base: base,
+            irq,
+            device: device.clone(),
+        });
+        Ok((device, base, irq))
+    }
+
+    /// The virtio device with ID `id`.
+    pub fn virtio(&self, id: &str) -> Option<&VirtioSlot> {
+        self.virtio.iter().find(|v| v.id == id)
     }
 
     /// The kernel command line's `virtio_mmio.device=` entries, one per virtio transport in
     /// slot order: how a guest without firmware tables learns of them (it probes them in this
     /// order).
     pub fn cmdline_entries(&self) -> Vec<String> {
-        self.virtio_slots
+        self.virtio
             .iter()
-            .map(|(base, irq)| {
-                format!(
-                    "virtio_mmio.device={}K@{base:#x}:{irq}",
-                    mmio::MMIO_LEN / 1024
-                )
-            })
+            .map(
+                |VirtioSlot {
+                     mmio_base: base,
+                     irq,
+                     ..
+                 }| {
+                    format!(
+                        "virtio_mmio.device={}K@{base:#x}:{irq}",
+                        mmio::MMIO_LEN / 1024
+                    )
+                },
+            )
             .collect()
     }
 }

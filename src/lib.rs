@@ -19,10 +19,8 @@
 //!     },
 //!     machine_config: MachineConfig { vcpu_count: 2, mem_size_mib: 256 },
 //!     drives: vec![BlockConfig {
-//!         id: "rootfs".into(),
-//!         path: "rootfs.ext4".into(),
 //!         root: true,
-//!         ..BlockConfig::default()
+//!         ..BlockConfig::path("rootfs", "rootfs.ext4")
 //!     }],
 //!     net: vec![NetConfig { id: "eth0".into(), tap: "tap0".into(), mac: None }],
 //! };

@@ -281,10 +281,10 @@ impl Vm {
             };
             let reason = run_controller(controller, run);
             for d in &drives_at_exit {
-                super::log_metrics("Drive", &d.id, d.metrics.values());
+                super::log_metrics("Drive", &d.id, &*d.metrics);
             }
             for n in &nets_at_exit {
-                super::log_metrics("Network interface", &n.id, n.metrics.values());
+                super::log_metrics("Network interface", &n.id, &*n.metrics);
             }
             // Guest memory outlives every vCPU thread and the VM (`run_controller` joined
             // the first and dropped the second).
@@ -304,7 +304,6 @@ impl Vm {
                 serial_metrics: devices.serial_metrics,
                 vcpu_exits,
                 drives,
-                block_devices: devices.block_devices,
                 nets,
             }))),
             Err(e) => Err(start_err("controller thread", e)),

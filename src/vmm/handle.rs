@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use serde_json::Value;
 use vmm_sys_util::eventfd::EventFd;
 
 use fennec_devices::legacy::i8042::I8042;
@@ -109,19 +109,25 @@ impl Stopper {
     }
 }
 
+/// A device's counters as JSON: an object of numbers, serialised from the device's own
+/// metrics type (counters serialise as numbers, so this cannot fail).
+fn counters(metrics: &impl Serialize) -> Value {
+    serde_json::to_value(metrics).unwrap_or_default()
+}
+
 /// A VM's counters, as the API serves them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct VmMetrics {
     /// Milliseconds since the VM started.
     pub uptime_ms: u64,
     /// The serial console: bytes out, lost, in.
-    pub serial: BTreeMap<&'static str, u64>,
+    pub serial: Value,
     /// Each vCPU's exits from `KVM_RUN`, by kind.
-    pub vcpus: Vec<BTreeMap<&'static str, u64>>,
+    pub vcpus: Vec<Value>,
     /// Each drive's counters, by drive ID.
-    pub drives: BTreeMap<String, BTreeMap<&'static str, u64>>,
+    pub drives: BTreeMap<String, Value>,
     /// Each network interface's counters, by interface ID.
-    pub network_interfaces: BTreeMap<String, BTreeMap<&'static str, u64>>,
+    pub network_interfaces: BTreeMap<String, Value>,
 }
 
 pub(super) struct HandleInner {
@@ -135,7 +141,6 @@ pub(super) struct HandleInner {
     pub serial_metrics: Arc<SerialMetrics>,
     pub vcpu_exits: Vec<Arc<VcpuExits>>,
     pub drives: Vec<DriveInfo>,
-    pub block_devices: Vec<Arc<Mutex<Block>>>,
     pub nets: Vec<NetInfo>,
 }
 
@@ -238,18 +243,25 @@ impl VmHandle {
         Ok((self.wait()?, true))
     }
 
-    /// Swaps the image behind drive `id` for the file at `path` (Firecracker's drive PATCH),
-    /// keeping the drive's read-only setting; the guest sees the new capacity.
-    pub fn replace_drive_image(&self, id: &str, path: &Path) -> Result<(), Error> {
-        let i = self
+    /// Drive `id` and its device, while the VM has it.
+    fn drive_device(&self, id: &str) -> Result<(&DriveInfo, Arc<Mutex<Block>>), Error> {
+        let drive = self
             .0
             .drives
             .iter()
-            .position(|d| d.id == id)
+            .find(|d| d.id == id)
             .ok_or_else(|| Error::NoSuchDrive(id.to_string()))?;
-        let disk = device_manager::open_disk(id, path, self.0.drives[i].read_only)?;
+        let device = drive.device.upgrade().ok_or(Error::NotRunning)?;
+        Ok((drive, device))
+    }
+
+    /// Swaps the image behind drive `id` for the file at `path` (Firecracker's drive PATCH),
+    /// keeping the drive's read-only setting; the guest sees the new capacity.
+    pub fn replace_drive_image(&self, id: &str, path: &Path) -> Result<(), Error> {
+        let (drive, device) = self.drive_device(id)?;
+        let disk = device_manager::open_disk(id, path, drive.read_only)?;
         let size = disk.size();
-        fennec_devices::lock(&self.0.block_devices[i]).replace_disk(Box::new(disk), size);
+        fennec_devices::lock(&device).replace_disk(Box::new(disk), size);
         log::info!(
             "Drive {id:?}: now {} ({} sectors)",
             path.display(),
@@ -266,12 +278,7 @@ impl VmHandle {
         id: &str,
         f: impl FnOnce() -> Result<T, E>,
     ) -> Result<Result<T, E>, Error> {
-        let i = self
-            .0
-            .drives
-            .iter()
-            .position(|d| d.id == id)
-            .ok_or_else(|| Error::NoSuchDrive(id.to_string()))?;
+        let (_, device) = self.drive_device(id)?;
         let was_running = match self.state() {
             VmState::Running => true,
             VmState::Paused => false,
@@ -280,7 +287,7 @@ impl VmHandle {
         if was_running {
             self.pause()?;
         }
-        let flushed = fennec_devices::lock(&self.0.block_devices[i])
+        let flushed = fennec_devices::lock(&device)
             .flush_disk()
             .map_err(|e| Error::Lifecycle(format!("cannot flush drive {id:?}: {e}")));
         let result = flushed.map(|()| f());
@@ -309,41 +316,21 @@ impl VmHandle {
 
     /// Every counter of the VM, by device.
     pub fn metrics(&self) -> VmMetrics {
-        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        let serial = &self.0.serial_metrics;
         VmMetrics {
             uptime_ms: self.uptime().as_millis() as u64,
-            serial: BTreeMap::from([
-                ("bytes_out", load(&serial.bytes_out)),
-                ("bytes_lost", load(&serial.bytes_lost)),
-                ("bytes_in", load(&serial.bytes_in)),
-            ]),
-            vcpus: self
-                .0
-                .vcpu_exits
-                .iter()
-                .map(|e| {
-                    BTreeMap::from([
-                        ("io_in", load(&e.io_in)),
-                        ("io_out", load(&e.io_out)),
-                        ("mmio_read", load(&e.mmio_read)),
-                        ("mmio_write", load(&e.mmio_write)),
-                        ("kicked", load(&e.kicked)),
-                        ("other", load(&e.other)),
-                    ])
-                })
-                .collect(),
+            serial: counters(&*self.0.serial_metrics),
+            vcpus: self.0.vcpu_exits.iter().map(|e| counters(&**e)).collect(),
             drives: self
                 .0
                 .drives
                 .iter()
-                .map(|d| (d.id.clone(), d.metrics.values().into_iter().collect()))
+                .map(|d| (d.id.clone(), counters(&*d.metrics)))
                 .collect(),
             network_interfaces: self
                 .0
                 .nets
                 .iter()
-                .map(|n| (n.id.clone(), n.metrics.values().into_iter().collect()))
+                .map(|n| (n.id.clone(), counters(&*n.metrics)))
                 .collect(),
         }
     }

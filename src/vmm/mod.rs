@@ -173,10 +173,14 @@ pub(crate) fn open(what: &'static str, path: &Path) -> Result<File, Error> {
 }
 
 /// Logs a device's non-zero counters on one line.
-pub(crate) fn log_metrics(kind: &str, id: &str, values: Vec<(&'static str, u64)>) {
-    let m: Vec<String> = values
-        .into_iter()
-        .filter(|(_, v)| *v != 0)
+pub(crate) fn log_metrics(kind: &str, id: &str, metrics: &impl serde::Serialize) {
+    let counters = match serde_json::to_value(metrics) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => return,
+    };
+    let m: Vec<String> = counters
+        .iter()
+        .filter(|(_, v)| v.as_u64() != Some(0))
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     log::info!("{kind} {id:?}: {}", m.join(" "));

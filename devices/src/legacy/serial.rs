@@ -20,7 +20,7 @@ use crate::bus::{byte_register, BusDevice};
 use crate::EventFdTrigger;
 
 /// Serial counters, shared with whoever reports metrics.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize)]
 pub struct SerialMetrics {
     /// Bytes the guest wrote to the console.
     pub bytes_out: AtomicU64,

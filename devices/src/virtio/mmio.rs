@@ -8,13 +8,17 @@
 //! DEVICE_NEEDS_RESET rather than left half-running. Writing 0 to Status resets the device for
 //! real: its queues, its interrupt status and everything negotiated are forgotten.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
-use super::{features, interrupt, status, ActiveQueues, Interrupt, Queue, QueueT, VirtioDevice};
+use super::{
+    features, interrupt, status, ActiveQueues, InterruptKind, Queue, QueueT, VirtioDevice,
+    VirtioInterrupt,
+};
 use crate::bus::BusDevice;
-use crate::lock;
+use crate::{lock, EventFdTrigger, Trigger};
 
 /// "virt", little-endian.
 pub const MAGIC_VALUE: u32 = 0x7472_6976;
@@ -77,18 +81,68 @@ pub mod reg {
     pub const CONFIG: u64 = 0x100;
 }
 
+/// The MMIO transport's interrupt: one line, and the InterruptStatus register that tells the
+/// driver why it was raised (used buffers in some queue, a configuration change). Shared by the
+/// device (which raises it) and the transport (which lets the driver read and acknowledge it).
+#[derive(Debug)]
+pub struct MmioInterrupt {
+    status: AtomicU32,
+    trigger: EventFdTrigger,
+}
+
+impl MmioInterrupt {
+    /// An interrupt raised through `trigger` (an irqfd's eventfd).
+    pub fn new(trigger: EventFdTrigger) -> Self {
+        MmioInterrupt {
+            status: AtomicU32::new(0),
+            trigger,
+        }
+    }
+
+    /// The InterruptStatus register.
+    pub fn status(&self) -> u32 {
+        self.status.load(Ordering::SeqCst)
+    }
+
+    /// Clears the bits the driver acknowledged.
+    pub fn ack(&self, bits: u32) {
+        self.status.fetch_and(!bits, Ordering::SeqCst);
+    }
+
+    fn signal(&self, bits: u32) {
+        self.status.fetch_or(bits, Ordering::SeqCst);
+        if let Err(e) = self.trigger.trigger() {
+            log::warn!("Failed to raise a virtio interrupt: {e}");
+        }
+    }
+
+    fn clear(&self) {
+        self.status.store(0, Ordering::SeqCst);
+    }
+}
+
+impl VirtioInterrupt for MmioInterrupt {
+    /// Every queue shares the one line: the driver learns from InterruptStatus whether it was
+    /// used buffers or the configuration.
+    fn trigger(&self, kind: InterruptKind) {
+        self.signal(match kind {
+            InterruptKind::Queue(_) => interrupt::USED_BUFFER,
+            InterruptKind::Config => interrupt::CONFIG_CHANGE,
+        });
+    }
+}
+
 /// A virtio device on the MMIO bus.
 pub struct MmioTransport {
     device: Arc<Mutex<dyn VirtioDevice>>,
     mem: GuestMemoryMmap,
-    interrupt: Arc<Interrupt>,
+    interrupt: Arc<MmioInterrupt>,
     device_features_sel: u32,
     driver_features_sel: u32,
     acked_features: u64,
     queue_sel: u32,
     queues: Vec<Queue>,
     status: u8,
-    config_generation: u32,
 }
 
 impl MmioTransport {
@@ -96,7 +150,7 @@ impl MmioTransport {
     pub fn new(
         device: Arc<Mutex<dyn VirtioDevice>>,
         mem: GuestMemoryMmap,
-        interrupt: Arc<Interrupt>,
+        interrupt: Arc<MmioInterrupt>,
     ) -> Self {
         let queues = lock(&device)
             .queue_max_sizes()
@@ -115,7 +169,6 @@ impl MmioTransport {
             queue_sel: 0,
             queues,
             status: 0,
-            config_generation: 0,
         }
     }
 
@@ -152,7 +205,7 @@ impl MmioTransport {
             reg::QUEUE_READY => self.selected_queue().map_or(0, |q| q.ready().into()),
             reg::INTERRUPT_STATUS => self.interrupt.status(),
             reg::STATUS => self.status.into(),
-            reg::CONFIG_GENERATION => self.config_generation,
+            reg::CONFIG_GENERATION => lock(&self.device).config_generation(),
             _ => {
                 log::debug!("virtio-mmio: read of unknown register {offset:#x}");
                 0
@@ -320,7 +373,7 @@ impl MmioTransport {
                 mem: self.mem.clone(),
                 queues,
                 acked_features: self.acked_features,
-                interrupt: self.interrupt.clone(),
+                interrupt: self.interrupt.clone() as Arc<dyn VirtioInterrupt>,
             })
             .map_err(|e| e.to_string())
     }
@@ -389,6 +442,7 @@ mod tests {
     struct Dummy {
         events: Vec<EventFd>,
         config: [u8; 8],
+        generation: u32,
         active: Option<ActiveQueues>,
         resets: u32,
     }
@@ -410,6 +464,9 @@ mod tests {
             super::super::read_config_bytes(&self.config, offset, data);
         }
         fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+        fn config_generation(&self) -> u32 {
+            self.generation
+        }
         fn activate(&mut self, active: ActiveQueues) -> Result<(), ActivateError> {
             self.active = Some(active);
             Ok(())
@@ -430,11 +487,12 @@ mod tests {
         let device = Arc::new(Mutex::new(Dummy {
             events: vec![EventFd::new(EFD_NONBLOCK).unwrap()],
             config: [1, 2, 3, 4, 5, 6, 7, 8],
+            generation: 0,
             active: None,
             resets: 0,
         }));
         let irq = EventFd::new(EFD_NONBLOCK).unwrap();
-        let interrupt = Arc::new(Interrupt::new(EventFdTrigger::new(
+        let interrupt = Arc::new(MmioInterrupt::new(EventFdTrigger::new(
             irq.try_clone().unwrap(),
         )));
         let transport = MmioTransport::new(device.clone(), memory(), interrupt);
@@ -611,6 +669,30 @@ mod tests {
         write(&mut s.transport, reg::QUEUE_NOTIFY, 0);
         write(&mut s.transport, reg::QUEUE_NOTIFY, 9);
         assert_eq!(s.device.lock().unwrap().events[0].read().unwrap(), 1);
+    }
+
+    #[test]
+    fn test_mmio_interrupt_kinds_set_their_status_bit_on_one_line() {
+        let evt = EventFd::new(EFD_NONBLOCK).unwrap();
+        let irq = MmioInterrupt::new(EventFdTrigger::new(evt.try_clone().unwrap()));
+        irq.trigger(InterruptKind::Queue(1));
+        assert_eq!(irq.status(), interrupt::USED_BUFFER);
+        irq.trigger(InterruptKind::Config);
+        assert_eq!(
+            irq.status(),
+            interrupt::USED_BUFFER | interrupt::CONFIG_CHANGE
+        );
+        assert_eq!(evt.read().unwrap(), 2);
+        irq.ack(interrupt::USED_BUFFER);
+        assert_eq!(irq.status(), interrupt::CONFIG_CHANGE);
+    }
+
+    #[test]
+    fn test_mmio_config_generation_is_the_devices() {
+        let mut s = setup();
+        assert_eq!(read(&mut s.transport, reg::CONFIG_GENERATION), 0);
+        s.device.lock().unwrap().generation = 3;
+        assert_eq!(read(&mut s.transport, reg::CONFIG_GENERATION), 3);
     }
 
     #[test]

@@ -4,16 +4,14 @@
 //! The transport owns what the driver configures (features, queue addresses, status); a device
 //! owns its queues once the driver sets DRIVER_OK and serves them on the event loop, woken by
 //! the queue eventfds the VMM binds to `KVM_IOEVENTFD` at the transport's QueueNotify register.
-//! A device signals used buffers through [`Interrupt`], whose trigger the VMM binds to a
-//! `KVM_IRQFD`; neither path goes through a vCPU thread.
+//! A device tells its driver about used buffers (naming the queue) or a configuration change
+//! through a [`VirtioInterrupt`]; the MMIO transport's ([`mmio::MmioInterrupt`]) raises a line
+//! the VMM binds to a `KVM_IRQFD`. Neither path goes through a vCPU thread.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
-
-use crate::{EventFdTrigger, Trigger};
 
 pub mod block;
 pub mod chain;
@@ -57,44 +55,22 @@ pub mod interrupt {
     pub const CONFIG_CHANGE: u32 = 2;
 }
 
-/// A device's interrupt line and the InterruptStatus register behind it, shared by the device
-/// (which raises it) and its transport (which lets the driver read and acknowledge it).
-#[derive(Debug)]
-pub struct Interrupt {
-    status: AtomicU32,
-    trigger: EventFdTrigger,
+/// What a device tells its driver with an interrupt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InterruptKind {
+    /// The device used buffers of queue `n`.
+    Queue(u16),
+    /// The device's configuration changed, or it needs a reset.
+    Config,
 }
 
-impl Interrupt {
-    /// An interrupt raised through `trigger` (an irqfd's eventfd).
-    pub fn new(trigger: EventFdTrigger) -> Self {
-        Interrupt {
-            status: AtomicU32::new(0),
-            trigger,
-        }
-    }
-
-    /// Sets `bits` in InterruptStatus and raises the interrupt.
-    pub fn signal(&self, bits: u32) {
-        self.status.fetch_or(bits, Ordering::SeqCst);
-        if let Err(e) = self.trigger.trigger() {
-            log::warn!("Failed to raise a virtio interrupt: {e}");
-        }
-    }
-
-    /// The InterruptStatus register.
-    pub fn status(&self) -> u32 {
-        self.status.load(Ordering::SeqCst)
-    }
-
-    /// Clears the bits the driver acknowledged.
-    pub fn ack(&self, bits: u32) {
-        self.status.fetch_and(!bits, Ordering::SeqCst);
-    }
-
-    fn clear(&self) {
-        self.status.store(0, Ordering::SeqCst);
-    }
+/// How a device interrupts its driver. The transport decides what that is on the wire: the
+/// MMIO transport ([`mmio::MmioInterrupt`]) sets a bit of its InterruptStatus register and
+/// raises its one line; a PCI transport would raise the queue's, or the configuration's,
+/// MSI-X vector. Devices only say which.
+pub trait VirtioInterrupt: Send + Sync + std::fmt::Debug {
+    /// Interrupts the driver for `kind`.
+    fn trigger(&self, kind: InterruptKind);
 }
 
 /// What a device gets when the driver sets DRIVER_OK.
@@ -106,7 +82,7 @@ pub struct ActiveQueues {
     /// Features the driver accepted.
     pub acked_features: u64,
     /// The device's interrupt.
-    pub interrupt: Arc<Interrupt>,
+    pub interrupt: Arc<dyn VirtioInterrupt>,
 }
 
 /// Why a device could not be activated.
@@ -137,6 +113,11 @@ pub trait VirtioDevice: Send {
     fn read_config(&self, offset: u64, data: &mut [u8]);
     /// Writes the device configuration space; most devices ignore writes.
     fn write_config(&mut self, offset: u64, data: &[u8]);
+    /// Changes whenever the device changes its configuration space (the transport shows it as
+    /// ConfigGeneration, so a driver can tell a torn read from a whole one).
+    fn config_generation(&self) -> u32 {
+        0
+    }
     /// Starts serving the queues.
     fn activate(&mut self, active: ActiveQueues) -> Result<(), ActivateError>;
     /// Stops serving the queues and forgets them: the driver reset the device.
@@ -332,7 +313,6 @@ pub(crate) mod test_utils {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vmm_sys_util::eventfd::EFD_NONBLOCK;
 
     #[test]
     fn test_read_config_bytes_past_end_reads_zero() {
@@ -346,16 +326,5 @@ mod tests {
         let mut data = [0xff; 2];
         read_config_bytes(&[1, 2, 3], u64::MAX, &mut data);
         assert_eq!(data, [0, 0]);
-    }
-
-    #[test]
-    fn test_interrupt_signal_sets_status_and_fires_once() {
-        let evt = EventFd::new(EFD_NONBLOCK).unwrap();
-        let irq = Interrupt::new(EventFdTrigger::new(evt.try_clone().unwrap()));
-        irq.signal(interrupt::USED_BUFFER);
-        assert_eq!(irq.status(), interrupt::USED_BUFFER);
-        assert_eq!(evt.read().unwrap(), 1);
-        irq.ack(interrupt::USED_BUFFER);
-        assert_eq!(irq.status(), 0);
     }
 }

@@ -14,7 +14,7 @@ use super::request::{
 use super::BlockMetrics;
 use crate::virtio::queue::drain;
 use crate::virtio::{
-    features, interrupt, read_config_bytes, ActivateError, ActiveQueues, VirtioDevice,
+    features, read_config_bytes, ActivateError, ActiveQueues, InterruptKind, VirtioDevice,
 };
 
 /// Virtio device type of a block device.
@@ -64,6 +64,8 @@ pub struct Block {
     pub(super) drive: DriveView,
     features: u64,
     config: [u8; CONFIG_LEN],
+    /// Bumped whenever `config` changes.
+    config_generation: u32,
     queue_events: Vec<EventFd>,
     pub(super) activate_evt: EventFd,
     pub(super) active: Option<ActiveQueues>,
@@ -99,6 +101,7 @@ impl Block {
             },
             features,
             config: config_space(capacity),
+            config_generation: 0,
             queue_events: vec![EventFd::new(EFD_NONBLOCK)?],
             activate_evt: EventFd::new(EFD_NONBLOCK)?,
             active: None,
@@ -124,10 +127,9 @@ impl Block {
         self.disk = disk;
         self.drive.capacity = size / request::SECTOR_SIZE;
         self.config = config_space(self.drive.capacity);
+        self.config_generation = self.config_generation.wrapping_add(1);
         if let Some(active) = &self.active {
-            active
-                .interrupt
-                .signal(crate::virtio::interrupt::CONFIG_CHANGE);
+            active.interrupt.trigger(InterruptKind::Config);
         }
     }
 
@@ -158,7 +160,7 @@ impl Block {
         }
         if drained.notify {
             self.metrics.interrupts.fetch_add(1, Ordering::Relaxed);
-            active.interrupt.signal(interrupt::USED_BUFFER);
+            active.interrupt.trigger(InterruptKind::Queue(0));
         }
         if drained.broken {
             log::debug!("virtio-blk: the driver corrupted the request queue; stopped until reset");
@@ -285,6 +287,10 @@ impl VirtioDevice for Block {
         log::debug!("virtio-blk: ignoring a config write at {offset:#x}");
     }
 
+    fn config_generation(&self) -> u32 {
+        self.config_generation
+    }
+
     fn activate(&mut self, active: ActiveQueues) -> Result<(), ActivateError> {
         if active.queues.len() != 1 {
             return Err(ActivateError::BadState(format!(
@@ -309,8 +315,9 @@ mod tests {
     use super::*;
     use crate::virtio::block::request::tests::{header, queue_with_chain, MemDisk, R, W};
     use crate::virtio::block::request::{req_type, status};
+    use crate::virtio::mmio::MmioInterrupt;
     use crate::virtio::test_utils::memory;
-    use crate::virtio::{Interrupt, QueueT};
+    use crate::virtio::QueueT;
     use crate::EventFdTrigger;
     use vm_memory::GuestAddress;
 
@@ -318,6 +325,7 @@ mod tests {
         block: Block,
         mem: GuestMemoryMmap,
         irq: EventFd,
+        interrupt: Arc<MmioInterrupt>,
     }
 
     fn setup(read_only: bool, descs: &[(u64, u32, u16)]) -> Setup {
@@ -336,17 +344,23 @@ mod tests {
         .unwrap();
         let queue = queue_with_chain(&mem, descs);
         let irq = EventFd::new(EFD_NONBLOCK).unwrap();
+        let interrupt = Arc::new(MmioInterrupt::new(EventFdTrigger::new(
+            irq.try_clone().unwrap(),
+        )));
         block
             .activate(ActiveQueues {
                 mem: mem.clone(),
                 queues: vec![queue],
                 acked_features: features::VERSION_1,
-                interrupt: Arc::new(Interrupt::new(EventFdTrigger::new(
-                    irq.try_clone().unwrap(),
-                ))),
+                interrupt: interrupt.clone(),
             })
             .unwrap();
-        Setup { block, mem, irq }
+        Setup {
+            block,
+            mem,
+            irq,
+            interrupt,
+        }
     }
 
     const FLUSH_CHAIN: &[(u64, u32, u16)] = &[(0x4_0000, 16, R), (0x6_0000, 1, W)];
@@ -399,8 +413,11 @@ mod tests {
         s.block.read_config(0, &mut capacity);
         assert_eq!(u64::from_le_bytes(capacity), 128);
         assert_eq!(s.irq.read().unwrap(), 1);
-        let status = s.block.active.as_ref().unwrap().interrupt.status();
-        assert_eq!(status, crate::virtio::interrupt::CONFIG_CHANGE);
+        assert_eq!(
+            s.interrupt.status(),
+            crate::virtio::interrupt::CONFIG_CHANGE
+        );
+        assert_eq!(s.block.config_generation(), 1);
     }
 
     #[test]

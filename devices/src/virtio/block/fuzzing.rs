@@ -11,7 +11,8 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::device::{Block, BlockSpec};
 use super::request::DiskBackend;
 use super::BlockMetrics;
-use crate::virtio::{features, ActiveQueues, Interrupt, Queue, QueueT, VirtioDevice};
+use crate::virtio::mmio::MmioInterrupt;
+use crate::virtio::{features, ActiveQueues, Queue, QueueT, VirtioDevice};
 use crate::EventFdTrigger;
 
 /// A disk in memory.
@@ -114,7 +115,7 @@ pub fn serve_memory(memory: &[u8], read_only: bool) -> (u16, Arc<BlockMetrics>) 
             mem: mem.clone(),
             queues: vec![queue],
             acked_features: features::VERSION_1,
-            interrupt: Arc::new(Interrupt::new(EventFdTrigger::new(irq))),
+            interrupt: Arc::new(MmioInterrupt::new(EventFdTrigger::new(irq))),
         })
         .expect("one queue");
     block.process_queue();

@@ -7,7 +7,7 @@
 //! - [`device`]: the [`Block`] device (features, config space, queue processing);
 //! - `event_handler`: its event-loop subscriber.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 pub mod device;
 pub mod disk;
@@ -22,7 +22,7 @@ pub use request::DiskBackend;
 
 /// What a block device counts. Guest-caused problems are `invalid_requests` (answered IOERR) and
 /// `dropped_chains` (no status byte to answer with); host-side failures are `io_errors`.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize)]
 pub struct BlockMetrics {
     /// Completed reads.
     pub read_count: AtomicU64,
@@ -52,27 +52,4 @@ pub struct BlockMetrics {
     pub notifications: AtomicU64,
     /// Interrupts raised.
     pub interrupts: AtomicU64,
-}
-
-impl BlockMetrics {
-    /// Every counter by name, in declaration order.
-    pub fn values(&self) -> Vec<(&'static str, u64)> {
-        let v = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        vec![
-            ("read_count", v(&self.read_count)),
-            ("read_bytes", v(&self.read_bytes)),
-            ("write_count", v(&self.write_count)),
-            ("write_bytes", v(&self.write_bytes)),
-            ("flush_count", v(&self.flush_count)),
-            ("get_id_count", v(&self.get_id_count)),
-            ("discard_count", v(&self.discard_count)),
-            ("write_zeroes_count", v(&self.write_zeroes_count)),
-            ("unsupported_requests", v(&self.unsupported_requests)),
-            ("invalid_requests", v(&self.invalid_requests)),
-            ("dropped_chains", v(&self.dropped_chains)),
-            ("io_errors", v(&self.io_errors)),
-            ("notifications", v(&self.notifications)),
-            ("interrupts", v(&self.interrupts)),
-        ]
-    }
 }

@@ -22,8 +22,8 @@ use super::frame::{
 use super::{MacAddr, NetBackend, NetMetrics};
 use crate::virtio::queue::{avail_sane, drain};
 use crate::virtio::{
-    features, interrupt, read_config_bytes, ActivateError, ActiveQueues, Interrupt, QueueT,
-    VirtioDevice,
+    features, read_config_bytes, ActivateError, ActiveQueues, InterruptKind, QueueT, VirtioDevice,
+    VirtioInterrupt,
 };
 
 /// Virtio device type of a network device.
@@ -222,7 +222,7 @@ impl Net {
                     self.rx_pending = None;
                     // Tell the guest now, not after the batch, so it processes this frame
                     // while the next is copied; with EVENT_IDX it asks for as few as it needs.
-                    rx.notify(&active.interrupt);
+                    rx.notify(&*active.interrupt);
                 }
                 Deliver::TooLarge => {
                     log::debug!("virtio-net: a {len}-byte frame fits no receive buffer; dropped");
@@ -247,7 +247,7 @@ impl Net {
             }
         }
         // Unusable buffers returned on the way count as used too.
-        rx.notify(&active.interrupt);
+        rx.notify(&*active.interrupt);
     }
 
     /// Sends every frame the driver queued to the backend, at most a queue's worth per call
@@ -278,7 +278,9 @@ impl Net {
         }
         if drained.notify {
             self.metrics.interrupts.fetch_add(1, Ordering::Relaxed);
-            active.interrupt.signal(interrupt::USED_BUFFER);
+            active
+                .interrupt
+                .trigger(InterruptKind::Queue(TX_QUEUE as u16));
         }
         if drained.broken {
             log::debug!("virtio-net: the driver corrupted the transmit queue; stopped until reset");
@@ -342,10 +344,10 @@ struct Rx<'a> {
 
 impl Rx<'_> {
     /// Interrupts the guest for the buffers used since the last call, if it asked for it.
-    fn notify(&mut self, irq: &Interrupt) {
+    fn notify(&mut self, irq: &dyn VirtioInterrupt) {
         if self.used_any && self.queue.needs_notification(self.mem).unwrap_or(true) {
             NetMetrics::add(&self.metrics.interrupts, 1);
-            irq.signal(interrupt::USED_BUFFER);
+            irq.trigger(InterruptKind::Queue(RX_QUEUE as u16));
         }
         self.used_any = false;
     }
@@ -499,8 +501,8 @@ mod tests {
     use vm_memory::{Bytes, GuestAddress};
 
     use super::*;
+    use crate::virtio::mmio::MmioInterrupt;
     use crate::virtio::test_utils::{memory, TestRing, WRITE};
-    use crate::virtio::Interrupt;
     use crate::EventFdTrigger;
 
     /// A TAP stand-in: a datagram socket pair keeps frame boundaries as a TAP does.
@@ -559,7 +561,7 @@ mod tests {
         let rx = TestRing::new(&mem, 0, RING_SIZE);
         let tx = TestRing::new(&mem, 0x1000, RING_SIZE);
         let irq = EventFd::new(EFD_NONBLOCK).unwrap();
-        let interrupt = Arc::new(Interrupt::new(EventFdTrigger::new(
+        let interrupt = Arc::new(MmioInterrupt::new(EventFdTrigger::new(
             irq.try_clone().unwrap(),
         )));
         net.activate(ActiveQueues {
@@ -667,7 +669,7 @@ mod tests {
                 mem: f.mem.clone(),
                 queues: vec![f.rx.queue(false), tx.queue(false)],
                 acked_features: features::VERSION_1,
-                interrupt: Arc::new(Interrupt::new(EventFdTrigger::new(
+                interrupt: Arc::new(MmioInterrupt::new(EventFdTrigger::new(
                     f.irq.try_clone().unwrap(),
                 ))),
             })

@@ -12,7 +12,8 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::device::{feature, Net, NetSpec};
 use super::{MacAddr, NetBackend, NetMetrics};
-use crate::virtio::{features, ActiveQueues, Interrupt, Queue, QueueT, VirtioDevice};
+use crate::virtio::mmio::MmioInterrupt;
+use crate::virtio::{features, ActiveQueues, Queue, QueueT, VirtioDevice};
 use crate::EventFdTrigger;
 
 /// A TAP stand-in: one end of a datagram socket pair (frame boundaries kept, as a TAP does).
@@ -90,7 +91,7 @@ pub fn serve_memory(memory: &[u8], frames: &[Vec<u8>]) -> (u16, u16, usize, Arc<
         mem: mem.clone(),
         queues: vec![queue(RX_RINGS, event_idx), queue(TX_RINGS, event_idx)],
         acked_features: acked,
-        interrupt: Arc::new(Interrupt::new(EventFdTrigger::new(irq))),
+        interrupt: Arc::new(MmioInterrupt::new(EventFdTrigger::new(irq))),
     })
     .expect("two queues");
     for _ in 0..2 {

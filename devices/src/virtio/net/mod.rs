@@ -77,7 +77,7 @@ impl std::str::FromStr for MacAddr {
 
 /// What a network device counts. Frames the guest or the host could not be given are drops;
 /// failures of the TAP itself are errors.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize)]
 pub struct NetMetrics {
     /// Frames delivered to the guest.
     pub rx_packets: AtomicU64,
@@ -108,26 +108,6 @@ pub struct NetMetrics {
 }
 
 impl NetMetrics {
-    /// Every counter by name, in declaration order.
-    pub fn values(&self) -> Vec<(&'static str, u64)> {
-        let v = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        vec![
-            ("rx_packets", v(&self.rx_packets)),
-            ("rx_bytes", v(&self.rx_bytes)),
-            ("rx_dropped", v(&self.rx_dropped)),
-            ("rx_errors", v(&self.rx_errors)),
-            ("rx_buffer_waits", v(&self.rx_buffer_waits)),
-            ("tx_packets", v(&self.tx_packets)),
-            ("tx_bytes", v(&self.tx_bytes)),
-            ("tx_dropped", v(&self.tx_dropped)),
-            ("tx_errors", v(&self.tx_errors)),
-            ("bad_chains", v(&self.bad_chains)),
-            ("rx_notifications", v(&self.rx_notifications)),
-            ("tx_notifications", v(&self.tx_notifications)),
-            ("interrupts", v(&self.interrupts)),
-        ]
-    }
-
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
