@@ -196,6 +196,13 @@ impl VmBuilder {
 
     /// Clones the template drives, builds the VM and starts it.
     pub fn start(self) -> Result<Instance, StartError> {
+        self.build()?.start()
+    }
+
+    /// Clones the template drives and builds the VM, without starting it: whatever can fail
+    /// because of the configuration fails here. (The CLI puts the terminal in raw mode between
+    /// the two.)
+    pub fn build(self) -> Result<BuiltVm, StartError> {
         let mut config = self.config;
         config.validate().map_err(Error::from)?;
         let (console, stream) = match self.console {
@@ -209,13 +216,35 @@ impl VmBuilder {
                 (console, Some(stream))
             }
         };
+        // The clones are destroyed again if the VM cannot be built.
         let disks = storage::provision(&mut config)?;
-        let handle = Vm::new(&config, console)?.start()?;
-        Ok(Instance {
-            handle,
+        let vm = Vm::new(&config, console)?;
+        Ok(BuiltVm {
+            vm,
             console: stream,
             config,
             disks,
+        })
+    }
+}
+
+/// A VM built by [`VmBuilder::build`], ready to start.
+pub struct BuiltVm {
+    vm: Vm,
+    console: Option<ConsoleStream>,
+    config: VmConfig,
+    disks: Provisioned,
+}
+
+impl BuiltVm {
+    /// Starts the VM.
+    pub fn start(self) -> Result<Instance, StartError> {
+        let handle = self.vm.start()?;
+        Ok(Instance {
+            handle,
+            console: self.console,
+            config: self.config,
+            disks: self.disks,
         })
     }
 }

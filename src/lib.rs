@@ -46,7 +46,7 @@ pub mod threads;
 pub mod vmm;
 pub mod vstate;
 
-pub use builder::{ConsoleStream, Instance, StartError, VmBuilder};
+pub use builder::{BuiltVm, ConsoleStream, Instance, StartError, VmBuilder};
 pub use device_manager::{Console, DriveInfo, NetInfo};
 pub use fennec_devices::virtio::block::BlockMetrics;
 pub use fennec_devices::virtio::net::{MacAddr, NetMetrics};

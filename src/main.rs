@@ -21,7 +21,7 @@ use fennec::config::{
 use fennec::console::OutputPump;
 use fennec::terminal::RawTerminal;
 use fennec::threads::{self, Role};
-use fennec::{storage, Console, ExitReason, Vm, VmHandle};
+use fennec::{Console, ExitReason, VmBuilder, VmHandle};
 
 mod image;
 
@@ -430,7 +430,7 @@ fn run_with_api(
 }
 
 /// Boots the configured guest with the console on stdin/stdout and waits for it to end.
-fn run_direct(mut config: VmConfig, signals: Option<libc::sigset_t>) -> Result<ExitReason, String> {
+fn run_direct(config: VmConfig, signals: Option<libc::sigset_t>) -> Result<ExitReason, String> {
     let target = Arc::new(Mutex::new(SignalTarget::default()));
     if let Some(signals) = signals {
         let target = target.clone();
@@ -442,25 +442,23 @@ fn run_direct(mut config: VmConfig, signals: Option<libc::sigset_t>) -> Result<E
         Ok(c) => c,
         Err(e) => return Err(format!("cannot use stdin/stdout as the console: {e}")),
     };
-    // Template drives get their clones; ephemeral ones are destroyed when `_disks` goes,
-    // after the VM.
-    let _disks = storage::provision(&mut config).map_err(|e| e.to_string())?;
     let stdin = io::stdin();
-    let result = Vm::new(&config, console)
-        .and_then(|vm| {
+    let result = VmBuilder::from_config(config)
+        .console(console)
+        .build()
+        .and_then(|built| {
             // Raw mode only once the VM is built, so build errors print on a sane terminal; the
             // guard restores the terminal before anything below prints.
             let _raw = RawTerminal::enter(stdin.as_fd()).unwrap_or_else(|e| {
                 log::warn!("Cannot put the terminal in raw mode: {e}");
                 None
             });
-            let handle = vm.start()?;
-            SignalTarget::started(&target, &handle)?;
-            let ended = handle.wait();
-            // The handle holds the VM's devices, drive images included: let them go before
-            // the template clones are destroyed.
+            let vm = built.start()?;
+            SignalTarget::started(&target, &vm)?;
+            let ended = vm.wait();
             target.lock().unwrap_or_else(PoisonError::into_inner).handle = None;
-            ended
+            // Dropping `vm` destroys the ephemeral template clones, after the VM.
+            Ok(ended?)
         })
         .map_err(|e| one_line(&e));
     pump.finish(CONSOLE_DRAIN);

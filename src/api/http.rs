@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use crate::threads::{self, Role};
+
 use super::service::Event;
 use super::{routes, ApiError, ApiRequest, ApiResponse};
 
@@ -75,9 +77,9 @@ impl ApiServer {
         let listener = bind(path)?;
         let in_flight = Arc::new(AtomicUsize::new(0));
         let counter = in_flight.clone();
-        let spawned = std::thread::Builder::new()
-            .name("fennec-api".into())
-            .spawn(move || accept_loop(listener, calls, counter));
+        let spawned = threads::spawn(Role::Api, "api", move || {
+            accept_loop(listener, calls, counter)
+        });
         if let Err(source) = spawned {
             let _ = fs::remove_file(path);
             return Err(ServerError::Bind {
@@ -178,18 +180,16 @@ fn accept_loop(listener: UnixListener, calls: mpsc::Sender<Event>, in_flight: Ar
         }
         let (calls, in_flight, connections) =
             (calls.clone(), in_flight.clone(), connections.clone());
-        let spawned = std::thread::Builder::new()
-            .name("fennec-api-conn".into())
-            .spawn(move || {
-                Connection {
-                    stream,
-                    buf: Vec::new(),
-                    calls,
-                    in_flight,
-                }
-                .serve();
-                connections.fetch_sub(1, Ordering::SeqCst);
-            });
+        let spawned = threads::spawn(Role::Api, "api-conn", move || {
+            Connection {
+                stream,
+                buf: Vec::new(),
+                calls,
+                in_flight,
+            }
+            .serve();
+            connections.fetch_sub(1, Ordering::SeqCst);
+        });
         if let Err(e) = spawned {
             log::warn!("Control socket: cannot start a connection thread: {e}");
         }

@@ -143,12 +143,10 @@ impl VmService {
         let handle = instance.handle().clone();
         let watcher = handle.clone();
         let events = self.events.clone();
-        let spawned = std::thread::Builder::new()
-            .name("fennec-exit-watch".into())
-            .spawn(move || {
-                let _ = watcher.wait();
-                let _ = events.send(Event::Exited);
-            });
+        let spawned = threads::spawn(Role::ApiService, "api-exit", move || {
+            let _ = watcher.wait();
+            let _ = events.send(Event::Exited);
+        });
         if let Err(e) = spawned {
             // Dropping the instance stops the VM.
             return Err(ApiError::bad_request(format!("Cannot start the VM: {e}")));
