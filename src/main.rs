@@ -19,6 +19,7 @@ use fennec::config::{
     BlockConfig, BootSourceConfig, MachineConfig, NetConfig, VmConfig, MAX_MEM_MIB, MIN_MEM_MIB,
 };
 use fennec::console::OutputPump;
+use fennec::storage::helper::StorageHelper;
 use fennec::terminal::RawTerminal;
 use fennec::threads::{self, Role};
 use fennec::{Console, ExitReason, VmBuilder, VmHandle};
@@ -398,6 +399,10 @@ fn run_with_api(
     config: VmConfig,
     signals: Option<libc::sigset_t>,
 ) -> Result<ExitReason, String> {
+    // Before any thread starts: live snapshots run in this forked helper, so this process
+    // executes no program once its VM runs.
+    let helper =
+        StorageHelper::start().map_err(|e| format!("cannot start the storage helper: {e}"))?;
     let (events, incoming) = mpsc::channel();
     let server = ApiServer::start(path, events.clone()).map_err(|e| one_line(&e))?;
     if let Some(signals) = signals {
@@ -416,7 +421,8 @@ fn run_with_api(
             .push(pump);
         Ok(console)
     };
-    let vm = VmService::new(id.to_string(), config, Box::new(make_console), events);
+    let vm = VmService::new(id.to_string(), config, Box::new(make_console), events)
+        .with_storage_helper(helper);
     let result = service::serve(vm, incoming, boot_now);
     server.drain(service::DRAIN_TIMEOUT);
     drop(server);

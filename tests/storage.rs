@@ -19,7 +19,7 @@ use common::*;
 const SECTOR: usize = 512;
 const TEMPLATE_LEN: usize = 1 << 20;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Backend {
     Zfs,
     Dir,
@@ -276,12 +276,13 @@ fn test_dir_three_clones_run_at_once_and_keep_their_own_writes() {
 
 // ---------------------------------------------------------------------------------------
 
-/// A fennec serving the control socket, its console captured, its stdin held open.
+/// A fennec serving the control socket, its console captured, its stdin held open. Every
+/// `zfs` it runs goes through a wrapper that logs the PID of the process that ran it.
 struct LiveVm {
     child: std::process::Child,
     console: Arc<Mutex<String>>,
     socket: PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl LiveVm {
@@ -289,7 +290,33 @@ impl LiveVm {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("api.sock");
         let kernel = tiny("pvh.elf");
+        let spy = dir.path().join("bin");
+        std::fs::create_dir(&spy).unwrap();
+        let real = ["/usr/sbin/zfs", "/sbin/zfs", "/usr/bin/zfs"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or("/usr/sbin/zfs");
+        let log = dir.path().join("zfs-callers");
+        std::fs::write(
+            spy.join("zfs"),
+            format!(
+                "#!/bin/sh\necho \"$PPID $1\" >> {}\nexec {real} \"$@\"\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            spy.join("zfs"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let path = format!(
+            "{}:{}",
+            spy.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
         let mut child = Command::new(env!("CARGO_BIN_EXE_fennec"))
+            .env("PATH", path)
             .args(["-v", "run", "--api-socket"])
             .arg(&socket)
             .arg("--kernel")
@@ -318,8 +345,18 @@ impl LiveVm {
             child,
             console,
             socket,
-            _dir: dir,
+            dir,
         }
+    }
+
+    /// The processes that ran `zfs SUBCOMMAND`, by PID.
+    fn zfs_callers(&self, subcommand: &str) -> Vec<u32> {
+        let log = std::fs::read_to_string(self.dir.path().join("zfs-callers")).unwrap_or_default();
+        log.lines()
+            .filter_map(|l| l.split_once(' '))
+            .filter(|(_, cmd)| *cmd == subcommand)
+            .filter_map(|(pid, _)| pid.parse().ok())
+            .collect()
     }
 
     fn wait_for(&self, marker: &str) {
@@ -370,6 +407,18 @@ fn live_snapshot_then_rollback(backend: Backend) {
 
     let answer = ctl(&vm.socket, &["snapshot", "disk0", "s1"]);
     assert_eq!(answer["snapshot"], "snapvm/disk0@s1", "{answer}");
+    if backend == Backend::Zfs {
+        // The running VMM executed no program: its storage helper ran `zfs snapshot`.
+        let callers = vm.zfs_callers("snapshot");
+        assert_eq!(callers.len(), 1, "{callers:?}");
+        assert_ne!(callers[0], vm.child.id(), "the VMM process ran zfs itself");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", callers[0])).unwrap();
+        let parent = status
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .map(str::trim);
+        assert_eq!(parent, Some(vm.child.id().to_string().as_str()), "{status}");
+    }
     store.image_refused(&["rollback", "snapvm/disk0@s1"], "is open by a running VM");
 
     let console = vm.release();

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use super::http::ApiCall;
 use super::{ApiError, ApiRequest, ApiResponse};
 use crate::config::{ConfigError, DriveSource, TemplateDrive, VmConfig};
+use crate::storage::helper::StorageHelper;
 use crate::threads::{self, Role};
 use crate::vmm::VmState;
 use crate::{firecracker, Console, ExitReason, VmHandle};
@@ -39,6 +40,8 @@ pub struct VmService {
     /// Set when the service is done: the guest ended, or the VMM was stopped before a start.
     finished: Option<ExitReason>,
     events: mpsc::Sender<Event>,
+    /// Where live snapshots run, when not in this process.
+    helper: Option<StorageHelper>,
 }
 
 fn not_after_start() -> ApiError {
@@ -105,7 +108,15 @@ impl VmService {
             instance: None,
             finished: None,
             events,
+            helper: None,
         }
+    }
+
+    /// Runs live snapshots in `helper`'s process rather than this one, so the VMM executes
+    /// no program once its VM runs (see [`crate::storage::helper`]).
+    pub fn with_storage_helper(mut self, helper: StorageHelper) -> Self {
+        self.helper = Some(helper);
+        self
     }
 
     /// The running VM, once started.
@@ -273,10 +284,14 @@ impl VmService {
                 let snap = crate::storage::SnapRef::new(disk.clone(), &name)
                     .map_err(|e| ApiError::bad_request(e.to_string()))?;
                 let started = std::time::Instant::now();
+                let helper = self.helper.as_ref();
                 handle
-                    .quiesce_drive(&id, || store.snapshot(&snap))
+                    .quiesce_drive(&id, || match helper {
+                        Some(helper) => helper.snapshot(&store.spec(), &snap),
+                        None => store.snapshot(&snap).map_err(|e| e.to_string()),
+                    })
                     .map_err(Self::vm_error)?
-                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                    .map_err(ApiError::bad_request)?;
                 let took = started.elapsed();
                 log::info!(
                     "Drive {id:?}: snapshot {snap} in {} ({} us with the VM paused)",

@@ -28,6 +28,7 @@ use serde::Serialize;
 use crate::config::{DriveSource, TemplateDrive, VmConfig};
 
 pub mod dir;
+pub mod helper;
 pub mod zfs;
 
 /// The store used when neither `--store`, a drive's `store`, nor `FENNEC_STORE` names one.

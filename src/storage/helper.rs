@@ -1,0 +1,165 @@
+//! Storage commands for a running VM, in a process of their own.
+//!
+//! Once a VM runs, the VMM process executes no program: a thread whose syscalls are filtered
+//! can then be denied `execve` outright. The one storage operation a running VM needs, a live
+//! snapshot of a drive cloned from a template (`zfs snapshot` on a ZFS store), goes to a
+//! [`StorageHelper`]: a child process forked at start-up, while the VMM is still
+//! single-threaded, that answers one request per line on a socket pair and exits when the VMM
+//! goes away.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use super::SnapRef;
+
+/// A request to the helper.
+#[derive(Serialize, Deserialize)]
+struct Request {
+    /// The store, as `zfs:POOL/DATASET` or `dir:/PATH`.
+    store: String,
+    /// The snapshot to take, `VM/DISK@NAME`.
+    snapshot: String,
+}
+
+/// The helper's answer: `None` when the snapshot was taken, else why not.
+#[derive(Serialize, Deserialize)]
+struct Answer {
+    error: Option<String>,
+}
+
+/// The VMM's side of the storage helper process.
+pub struct StorageHelper {
+    stream: Mutex<(UnixStream, BufReader<UnixStream>)>,
+    pid: libc::pid_t,
+}
+
+impl StorageHelper {
+    /// Forks the helper. Call it while the process has one thread: a forked child has only the
+    /// thread that forked, and locks other threads held stay locked in it.
+    pub fn start() -> std::io::Result<StorageHelper> {
+        let (ours, theirs) = UnixStream::pair()?;
+        // SAFETY: fork has no memory-safety preconditions; the child below only runs code that
+        // does not depend on other threads (the caller has none).
+        let pid = unsafe { libc::fork() };
+        match pid {
+            -1 => Err(std::io::Error::last_os_error()),
+            0 => {
+                drop(ours);
+                // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and touches no memory.
+                unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+                serve(theirs);
+                // SAFETY: _exit ends the child without running the parent's atexit handlers
+                // or flushing its inherited stdio buffers twice.
+                unsafe { libc::_exit(0) }
+            }
+            pid => {
+                drop(theirs);
+                let reader = BufReader::new(ours.try_clone()?);
+                log::debug!("Storage helper started as process {pid}");
+                Ok(StorageHelper {
+                    stream: Mutex::new((ours, reader)),
+                    pid,
+                })
+            }
+        }
+    }
+
+    /// Takes snapshot `snap` in store `store` (a spec) in the helper process.
+    pub fn snapshot(&self, store: &str, snap: &SnapRef) -> Result<(), String> {
+        let request = Request {
+            store: store.to_string(),
+            snapshot: snap.to_string(),
+        };
+        let mut line = serde_json::to_string(&request).map_err(|e| e.to_string())?;
+        line.push('\n');
+        let mut stream = fennec_devices::lock(&self.stream);
+        let (writer, reader) = &mut *stream;
+        let gone = |e: std::io::Error| format!("the storage helper is gone: {e}");
+        writer.write_all(line.as_bytes()).map_err(gone)?;
+        let mut answer = String::new();
+        if reader.read_line(&mut answer).map_err(gone)? == 0 {
+            return Err("the storage helper is gone".into());
+        }
+        let answer: Answer = serde_json::from_str(&answer).map_err(|e| e.to_string())?;
+        answer.error.map_or(Ok(()), Err)
+    }
+
+    /// The helper's process ID.
+    pub fn pid(&self) -> libc::pid_t {
+        self.pid
+    }
+}
+
+impl Drop for StorageHelper {
+    fn drop(&mut self) {
+        // Closing our end ends the helper's loop; then reap it.
+        let stream = fennec_devices::lock(&self.stream);
+        let _ = stream.0.shutdown(std::net::Shutdown::Both);
+        drop(stream);
+        let mut status = 0;
+        // SAFETY: waitpid on our own child's PID with a valid out-pointer.
+        unsafe { libc::waitpid(self.pid, &mut status, 0) };
+    }
+}
+
+/// The helper's loop: one request per line until the VMM closes the socket.
+fn serve(stream: UnixStream) {
+    let Ok(reader) = stream.try_clone() else {
+        return;
+    };
+    let mut writer = stream;
+    for line in BufReader::new(reader).lines() {
+        let Ok(line) = line else {
+            return;
+        };
+        let answer = Answer {
+            error: snapshot(&line).err(),
+        };
+        let Ok(mut out) = serde_json::to_string(&answer) else {
+            return;
+        };
+        out.push('\n');
+        if writer.write_all(out.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+fn snapshot(line: &str) -> Result<(), String> {
+    let request: Request = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    let snap = SnapRef::parse(&request.snapshot).map_err(|e| e.to_string())?;
+    let store = super::open(&request.store).map_err(|e| e.to_string())?;
+    store.snapshot(&snap).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_helper_takes_snapshots_in_its_own_process_and_reports_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = format!("dir:{}", dir.path().display());
+        let store = crate::storage::open(&spec).unwrap();
+        let image = dir.path().join("image.raw");
+        std::fs::write(&image, vec![7u8; 4096]).unwrap();
+        store.import_template("base", &image, &mut |_| ()).unwrap();
+        let disk = crate::storage::DiskRef::new("vm", "disk0").unwrap();
+        store.clone_template("base", &disk).unwrap();
+
+        let helper = StorageHelper::start().unwrap();
+        assert_ne!(helper.pid(), std::process::id() as libc::pid_t);
+        let snap = SnapRef::new(disk.clone(), "s1").unwrap();
+        helper.snapshot(&spec, &snap).unwrap();
+        let listed = store.list().unwrap();
+        assert!(listed.iter().any(|e| e.name == "vm/disk0@s1"), "{listed:?}");
+        let missing =
+            SnapRef::new(crate::storage::DiskRef::new("nope", "d").unwrap(), "s").unwrap();
+        let err = helper.snapshot(&spec, &missing).unwrap_err();
+        assert!(err.contains("nope/d"), "{err}");
+        drop(helper);
+    }
+}
