@@ -6,8 +6,11 @@
 //! results (`FENNEC-START`, `FENNEC-RESULT` ... `FENNEC-END`), and the test host's own kernel
 //! log. Inside, each test runs under a time limit and is killed, with evidence, when it
 //! overstays. Outside, a test host that stops reporting for longer than that (its kernel hung,
-//! say) is killed: the test it was running fails with the end of its kernel log and console,
-//! and a fresh test host runs the tests that had not started.
+//! say) is killed, its kernel log and console are kept, and a fresh test host runs the tests
+//! that had not started, and once more the test the dead host was running: it says so with
+//! `FENNEC-RETRY` and the dead host's kernel log. That is the one retry, for the one failure
+//! that is not a test's: a test that fails inside a test host that is alive is never rerun,
+//! and a test whose host dies twice fails.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
@@ -34,7 +37,8 @@ const MAX_BOOTS: usize = 3;
 /// waiting in its local APIC (fennec's SIGUSR1 state, twice in soak runs: see
 /// `resources/soak.sh`). Shadow paging (`kvm_amd.npt=0`) takes TCG's nested-paging emulation
 /// out of the picture; the suite runs about as fast.
-pub const HOST_CMDLINE: &str = "console=ttyS2 loglevel=7 panic=-1 rdinit=/init kvm_amd.npt=0";
+pub const HOST_CMDLINE: &str = "console=ttyS2 loglevel=7 panic=-1 rdinit=/init kvm_amd.npt=0 \
+     softlockup_all_cpu_backtrace=1 hung_task_all_cpu_backtrace=1";
 
 /// Extra test host command line from `FENNEC_TEST_HOST_CMDLINE` (to try module parameters such
 /// as `kvm_amd.npt=0`, say).
@@ -82,16 +86,31 @@ fn run_all() -> HashMap<String, TestResult> {
     let exe = std::env::current_exe().unwrap();
     let mut remaining = list_tests(&exe);
     let mut results = HashMap::new();
+    let mut retried = std::collections::HashSet::new();
     for boot in 1..=MAX_BOOTS {
         if remaining.is_empty() {
             break;
         }
         let run = boot_and_run(&exe, &remaining, boot);
+        let mut rerun = None;
         if let Some(name) = &run.died_in {
-            results.insert(name.clone(), (false, run.death_report()));
+            if retried.insert(name.clone()) {
+                // The test host's own kernel stopped, not the test: once, it runs again.
+                eprintln!(
+                    "FENNEC-RETRY {name}: the test host died while it ran ({}); running it once \
+                     more in a fresh test host. The dead host's report:\n{}",
+                    run.failure.as_deref().unwrap_or("it stopped"),
+                    run.death_report()
+                );
+                rerun = Some(name.clone());
+            } else {
+                results.insert(name.clone(), (false, run.death_report()));
+            }
         }
         results.extend(run.results);
-        remaining.retain(|t| !results.contains_key(t) && !run.started.contains(t));
+        remaining.retain(|t| {
+            !results.contains_key(t) && (!run.started.contains(t) || rerun.as_ref() == Some(t))
+        });
         if run.died_in.is_none() && remaining.is_empty() {
             break;
         }
@@ -116,13 +135,16 @@ struct HostRun {
     failure: Option<String>,
     console_tail: String,
     kernel_log_tail: String,
+    /// Where a dead host's whole kernel log and console are kept.
+    kept: PathBuf,
 }
 
 impl HostRun {
     fn death_report(&self) -> String {
         format!(
-            "the test host ended while this test ran: {}\n--- test host kernel log (tail) ---\n{}\n--- test host console (tail) ---\n{}",
+            "the test host ended while this test ran: {} (its whole kernel log and console: {})\n--- test host kernel log (tail) ---\n{}\n--- test host console (tail) ---\n{}",
             self.failure.as_deref().unwrap_or("it stopped"),
+            self.kept.display(),
             self.kernel_log_tail,
             self.console_tail
         )
@@ -270,11 +292,28 @@ fn run_qemu(work: &Path, boot: usize) -> HostRun {
     for s in streams {
         let _ = s.join();
     }
-    let console_tail = tail(&console.lock().unwrap(), TAIL_LINES);
+    let console = console.lock().unwrap().clone();
+    let console_tail = tail(&console, TAIL_LINES);
     let kernel_log = std::fs::read(&kernel_log_path).unwrap_or_default();
     let kernel_log_tail = tail(&String::from_utf8_lossy(&kernel_log), TAIL_LINES);
+    // A dead host's logs outlive the next run's work directory.
+    let kept = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("test-host-failures")
+        .join(format!(
+            "{}-host{boot}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        ));
     if let Some(why) = &failure {
-        eprintln!("linux tests: test host {boot}: {why}");
+        eprintln!(
+            "linux tests: test host {boot}: {why}; logs kept in {}",
+            kept.display()
+        );
+        let _ = std::fs::create_dir_all(&kept);
+        let _ = std::fs::write(kept.join("kernel.log"), &kernel_log);
+        let _ = std::fs::write(kept.join("console.log"), &console);
+        let _ = std::fs::copy(&results_path, kept.join("results.txt"));
     }
     HostRun {
         died_in: failure
@@ -286,6 +325,7 @@ fn run_qemu(work: &Path, boot: usize) -> HostRun {
         failure,
         console_tail,
         kernel_log_tail,
+        kept,
     }
 }
 
