@@ -11,6 +11,43 @@ use serde_json::{Map, Value};
 
 use crate::config::{BlockConfig, BootSourceConfig, MachineConfig, NetConfig, VmConfig};
 
+/// Why a body or a configuration file was refused. The text is what the API's 400 answer and
+/// the CLI's one-line error say.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// No body where one is needed.
+    #[error("the request has no body; it needs a JSON object")]
+    Empty,
+    /// Not JSON.
+    #[error("invalid JSON: {0}")]
+    Json(serde_json::Error),
+    /// JSON, but not an object.
+    #[error("the body must be a JSON object")]
+    NotObject,
+    /// A Firecracker field with a value fennec cannot honour.
+    #[error("{field}: {value} given, but {refusal}")]
+    Refused {
+        /// The field.
+        field: &'static str,
+        /// The value given, as JSON.
+        value: Value,
+        /// Why.
+        refusal: &'static str,
+    },
+    /// A refusal inside one section of a configuration file.
+    #[error("{section}: {error}")]
+    In {
+        /// The section (`machine-config`, `drives`, ...).
+        section: &'static str,
+        /// What is wrong there.
+        error: Box<BodyError>,
+    },
+    /// The object does not fit the configuration: an unknown field, a wrong type, a value
+    /// the configuration refuses.
+    #[error("{0}")]
+    Shape(serde_json::Error),
+}
+
 /// A Firecracker field fennec accepts only with the value it names, and why.
 struct Accepted {
     field: &'static str,
@@ -93,14 +130,18 @@ fn is_none_string(v: &Value) -> bool {
 }
 
 /// Removes `accepted` fields from `object`, or says which value fennec cannot honour.
-fn strip(object: &mut Value, accepted: &[Accepted]) -> Result<(), String> {
+fn strip(object: &mut Value, accepted: &[Accepted]) -> Result<(), BodyError> {
     let Some(map) = object.as_object_mut() else {
         return Ok(());
     };
     for a in accepted {
         if let Some(value) = map.remove(a.field) {
             if !(a.ok)(&value) {
-                return Err(format!("{}: {value} given, but {}", a.field, a.refusal));
+                return Err(BodyError::Refused {
+                    field: a.field,
+                    value,
+                    refusal: a.refusal,
+                });
             }
         }
     }
@@ -110,26 +151,26 @@ fn strip(object: &mut Value, accepted: &[Accepted]) -> Result<(), String> {
 fn parse<T: serde::de::DeserializeOwned>(
     mut value: Value,
     accepted: &[Accepted],
-) -> Result<T, String> {
+) -> Result<T, BodyError> {
     strip(&mut value, accepted)?;
-    serde_json::from_value(value).map_err(|e| e.to_string())
+    serde_json::from_value(value).map_err(BodyError::Shape)
 }
 
 /// Parses a JSON body, with serde's message (line and column) on failure.
-pub fn json(body: &[u8]) -> Result<Value, String> {
+pub fn json(body: &[u8]) -> Result<Value, BodyError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err("the request has no body; it needs a JSON object".into());
+        return Err(BodyError::Empty);
     }
-    serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))
+    serde_json::from_slice(body).map_err(BodyError::Json)
 }
 
 /// A `boot-source` body.
-pub fn boot_source(value: Value) -> Result<BootSourceConfig, String> {
+pub fn boot_source(value: Value) -> Result<BootSourceConfig, BodyError> {
     parse(value, &[])
 }
 
 /// A `machine-config` body.
-pub fn machine_config(value: Value) -> Result<MachineConfig, String> {
+pub fn machine_config(value: Value) -> Result<MachineConfig, BodyError> {
     parse(value, MACHINE)
 }
 
@@ -137,10 +178,10 @@ pub fn machine_config(value: Value) -> Result<MachineConfig, String> {
 pub fn machine_config_patch(
     value: Value,
     current: &MachineConfig,
-) -> Result<MachineConfig, String> {
-    let mut merged = serde_json::to_value(current).map_err(|e| e.to_string())?;
+) -> Result<MachineConfig, BodyError> {
+    let mut merged = serde_json::to_value(current).map_err(BodyError::Shape)?;
     let Value::Object(patch) = value else {
-        return Err("the body must be a JSON object".into());
+        return Err(BodyError::NotObject);
     };
     if let Some(m) = merged.as_object_mut() {
         m.extend(patch);
@@ -149,33 +190,37 @@ pub fn machine_config_patch(
 }
 
 /// A drive body.
-pub fn drive(value: Value) -> Result<BlockConfig, String> {
+pub fn drive(value: Value) -> Result<BlockConfig, BodyError> {
     parse(value, DRIVE)
 }
 
 /// A network-interface body.
-pub fn network_interface(value: Value) -> Result<NetConfig, String> {
+pub fn network_interface(value: Value) -> Result<NetConfig, BodyError> {
     parse(value, NET)
 }
 
 /// A whole configuration, as Firecracker's `--config-file` takes it (`boot-source`,
 /// `machine-config`, `drives`, `network-interfaces`).
-pub fn vm_config(text: &str) -> Result<VmConfig, String> {
+pub fn vm_config(text: &str) -> Result<VmConfig, BodyError> {
     let mut value = json(text.as_bytes())?;
-    let map = value
-        .as_object_mut()
-        .ok_or("the configuration must be a JSON object")?;
+    let map = value.as_object_mut().ok_or(BodyError::NotObject)?;
+    let within = |section| {
+        move |error| BodyError::In {
+            section,
+            error: Box::new(error),
+        }
+    };
     if let Some(m) = map.get_mut("machine-config") {
-        strip(m, MACHINE).map_err(|e| format!("machine-config: {e}"))?;
+        strip(m, MACHINE).map_err(within("machine-config"))?;
     }
     for (key, accepted) in [("drives", DRIVE), ("network-interfaces", NET)] {
         if let Some(Value::Array(items)) = map.get_mut(key) {
             for item in items {
-                strip(item, accepted).map_err(|e| format!("{key}: {e}"))?;
+                strip(item, accepted).map_err(within(key))?;
             }
         }
     }
-    serde_json::from_value(value).map_err(|e| e.to_string())
+    serde_json::from_value(value).map_err(BodyError::Shape)
 }
 
 /// `machine-config` as Firecracker reports it, with the fields fennec fixes.
@@ -206,15 +251,17 @@ mod tests {
 
     #[test]
     fn test_machine_config_smt_refused_with_reason() {
-        let e =
-            machine_config(json!({"vcpu_count": 2, "mem_size_mib": 256, "smt": true})).unwrap_err();
+        let e = machine_config(json!({"vcpu_count": 2, "mem_size_mib": 256, "smt": true}))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("smt"), "{e}");
     }
 
     #[test]
     fn test_machine_config_unknown_field_refused() {
-        let e =
-            machine_config(json!({"vcpu_count": 2, "mem_size_mib": 256, "cpus": 1})).unwrap_err();
+        let e = machine_config(json!({"vcpu_count": 2, "mem_size_mib": 256, "cpus": 1}))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown field `cpus`"), "{e}");
     }
 
@@ -240,7 +287,8 @@ mod tests {
             "drive_id": "rootfs", "path_on_host": "/r.ext4", "is_root_device": true,
             "rate_limiter": {"bandwidth": {"size": 1, "refill_time": 1}}
         }))
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("rate limiters"), "{e}");
     }
 
@@ -261,7 +309,10 @@ mod tests {
 
     #[test]
     fn test_json_empty_body_says_so() {
-        assert!(json(b"  ").unwrap_err().contains("no body"));
-        assert!(json(b"{\"a\":").unwrap_err().contains("invalid JSON"));
+        assert!(json(b"  ").unwrap_err().to_string().contains("no body"));
+        assert!(json(b"{\"a\":")
+            .unwrap_err()
+            .to_string()
+            .contains("invalid JSON"));
     }
 }

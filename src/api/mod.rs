@@ -113,3 +113,10 @@ impl ApiError {
         serde_json::json!({ "fault_message": self.message })
     }
 }
+
+/// A refused body is the client's mistake: 400, with what was wrong.
+impl From<crate::firecracker::BodyError> for ApiError {
+    fn from(e: crate::firecracker::BodyError) -> Self {
+        ApiError::bad_request(e.to_string())
+    }
+}

@@ -70,12 +70,12 @@ struct SnapshotBody {
 }
 
 fn body<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
-    let value = firecracker::json(raw).map_err(ApiError::bad_request)?;
+    let value = json(raw)?;
     serde_json::from_value(value).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 fn json(raw: &[u8]) -> Result<Value, ApiError> {
-    firecracker::json(raw).map_err(ApiError::bad_request)
+    Ok(firecracker::json(raw)?)
 }
 
 fn same_id(path_id: &str, body_id: &str) -> Result<(), ApiError> {
@@ -106,18 +106,18 @@ pub fn route(method: &str, target: &str, raw: &[u8]) -> Result<ApiRequest, ApiEr
 
         ("PUT", ["boot-source"]) => firecracker::boot_source(json(raw)?)
             .map(ApiRequest::PutBootSource)
-            .map_err(bad),
+            .map_err(ApiError::from),
         (_, ["boot-source"]) => Err(method_not_allowed(method, path, "PUT")),
 
         ("GET", ["machine-config"]) => Ok(ApiRequest::GetMachineConfig),
         ("PUT", ["machine-config"]) => firecracker::machine_config(json(raw)?)
             .map(ApiRequest::PutMachineConfig)
-            .map_err(bad),
+            .map_err(ApiError::from),
         ("PATCH", ["machine-config"]) => Ok(ApiRequest::PatchMachineConfig(json(raw)?)),
         (_, ["machine-config"]) => Err(method_not_allowed(method, path, "GET, PUT or PATCH")),
 
         ("PUT", ["drives", id]) => {
-            let drive = firecracker::drive(json(raw)?).map_err(bad)?;
+            let drive = firecracker::drive(json(raw)?)?;
             same_id(id, &drive.id)?;
             drive.validate().map_err(|e| bad(e.to_string()))?;
             Ok(ApiRequest::PutDrive(drive))
@@ -146,7 +146,7 @@ pub fn route(method: &str, target: &str, raw: &[u8]) -> Result<ApiRequest, ApiEr
         (_, ["drives", _, "snapshot"]) => Err(method_not_allowed(method, path, "PUT")),
 
         ("PUT", ["network-interfaces", id]) => {
-            let net = firecracker::network_interface(json(raw)?).map_err(bad)?;
+            let net = firecracker::network_interface(json(raw)?)?;
             same_id(id, &net.id)?;
             Ok(ApiRequest::PutNetworkInterface(net))
         }

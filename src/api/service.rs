@@ -228,8 +228,8 @@ impl VmService {
                 if self.instance.is_some() {
                     return Err(not_after_start());
                 }
-                let machine = firecracker::machine_config_patch(patch, &self.config.machine_config)
-                    .map_err(ApiError::bad_request)?;
+                let machine =
+                    firecracker::machine_config_patch(patch, &self.config.machine_config)?;
                 self.reconfigure(|c| c.machine_config = machine)
             }
             ApiRequest::PutDrive(drive) => {

@@ -204,9 +204,11 @@ impl Vm {
     /// Starts the vCPUs and the controller; the guest runs until [`VmHandle::wait`] returns.
     pub fn start(self) -> Result<VmHandle, Error> {
         vcpu_run::install_kick_handler()?;
-        let start_err = |what: &str, e: std::io::Error| Error::Start(format!("{what}: {e}"));
-        let eventfd = |what: &str| EventFd::new(EFD_NONBLOCK).map_err(|e| start_err(what, e));
-        let clone = |evt: &EventFd, what: &str| evt.try_clone().map_err(|e| start_err(what, e));
+        let start_err = |what: &'static str, source| Error::Start { what, source };
+        let eventfd =
+            |what: &'static str| EventFd::new(EFD_NONBLOCK).map_err(|e| start_err(what, e));
+        let clone =
+            |evt: &EventFd, what: &'static str| evt.try_clone().map_err(|e| start_err(what, e));
         let exit_evt = eventfd("exit eventfd")?;
         let stop_evt = eventfd("stop eventfd")?;
         let command_evt = eventfd("command eventfd")?;

@@ -143,9 +143,15 @@ pub enum Error {
     /// A device could not be set up.
     #[error(transparent)]
     Device(#[from] DeviceError),
-    /// A thread or the event loop could not be started.
-    #[error("Failed to start the VM: {0}")]
-    Start(String),
+    /// A thread, or an eventfd the threads share, could not be made.
+    #[error("Failed to start the VM: cannot create the {what}")]
+    Start {
+        /// What could not be made.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The stop request could not be sent.
     #[error("Failed to ask the VM to stop")]
     Stop(#[source] std::io::Error),
