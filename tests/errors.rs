@@ -214,19 +214,7 @@ fn test_drive_with_path_and_template_refused_the_same_way_everywhere() {
 
     // The control socket.
     let socket = dir.path().join("api.sock");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_fennec"))
-        .args(["run", "--api-socket"])
-        .arg(&socket)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    while !socket.exists() {
-        assert!(std::time::Instant::now() < deadline, "no control socket");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let mut server = spawn_api(&[], &socket);
     let out = Command::new(env!("CARGO_BIN_EXE_fennec"))
         .arg("ctl")
         .arg("--api-socket")

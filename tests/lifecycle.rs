@@ -221,19 +221,7 @@ fn test_sigterm_in_api_mode_before_a_start_removes_the_socket_and_exits_zero() {
     require_kvm();
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("api.sock");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fennec"))
-        .args(["run", "--api-socket"])
-        .arg(&socket)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + TIMEOUT;
-    while !socket.exists() {
-        assert!(Instant::now() < deadline, "no control socket");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut child = spawn_api(&[], &socket);
     let pid = child.id().to_string();
     assert!(std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -254,21 +242,11 @@ fn test_a_long_shutdown_blocks_no_other_request() {
     let socket = dir.path().join("api.sock");
     let kernel = tiny("pvh.elf");
     // The echo guest ignores Ctrl-Alt-Del: a Shutdown waits out its whole timeout.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fennec"))
-        .args(["run", "--cmdline", "tiny.mode=echo", "--kernel"])
-        .arg(&kernel)
-        .arg("--api-socket")
-        .arg(&socket)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + TIMEOUT;
-    while !socket.exists() {
-        assert!(Instant::now() < deadline, "no control socket");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let kernel = kernel.to_str().unwrap();
+    let mut child = spawn_api(
+        &["--cmdline", "tiny.mode=echo", "--kernel", kernel],
+        &socket,
+    );
     let shutdown_socket = socket.clone();
     let shutdown = std::thread::spawn(move || {
         let body = r#"{"action_type": "Shutdown", "timeout_ms": 60000}"#;

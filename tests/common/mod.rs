@@ -117,6 +117,34 @@ pub fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<ExitSta
     }
 }
 
+/// Starts `fennec run ARGS --api-socket SOCKET` (no stdin, console discarded, stderr piped) and
+/// waits for the socket to appear.
+pub fn spawn_api(args: &[&str], socket: &Path) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fennec"))
+        .arg("run")
+        .args(args)
+        .arg("--api-socket")
+        .arg(socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn fennec");
+    let deadline = Instant::now() + TIMEOUT;
+    while !socket.exists() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "fennec made no control socket at {} within {TIMEOUT:?}",
+                socket.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
 /// Runs fennec with empty stdin.
 pub fn fennec(args: &[&str]) -> Run {
     fennec_with_input(args, b"")
