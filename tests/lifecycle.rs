@@ -150,9 +150,15 @@ fn test_console_reader_that_never_reads_stalls_nothing_pause_resume_stop() {
     let mut vm = Unread::start(true);
     let serial = vm.wait_for_dropped_output();
     assert!(serial["bytes_out"].as_u64().unwrap() > 64 << 10, "{serial}");
-    within_a_second("pause", || ctl(vm.socket(), &["pause"]));
+    let (code, _) = within_a_second("pause", || {
+        api_call(vm.socket(), "PATCH", "/vm", r#"{"state": "Paused"}"#)
+    });
+    assert_eq!(code, 204);
     assert_eq!(ctl(vm.socket(), &["status"])["state"], "Paused");
-    within_a_second("resume", || ctl(vm.socket(), &["resume"]));
+    let (code, _) = within_a_second("resume", || {
+        api_call(vm.socket(), "PATCH", "/vm", r#"{"state": "Resumed"}"#)
+    });
+    assert_eq!(code, 204);
     let before = ctl(vm.socket(), &["metrics"])["serial"]["bytes_lost"]
         .as_u64()
         .unwrap();
@@ -167,7 +173,9 @@ fn test_console_reader_that_never_reads_stalls_nothing_pause_resume_stop() {
         assert!(Instant::now() < deadline, "the guest stopped printing");
         std::thread::sleep(Duration::from_millis(50));
     }
-    within_a_second("stop", || ctl(vm.socket(), &["stop"]));
+    let stop = r#"{"action_type": "Stop"}"#;
+    let (code, _) = within_a_second("stop", || api_call(vm.socket(), "PUT", "/actions", stop));
+    assert_eq!(code, 200);
     let (code, took) = vm.exit_within(Duration::from_secs(5));
     assert_eq!(code, Some(0));
     assert!(
@@ -183,9 +191,11 @@ fn test_console_reader_that_never_reads_stalls_nothing_shutdown() {
     vm.wait_for_dropped_output();
     // The flooding guest ignores Ctrl-Alt-Del: the shutdown stops it after its timeout.
     let body = r#"{"action_type": "Shutdown", "timeout_ms": 200}"#;
-    within_a_second("a shutdown with a 200 ms timeout", || {
-        ctl(vm.socket(), &["request", "PUT", "/actions", body])
+    let (code, answer) = within_a_second("a shutdown with a 200 ms timeout", || {
+        api_call(vm.socket(), "PUT", "/actions", body)
     });
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["forced"], true, "{answer}");
     let (code, took) = vm.exit_within(Duration::from_secs(5));
     assert_eq!(code, Some(0));
     assert!(
@@ -253,9 +263,15 @@ fn test_a_long_shutdown_blocks_no_other_request() {
         ctl(&shutdown_socket, &["request", "PUT", "/actions", body])
     });
     std::thread::sleep(Duration::from_millis(300));
-    let status = within_a_second("a status during the shutdown", || ctl(&socket, &["status"]));
+    let (_, status) = within_a_second("a status during the shutdown", || {
+        api_call(&socket, "GET", "/status", "")
+    });
     assert_eq!(status["state"], "Running", "{status}");
-    within_a_second("a stop during the shutdown", || ctl(&socket, &["stop"]));
+    let stop = r#"{"action_type": "Stop"}"#;
+    let (code, _) = within_a_second("a stop during the shutdown", || {
+        api_call(&socket, "PUT", "/actions", stop)
+    });
+    assert_eq!(code, 200);
     let answer = shutdown.join().unwrap();
     assert_eq!(answer["exit"]["kind"], "stopped", "{answer}");
     let code = wait_with_timeout(&mut child, Duration::from_secs(5)).and_then(|s| s.code());

@@ -145,6 +145,35 @@ pub fn spawn_api(args: &[&str], socket: &Path) -> Child {
     child
 }
 
+/// One request on the control socket from this process (no `fennec ctl` process to start, so
+/// it times the VMM alone): its status code and JSON body (`Null` when empty).
+pub fn api_call(socket: &Path, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let json = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.trim())
+        .filter(|b| !b.is_empty())
+        .map(|b| serde_json::from_str(b).unwrap_or(serde_json::Value::String(b.into())))
+        .unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
 /// Runs fennec with empty stdin.
 pub fn fennec(args: &[&str]) -> Run {
     fennec_with_input(args, b"")
