@@ -21,6 +21,24 @@ pub fn must(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Where the zfs-fuse the tests start keeps its PID.
+const PID_FILE: &str = "/run/zfs-fuse.pid";
+
+/// Removes `path` when the process it names is gone (a daemon that was killed, a machine that
+/// crashed): zfs-fuse refuses to start, silently, while its PID file exists.
+fn remove_stale_pid_file(path: &Path) {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return;
+    };
+    let alive = text.trim().parse::<i32>().is_ok_and(|pid| {
+        // SAFETY: kill with signal 0 only checks that the process exists; it sends nothing.
+        pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+    });
+    if !alive {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 /// Makes sure `zfs` works: the commands are installed and the ZFS service answers. Where the
 /// commands come from zfs-fuse and its daemon is not running, starts it (once, under a lock,
 /// however many tests ask at the same time).
@@ -39,8 +57,9 @@ pub fn require_zfs() {
     if run("zfs", &["list", "-H", "-o", "name"]).is_ok_and(|o| o.status.success()) {
         return;
     }
+    remove_stale_pid_file(Path::new(PID_FILE));
     let started = Command::new("zfs-fuse")
-        .args(["--no-kstat-mount", "-p", "/run/zfs-fuse.pid"])
+        .args(["--no-kstat-mount", "-p", PID_FILE])
         .status()
         .unwrap_or_else(|e| {
             panic!(
