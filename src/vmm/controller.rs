@@ -99,7 +99,7 @@ impl MutEventSubscriber for Controller {
 /// [`Command::Describe`], empty for the others, or why it failed.
 pub(super) struct CommandMsg {
     pub command: Command,
-    pub reply: mpsc::Sender<Result<String, String>>,
+    pub reply: mpsc::Sender<Result<String, Error>>,
 }
 
 /// What a [`VmHandle`] asks of the controller.
@@ -157,7 +157,7 @@ impl ControllerRun {
 
     /// Parks every vCPU; the caller then stops serving devices. A vCPU that does not park in
     /// time is resumed with the others, and the pause fails.
-    fn pause(&self) -> Result<(), String> {
+    fn pause(&self) -> Result<(), Error> {
         let running: Vec<&VcpuThread> = self.vcpus.iter().filter(|v| !v.is_finished()).collect();
         for v in &running {
             v.send(VcpuCommand::Pause);
@@ -171,10 +171,7 @@ impl ControllerRun {
             return Ok(());
         }
         self.resume();
-        Err(format!(
-            "the vCPUs did not stop within {} s",
-            PARK_TIMEOUT.as_secs()
-        ))
+        Err(Error::PauseTimeout(PARK_TIMEOUT))
     }
 
     fn resume(&self) {

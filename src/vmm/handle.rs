@@ -185,7 +185,7 @@ impl VmHandle {
         }
         match answer.recv() {
             Ok(Ok(text)) => Ok(text),
-            Ok(Err(why)) => Err(Error::Lifecycle(why)),
+            Ok(Err(e)) => Err(e),
             // The controller ended (the guest exited) before it took the command.
             Err(_) => Err(Error::NotRunning),
         }
@@ -218,7 +218,7 @@ impl VmHandle {
         }
         fennec_devices::lock(&self.0.i8042)
             .ctrl_alt_del()
-            .map_err(|e| Error::Lifecycle(format!("cannot raise the keyboard interrupt: {e}")))
+            .map_err(Error::CtrlAltDel)
     }
 
     /// Asks the guest to shut down (Ctrl-Alt-Del, resuming it first if paused) and waits up to
@@ -289,7 +289,10 @@ impl VmHandle {
         }
         let flushed = fennec_devices::lock(&device)
             .flush_disk()
-            .map_err(|e| Error::Lifecycle(format!("cannot flush drive {id:?}: {e}")));
+            .map_err(|source| Error::Flush {
+                id: id.to_string(),
+                source,
+            });
         let result = flushed.map(|()| f());
         if was_running {
             self.resume()?;

@@ -161,9 +161,21 @@ pub enum Error {
     /// The VM has exited, so it cannot do what was asked.
     #[error("The VM is not running")]
     NotRunning,
-    /// A pause or resume failed.
-    #[error("{0}")]
-    Lifecycle(String),
+    /// The vCPUs did not park in time; the VM runs on.
+    #[error("The vCPUs did not stop within {} s; the VM runs on", .0.as_secs())]
+    PauseTimeout(std::time::Duration),
+    /// The keyboard interrupt of a Ctrl-Alt-Del could not be raised.
+    #[error("Cannot raise the keyboard interrupt")]
+    CtrlAltDel(#[source] std::io::Error),
+    /// A drive's completed writes could not be made durable.
+    #[error("Cannot flush drive {id:?}")]
+    Flush {
+        /// The drive.
+        id: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// No drive has the given ID.
     #[error("No drive has the ID {0:?}")]
     NoSuchDrive(String),
