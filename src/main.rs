@@ -48,8 +48,10 @@ enum Command {
     /// Exit status: 0 when the guest resets or powers off (Linux `reboot`, `reboot -f`, a
     /// triple fault), 3 when it halts with interrupts disabled on every vCPU, 1 on any error
     /// (printed as one line on stderr), 2 on bad usage. When stdin is a terminal it is put in
-    /// raw mode: every key, Ctrl-C included, goes to the guest. SIGTERM, SIGINT and SIGHUP stop
-    /// the VM cleanly and restore the terminal.
+    /// raw mode: every key, Ctrl-C included, goes to the guest. The guest never waits for the
+    /// console's reader: output a stopped reader cannot take is dropped and counted. SIGTERM,
+    /// SIGINT and SIGHUP stop the VM cleanly and restore the terminal; SIGUSR1 logs where the
+    /// VM stands (vCPUs, local APICs, serial port, IOAPIC), for diagnosing a stalled guest.
     ///
     /// With --api-socket, fennec serves its control socket (Firecracker's API) and boots when
     /// told to (PUT /actions InstanceStart), or at once if the command line or --config-file
