@@ -223,7 +223,12 @@ fn run_qemu(work: &Path, boot: usize) -> HostRun {
     let serial_file = |p: &PathBuf| format!("file:{}", p.display());
     eprintln!("linux tests: booting test host {boot} (QEMU TCG with emulated AMD SVM)");
     let mut child = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg,thread=multi", "-smp", "2", "-m", "3072"])
+        .arg("-accel")
+        .arg(format!(
+            "tcg,thread={}",
+            std::env::var("FENNEC_TEST_HOST_TCG").unwrap_or_else(|_| "multi".into())
+        ))
+        .args(["-smp", "2", "-m", "3072"])
         .args(["-M", "q35", "-cpu", "EPYC,+svm", "-nodefaults"])
         .args(["-no-user-config", "-nographic", "-monitor", "none"])
         .args(["-serial", "stdio", "-serial"])
@@ -279,8 +284,15 @@ fn run_qemu(work: &Path, boot: usize) -> HostRun {
             deadline = Instant::now() + TEST_LIMIT + Duration::from_secs(60);
         }
         if Instant::now() > deadline {
+            // Whether QEMU spins or waits, thread by thread, before it goes.
+            let threads = [qemu_threads(child.id()), {
+                std::thread::sleep(Duration::from_secs(1));
+                qemu_threads(child.id())
+            }]
+            .join("\n--- a second later ---\n");
+            let _ = std::fs::write(work.join("qemu-threads.txt"), &threads);
             failure = Some(format!(
-                "the test host reported nothing for {:?} and was killed",
+                "the test host reported nothing for {:?} and was killed; QEMU's threads then:\n{threads}",
                 TEST_LIMIT + Duration::from_secs(60)
             ));
             let _ = child.kill();
@@ -327,6 +339,37 @@ fn run_qemu(work: &Path, boot: usize) -> HostRun {
         kernel_log_tail,
         kept,
     }
+}
+
+/// Every thread of process `pid` (QEMU's vCPU threads among them): its name, state, CPU time
+/// in clock ticks, where it waits in the kernel, and its kernel stack.
+fn qemu_threads(pid: u32) -> String {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return format!("process {pid} is gone");
+    };
+    let mut out = Vec::new();
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+        let stat = read("stat");
+        // After the name in parentheses: state, then (fields 14 and 15) user and system time.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let field = |n: usize| fields.get(n).copied().unwrap_or("?");
+        out.push(format!(
+            "thread {} {} state {} utime {} stime {} wchan {}\n{}",
+            task.file_name().to_string_lossy(),
+            read("comm").trim(),
+            field(0),
+            field(11),
+            field(12),
+            read("wchan"),
+            read("stack")
+        ));
+    }
+    out.join("\n")
 }
 
 /// Parses the results channel: `FENNEC-START name`; `FENNEC-RESULT name ok|failed`, base64
