@@ -68,11 +68,11 @@ impl VmBuilder {
     pub fn new(kernel: impl Into<PathBuf>) -> Self {
         VmBuilder {
             config: VmConfig {
-                boot_source: BootSourceConfig {
+                boot_source: Some(BootSourceConfig {
                     kernel_image_path: kernel.into(),
                     initrd_path: None,
                     boot_args: None,
-                },
+                }),
                 machine_config: MachineConfig::default(),
                 drives: Vec::new(),
                 net: Vec::new(),
@@ -90,16 +90,20 @@ impl VmBuilder {
         }
     }
 
-    /// Loads `path` as the initramfs.
+    /// Loads `path` as the initramfs (with the kernel the builder was made with).
     pub fn initrd(mut self, path: impl Into<PathBuf>) -> Self {
-        self.config.boot_source.initrd_path = Some(path.into());
+        if let Some(boot) = self.config.boot_source.as_mut() {
+            boot.initrd_path = Some(path.into());
+        }
         self
     }
 
     /// Sets the kernel command line (fennec still adds `console=ttyS0` and `reboot=k` unless
     /// it names its own).
     pub fn cmdline(mut self, cmdline: impl Into<String>) -> Self {
-        self.config.boot_source.boot_args = Some(cmdline.into());
+        if let Some(boot) = self.config.boot_source.as_mut() {
+            boot.boot_args = Some(cmdline.into());
+        }
         self
     }
 

@@ -502,9 +502,13 @@ mod mac_string {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VmConfig {
-    /// What to boot.
-    #[serde(rename = "boot-source")]
-    pub boot_source: BootSourceConfig,
+    /// What to boot; none yet on a control socket before `PUT /boot-source`.
+    #[serde(
+        rename = "boot-source",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub boot_source: Option<BootSourceConfig>,
     /// vCPUs and memory.
     #[serde(rename = "machine-config", default)]
     pub machine_config: MachineConfig,
@@ -523,8 +527,9 @@ pub struct VmConfig {
 impl VmConfig {
     /// Checks the whole configuration.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.boot_source.kernel_image_path.as_os_str().is_empty() {
-            return Err(ConfigError::NoKernel);
+        match &self.boot_source {
+            Some(boot) if !boot.kernel_image_path.as_os_str().is_empty() => {}
+            _ => return Err(ConfigError::NoKernel),
         }
         self.machine_config.validate()?;
         let mut root: Option<&BlockConfig> = None;
@@ -575,8 +580,8 @@ impl VmConfig {
     pub fn kernel_cmdline(&self) -> (String, Vec<String>) {
         let base = self
             .boot_source
-            .boot_args
-            .clone()
+            .as_ref()
+            .and_then(|b| b.boot_args.clone())
             .unwrap_or_else(|| DEFAULT_BOOT_ARGS.to_string());
         let has = |key: &str| {
             base.split_whitespace()
@@ -606,11 +611,11 @@ mod tests {
 
     fn config(boot_args: Option<&str>) -> VmConfig {
         VmConfig {
-            boot_source: BootSourceConfig {
+            boot_source: Some(BootSourceConfig {
                 kernel_image_path: "/k".into(),
                 initrd_path: None,
                 boot_args: boot_args.map(str::to_string),
-            },
+            }),
             machine_config: MachineConfig::default(),
             drives: Vec::new(),
             net: Vec::new(),
@@ -825,6 +830,17 @@ mod tests {
     }
 
     #[test]
+    fn test_no_boot_source_is_none_and_refused() {
+        let c: VmConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(c.boot_source, None);
+        assert_eq!(c.validate(), Err(ConfigError::NoKernel));
+        assert_eq!(
+            serde_json::to_value(&c).unwrap()["boot-source"],
+            serde_json::Value::Null
+        );
+    }
+
+    #[test]
     fn test_drive_with_path_and_template_refused_from_json() {
         let json = r#"{"drive_id": "d", "path_on_host": "/a", "template": "t"}"#;
         let e = serde_json::from_str::<BlockConfig>(json).unwrap_err();
@@ -973,7 +989,10 @@ mod tests {
         }"#;
         let cfg: VmConfig = serde_json::from_str(json).unwrap();
         assert_eq!(cfg.machine_config.vcpu_count, 2);
-        assert_eq!(cfg.boot_source.kernel_image_path, PathBuf::from("/vmlinux"));
+        assert_eq!(
+            cfg.boot_source.map(|b| b.kernel_image_path),
+            Some(PathBuf::from("/vmlinux"))
+        );
     }
 
     #[test]

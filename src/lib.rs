@@ -12,11 +12,11 @@
 //! use fennec::{Console, Vm};
 //!
 //! let config = VmConfig {
-//!     boot_source: BootSourceConfig {
+//!     boot_source: Some(BootSourceConfig {
 //!         kernel_image_path: "vmlinux".into(),
 //!         initrd_path: None,
 //!         boot_args: Some("console=ttyS0 panic=1".into()),
-//!     },
+//!     }),
 //!     machine_config: MachineConfig { vcpu_count: 2, mem_size_mib: 256 },
 //!     drives: vec![BlockConfig {
 //!         root: true,

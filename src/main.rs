@@ -234,11 +234,11 @@ impl RunArgs {
                 .map_err(|e| format!("{}: {e}", path.display()));
         }
         Ok(VmConfig {
-            boot_source: BootSourceConfig {
-                kernel_image_path: self.kernel.clone().unwrap_or_default(),
+            boot_source: self.kernel.clone().map(|kernel| BootSourceConfig {
+                kernel_image_path: kernel,
                 initrd_path: self.initrd.clone(),
                 boot_args: Some(self.cmdline.clone()),
-            },
+            }),
             machine_config: MachineConfig {
                 vcpu_count: self.vcpus,
                 mem_size_mib: self.memory,
@@ -413,7 +413,7 @@ fn run_with_api(
             let _ = events.send(Event::Signal(signo));
         });
     }
-    let boot_now = !config.boot_source.kernel_image_path.as_os_str().is_empty();
+    let boot_now = config.boot_source.is_some();
     let pumps = Arc::new(Mutex::new(Vec::new()));
     let made = pumps.clone();
     let make_console = move || {

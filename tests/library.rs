@@ -49,11 +49,11 @@ impl Sink {
 
 fn config(kernel: &str, boot_args: &str) -> VmConfig {
     VmConfig {
-        boot_source: BootSourceConfig {
+        boot_source: Some(BootSourceConfig {
             kernel_image_path: tiny(kernel),
             initrd_path: None,
             boot_args: Some(boot_args.into()),
-        },
+        }),
         machine_config: MachineConfig {
             vcpu_count: 2,
             mem_size_mib: 64,

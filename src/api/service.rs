@@ -134,13 +134,7 @@ impl VmService {
         if self.instance.is_some() {
             return Err(ApiError::bad_request("The VM is already started"));
         }
-        if self
-            .config
-            .boot_source
-            .kernel_image_path
-            .as_os_str()
-            .is_empty()
-        {
+        if self.config.boot_source.is_none() {
             return Err(ApiError::bad_request(
                 "Cannot start the VM: no boot source; PUT /boot-source first",
             ));
@@ -216,7 +210,7 @@ impl VmService {
                 if let Some(initrd) = &boot.initrd_path {
                     crate::vmm::open("initrd", initrd).map_err(Self::vm_error)?;
                 }
-                self.reconfigure(|c| c.boot_source = boot)
+                self.reconfigure(|c| c.boot_source = Some(boot))
             }
             ApiRequest::GetMachineConfig => Ok(ApiResponse::Json(
                 firecracker::machine_config_json(&self.config.machine_config),

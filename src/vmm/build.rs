@@ -33,7 +33,7 @@ impl Vm {
             return Err(ConfigError::Unprovisioned(d.id.clone()).into());
         }
         // Open the files first: a typo costs no KVM setup.
-        let boot = &config.boot_source;
+        let boot = config.boot_source.as_ref().ok_or(ConfigError::NoKernel)?;
         let mut kernel_file = open("kernel", &boot.kernel_image_path)?;
         let mut initrd_file = boot
             .initrd_path
@@ -79,7 +79,7 @@ impl Vm {
             let entry = (vcpu.index() == 0).then_some((kernel.mode, kernel.entry));
             vcpu.configure(&cpuid, count, entry)?;
         }
-        log_boot(config, &kernel, initrd, &cmdline);
+        log_boot(config, &boot.kernel_image_path, &kernel, initrd, &cmdline);
         Ok(Vm {
             mem,
             kvm_vm,
@@ -125,6 +125,7 @@ impl Vm {
 
 fn log_boot(
     config: &VmConfig,
+    path: &std::path::Path,
     kernel: &LoadedKernel,
     initrd: Option<(u64, u64)>,
     cmdline: &loader::Cmdline,
@@ -132,7 +133,7 @@ fn log_boot(
     log::info!(
         "Loaded {:?} kernel {} (entry {:#x}, ends {:#x}); {} vCPUs, {} MiB",
         kernel.format,
-        config.boot_source.kernel_image_path.display(),
+        path.display(),
         kernel.entry,
         kernel.end,
         config.machine_config.vcpu_count,
