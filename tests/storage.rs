@@ -300,8 +300,10 @@ impl LiveVm {
         std::fs::write(
             spy.join("zfs"),
             format!(
-                "#!/bin/sh\necho \"$PPID $1\" >> {}\nexec {real} \"$@\"\n",
-                log.display()
+                "#!/bin/sh\necho \"$PPID $1\" >> {}\n\
+                 [ \"$1\" = snapshot ] && [ -e {} ] && sleep 2\nexec {real} \"$@\"\n",
+                log.display(),
+                dir.path().join("slow-snapshots").display()
             ),
         )
         .unwrap();
@@ -405,8 +407,36 @@ fn live_snapshot_then_rollback(backend: Backend) {
     store.image_refused(&["destroy", "snapvm/disk0"], "is open by a running VM");
     store.image_refused(&["destroy", "base"], "is in use by snapvm/disk0");
 
-    let answer = ctl(&vm.socket, &["snapshot", "disk0", "s1"]);
+    if backend == Backend::Zfs {
+        // A snapshot that takes seconds (zfs made slow) blocks no other request.
+        std::fs::write(vm.dir.path().join("slow-snapshots"), "").unwrap();
+    }
+    let socket = vm.socket.clone();
+    let snapshot = std::thread::spawn(move || ctl(&socket, &["snapshot", "disk0", "s1"]));
+    if backend == Backend::Zfs {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        let asked = Instant::now();
+        let (code, status) = api_call(&vm.socket, "GET", "/status", "");
+        let took = asked.elapsed();
+        assert_eq!(code, 200, "{status}");
+        assert_eq!(
+            status["state"], "Paused",
+            "the snapshot pauses the VM: {status}"
+        );
+        assert!(
+            took < std::time::Duration::from_secs(1),
+            "a status during a snapshot took {took:?}"
+        );
+    }
+    let answer = snapshot.join().unwrap();
     assert_eq!(answer["snapshot"], "snapvm/disk0@s1", "{answer}");
+    if backend == Backend::Zfs {
+        let paused = answer["paused_us"].as_u64().unwrap_or(0);
+        assert!(
+            paused >= 2_000_000,
+            "the slow zfs did not slow the snapshot: {answer}"
+        );
+    }
     if backend == Backend::Zfs {
         // The running VMM executed no program: its storage helper ran `zfs snapshot`.
         let callers = vm.zfs_callers("snapshot");

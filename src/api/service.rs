@@ -1,7 +1,7 @@
 //! The VMM side of the control socket: the configuration being built, the VM once started, and
 //! the loop that serves API calls until the guest ends.
 
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -41,7 +41,63 @@ pub struct VmService {
     finished: Option<ExitReason>,
     events: mpsc::Sender<Event>,
     /// Where live snapshots run, when not in this process.
-    helper: Option<StorageHelper>,
+    helper: Option<Arc<StorageHelper>>,
+    /// The thread that runs pauses, resumes and live snapshots, in order, once the VM runs.
+    actions: Option<mpsc::Sender<(Action, Reply)>>,
+}
+
+/// Where an answer goes.
+type Reply = mpsc::Sender<Result<ApiResponse, ApiError>>;
+
+/// What changes whether the VM runs, taken off the serving thread so that reads, `Stop` and
+/// signals are served meanwhile, and run one at a time, so that a snapshot's own pause and
+/// resume never interleave with a client's.
+enum Action {
+    Pause,
+    Resume,
+    Snapshot {
+        id: String,
+        store: String,
+        snap: crate::storage::SnapRef,
+    },
+}
+
+impl Action {
+    fn run(
+        self,
+        handle: &VmHandle,
+        helper: Option<&StorageHelper>,
+    ) -> Result<ApiResponse, ApiError> {
+        let Action::Snapshot { id, store, snap } = self else {
+            let done = match self {
+                Action::Pause => handle.pause(),
+                _ => handle.resume(),
+            };
+            return done
+                .map(|()| ApiResponse::Empty)
+                .map_err(VmService::vm_error);
+        };
+        let started = std::time::Instant::now();
+        handle
+            .quiesce_drive(&id, || match helper {
+                Some(helper) => helper.snapshot(&store, &snap),
+                None => crate::storage::open(&store)
+                    .and_then(|s| s.snapshot(&snap))
+                    .map_err(|e| e.to_string()),
+            })
+            .map_err(VmService::vm_error)?
+            .map_err(ApiError::bad_request)?;
+        let took = started.elapsed();
+        log::info!(
+            "Drive {id:?}: snapshot {snap} in {store} ({} us with the VM paused)",
+            took.as_micros()
+        );
+        Ok(ApiResponse::Json(json!({
+            "snapshot": snap.to_string(),
+            "store": store,
+            "paused_us": took.as_micros() as u64,
+        })))
+    }
 }
 
 fn not_after_start() -> ApiError {
@@ -109,14 +165,84 @@ impl VmService {
             finished: None,
             events,
             helper: None,
+            actions: None,
         }
     }
 
     /// Runs live snapshots in `helper`'s process rather than this one, so the VMM executes
     /// no program once its VM runs (see [`crate::storage::helper`]).
     pub fn with_storage_helper(mut self, helper: StorageHelper) -> Self {
-        self.helper = Some(helper);
+        self.helper = Some(Arc::new(helper));
         self
+    }
+
+    /// Hands `request` to the action thread when it is a pause, a resume or a live snapshot of
+    /// a running VM; gives it back otherwise.
+    fn queue_action(&mut self, request: ApiRequest, reply: &Reply) -> Option<ApiRequest> {
+        let action = match request {
+            ApiRequest::Pause => Ok(Action::Pause),
+            ApiRequest::Resume => Ok(Action::Resume),
+            ApiRequest::SnapshotDrive { id, name } => self.snapshot_action(id, &name),
+            other => return Some(other),
+        };
+        let Some(handle) = self.handle().cloned() else {
+            let _ = reply.send(Err(not_before_start()));
+            return None;
+        };
+        let action = match action {
+            Ok(action) => action,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return None;
+            }
+        };
+        if self.actions.is_none() {
+            let (tx, rx) = mpsc::channel::<(Action, Reply)>();
+            let helper = self.helper.clone();
+            let spawned = threads::spawn(Role::ApiService, "api-actions", move || {
+                for (action, reply) in rx {
+                    let _ = reply.send(action.run(&handle, helper.as_deref()));
+                }
+            });
+            match spawned {
+                Ok(_) => self.actions = Some(tx),
+                Err(e) => {
+                    let why = format!("Cannot start the action thread: {e}");
+                    let _ = reply.send(Err(ApiError::bad_request(why)));
+                    return None;
+                }
+            }
+        }
+        if let Some(actions) = &self.actions {
+            if let Err(mpsc::SendError((_, reply))) = actions.send((action, reply.clone())) {
+                let _ = reply.send(Err(ApiError::bad_request("The VM has ended")));
+            }
+        }
+        None
+    }
+
+    /// Checks a live snapshot of drive `id` can be taken, and names it.
+    fn snapshot_action(&self, id: String, name: &str) -> Result<Action, ApiError> {
+        if !self.config.drives.iter().any(|d| d.id == id) {
+            return Err(ApiError::bad_request(format!("No drive has the ID {id:?}")));
+        }
+        let (store, disk) = self
+            .instance
+            .as_ref()
+            .and_then(|vm| vm.template_disk(&id))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "Drive {id:?} is a plain image file: only drives cloned from a \
+                     template (\"template\" in PUT /drives) can be snapshotted"
+                ))
+            })?;
+        let snap = crate::storage::SnapRef::new(disk.clone(), name)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        Ok(Action::Snapshot {
+            id,
+            store: store.spec(),
+            snap,
+        })
     }
 
     /// The running VM, once started.
@@ -261,42 +387,10 @@ impl VmService {
                 Ok(ApiResponse::Empty)
             }
             ApiRequest::SnapshotDrive { id, name } => {
-                let handle = self.running()?;
-                if !self.config.drives.iter().any(|d| d.id == id) {
-                    return Err(ApiError::bad_request(format!("No drive has the ID {id:?}")));
-                }
-                let (store, disk) = self
-                    .instance
-                    .as_ref()
-                    .and_then(|vm| vm.template_disk(&id))
-                    .ok_or_else(|| {
-                        ApiError::bad_request(format!(
-                            "Drive {id:?} is a plain image file: only drives cloned from a \
-                             template (\"template\" in PUT /drives) can be snapshotted"
-                        ))
-                    })?;
-                let snap = crate::storage::SnapRef::new(disk.clone(), &name)
-                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
-                let started = std::time::Instant::now();
-                let helper = self.helper.as_ref();
-                handle
-                    .quiesce_drive(&id, || match helper {
-                        Some(helper) => helper.snapshot(&store.spec(), &snap),
-                        None => store.snapshot(&snap).map_err(|e| e.to_string()),
-                    })
-                    .map_err(Self::vm_error)?
-                    .map_err(ApiError::bad_request)?;
-                let took = started.elapsed();
-                log::info!(
-                    "Drive {id:?}: snapshot {snap} in {} ({} us with the VM paused)",
-                    store.spec(),
-                    took.as_micros()
-                );
-                Ok(ApiResponse::Json(json!({
-                    "snapshot": snap.to_string(),
-                    "store": store.spec(),
-                    "paused_us": took.as_micros() as u64,
-                })))
+                let handle = self.running()?.clone();
+                let helper = self.helper.clone();
+                self.snapshot_action(id, &name)?
+                    .run(&handle, helper.as_deref())
             }
             ApiRequest::PutNetworkInterface(net) => {
                 self.reconfigure(|c| match c.net.iter_mut().find(|n| n.id == net.id) {
@@ -310,16 +404,8 @@ impl VmService {
                 .send_ctrl_alt_del()
                 .map(|()| ApiResponse::Empty)
                 .map_err(Self::vm_error),
-            ApiRequest::Pause => self
-                .running()?
-                .pause()
-                .map(|()| ApiResponse::Empty)
-                .map_err(Self::vm_error),
-            ApiRequest::Resume => self
-                .running()?
-                .resume()
-                .map(|()| ApiResponse::Empty)
-                .map_err(Self::vm_error),
+            ApiRequest::Pause => Action::Pause.run(self.running()?, None),
+            ApiRequest::Resume => Action::Resume.run(self.running()?, None),
             ApiRequest::Stop => {
                 let reason = match self.handle() {
                     Some(handle) => {
@@ -439,7 +525,10 @@ fn serve_events(
                     }
                     continue;
                 }
-                let answer = service.serve_request(call.request);
+                let Some(request) = service.queue_action(call.request, &call.reply) else {
+                    continue;
+                };
+                let answer = service.serve_request(request);
                 let _ = call.reply.send(answer);
                 if let Some(reason) = service.finished() {
                     return Ok(Some(reason.clone()));
