@@ -393,6 +393,20 @@ impl DeviceManager {
         Ok((device, base, irq))
     }
 
+    /// Every IOAPIC pin a device uses, with the device's name: the i8042, the serial port and
+    /// each virtio device by ID.
+    pub fn irq_pins(&self) -> Vec<(u32, String)> {
+        let legacy = [
+            (layout::KEYBOARD_IRQ, "i8042".to_string()),
+            (layout::SERIAL_IRQ, "serial".to_string()),
+        ];
+        let virtio = self
+            .virtio
+            .iter()
+            .map(|v| (v.irq, format!("virtio {}", v.id)));
+        legacy.into_iter().chain(virtio).collect()
+    }
+
     /// The virtio device with ID `id`.
     pub fn virtio(&self, id: &str) -> Option<&VirtioSlot> {
         self.virtio.iter().find(|v| v.id == id)

@@ -334,14 +334,8 @@ impl SignalTarget {
     fn on_signal(target: &Mutex<SignalTarget>, signo: i32) {
         let mut t = target.lock().unwrap_or_else(PoisonError::into_inner);
         match (&t.handle, signo) {
-            (Some(handle), libc::SIGUSR1) => service::log_state(handle),
+            (Some(handle), _) => service::on_signal(handle, signo),
             (None, libc::SIGUSR1) => log::warn!("Received SIGUSR1 before the VM started"),
-            (Some(handle), _) => {
-                log::info!("Received signal {signo}, stopping the VM");
-                if let Err(e) = handle.stop() {
-                    log::error!("{e}");
-                }
-            }
             (None, _) => {
                 log::info!("Received signal {signo} before the VM started; it stops at once");
                 t.stop_asked = true;

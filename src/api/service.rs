@@ -68,14 +68,10 @@ impl Action {
         handle: &VmHandle,
         helper: Option<&StorageHelper>,
     ) -> Result<ApiResponse, ApiError> {
-        let Action::Snapshot { id, store, snap } = self else {
-            let done = match self {
-                Action::Pause => handle.pause(),
-                _ => handle.resume(),
-            };
-            return done
-                .map(|()| ApiResponse::Empty)
-                .map_err(VmService::vm_error);
+        let (id, store, snap) = match self {
+            Action::Pause => return Self::empty(handle.pause()),
+            Action::Resume => return Self::empty(handle.resume()),
+            Action::Snapshot { id, store, snap } => (id, store, snap),
         };
         let started = std::time::Instant::now();
         handle
@@ -97,6 +93,11 @@ impl Action {
             "store": store,
             "paused_us": took.as_micros() as u64,
         })))
+    }
+
+    fn empty(done: Result<(), crate::Error>) -> Result<ApiResponse, ApiError> {
+        done.map(|()| ApiResponse::Empty)
+            .map_err(VmService::vm_error)
     }
 }
 
@@ -179,46 +180,55 @@ impl VmService {
     /// Hands `request` to the action thread when it is a pause, a resume or a live snapshot of
     /// a running VM; gives it back otherwise.
     fn queue_action(&mut self, request: ApiRequest, reply: &Reply) -> Option<ApiRequest> {
-        let action = match request {
-            ApiRequest::Pause => Ok(Action::Pause),
-            ApiRequest::Resume => Ok(Action::Resume),
-            ApiRequest::SnapshotDrive { id, name } => self.snapshot_action(id, &name),
-            other => return Some(other),
-        };
-        let Some(handle) = self.handle().cloned() else {
-            let _ = reply.send(Err(not_before_start()));
-            return None;
-        };
-        let action = match action {
-            Ok(action) => action,
-            Err(e) => {
-                let _ = reply.send(Err(e));
-                return None;
-            }
-        };
-        if self.actions.is_none() {
-            let (tx, rx) = mpsc::channel::<(Action, Reply)>();
-            let helper = self.helper.clone();
-            let spawned = threads::spawn(Role::ApiService, "api-actions", move || {
-                for (action, reply) in rx {
-                    let _ = reply.send(action.run(&handle, helper.as_deref()));
-                }
-            });
-            match spawned {
-                Ok(_) => self.actions = Some(tx),
-                Err(e) => {
-                    let why = format!("Cannot start the action thread: {e}");
-                    let _ = reply.send(Err(ApiError::bad_request(why)));
-                    return None;
-                }
-            }
+        let queued = matches!(
+            request,
+            ApiRequest::Pause | ApiRequest::Resume | ApiRequest::SnapshotDrive { .. }
+        );
+        if !queued {
+            return Some(request);
         }
-        if let Some(actions) = &self.actions {
-            if let Err(mpsc::SendError((_, reply))) = actions.send((action, reply.clone())) {
-                let _ = reply.send(Err(ApiError::bad_request("The VM has ended")));
-            }
+        // Checked in the order serve_request checks them: a started VM first.
+        let action = self.running().map(VmHandle::clone).and_then(|handle| {
+            let action = match request {
+                ApiRequest::SnapshotDrive { id, name } => self.snapshot_action(id, &name)?,
+                ApiRequest::Pause => Action::Pause,
+                _ => Action::Resume,
+            };
+            Ok((handle, action))
+        });
+        let sent = action.and_then(|(handle, action)| {
+            self.action_queue(handle)?
+                .send((action, reply.clone()))
+                .map_err(|_| ApiError::bad_request("The VM has ended"))
+        });
+        if let Err(e) = sent {
+            let _ = reply.send(Err(e));
         }
         None
+    }
+
+    /// The action thread's queue, started with the first action.
+    fn action_queue(
+        &mut self,
+        handle: VmHandle,
+    ) -> Result<&mpsc::Sender<(Action, Reply)>, ApiError> {
+        let queue = match self.actions.take() {
+            Some(queue) => queue,
+            None => {
+                let (tx, rx) = mpsc::channel::<(Action, Reply)>();
+                let helper = self.helper.clone();
+                threads::spawn(Role::ApiService, "api-actions", move || {
+                    for (action, reply) in rx {
+                        let _ = reply.send(action.run(&handle, helper.as_deref()));
+                    }
+                })
+                .map_err(|e| {
+                    ApiError::bad_request(format!("Cannot start the action thread: {e}"))
+                })?;
+                tx
+            }
+        };
+        Ok(self.actions.insert(queue))
     }
 
     /// Checks a live snapshot of drive `id` can be taken, and names it.
@@ -541,16 +551,10 @@ fn serve_events(
                     }
                 }
             }
-            Event::Signal(libc::SIGUSR1) => match service.handle() {
-                Some(handle) => log_state(handle),
-                None => log::warn!("Received SIGUSR1 before any VM started: nothing to describe"),
-            },
             Event::Signal(signo) => match service.handle() {
-                Some(handle) => {
-                    log::info!("Received signal {signo}, stopping the VM");
-                    if let Err(e) = handle.stop() {
-                        log::error!("{e}");
-                    }
+                Some(handle) => on_signal(handle, signo),
+                None if signo == libc::SIGUSR1 => {
+                    log::warn!("Received SIGUSR1 before any VM started: nothing to describe")
                 }
                 None => {
                     log::info!("Received signal {signo} before any VM started; exiting");
@@ -562,9 +566,22 @@ fn serve_events(
     Ok(service.finished().cloned())
 }
 
+/// What a signal does to a running VM: SIGUSR1 logs where it stands, the others (SIGTERM,
+/// SIGINT, SIGHUP) stop it.
+pub fn on_signal(handle: &VmHandle, signo: i32) {
+    if signo == libc::SIGUSR1 {
+        log_state(handle);
+        return;
+    }
+    log::info!("Received signal {signo}, stopping the VM");
+    if let Err(e) = handle.stop() {
+        log::error!("{e}");
+    }
+}
+
 /// Logs [`VmHandle::describe`] (asked for with SIGUSR1), at warning level so it shows without
 /// `-v`.
-pub fn log_state(handle: &VmHandle) {
+fn log_state(handle: &VmHandle) {
     match handle.describe() {
         Ok(text) => log::warn!("VM state (SIGUSR1):\n{text}"),
         Err(e) => log::warn!("Cannot describe the VM: {e}"),

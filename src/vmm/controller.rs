@@ -15,7 +15,6 @@ use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, Subscrib
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use fennec_boot::layout;
 use fennec_devices::legacy::serial::{SerialDevice, SerialInput};
 
 use super::handle::{ExitGuard, HandleInner, Lifecycle, Stopper, VmHandle, VmState};
@@ -216,6 +215,7 @@ impl Vm {
             vcpus,
             mut devices,
         } = self;
+        let irq_pins = devices.irq_pins();
         let pio = Arc::new(std::mem::take(&mut devices.pio));
         let mmio = Arc::new(std::mem::take(&mut devices.mmio));
 
@@ -248,15 +248,6 @@ impl Vm {
         };
         let drives = devices.drives;
         let nets = devices.nets;
-        let mut irq_pins = vec![
-            (layout::KEYBOARD_IRQ, "i8042".to_string()),
-            (layout::SERIAL_IRQ, "serial".to_string()),
-        ];
-        irq_pins.extend(drives.iter().map(|d| (d.irq, format!("drive {}", d.id))));
-        irq_pins.extend(
-            nets.iter()
-                .map(|n| (n.irq, format!("network interface {}", n.id))),
-        );
         let run = ControllerRun {
             serial_input: devices.serial_input,
             subscribers: devices.subscribers,
