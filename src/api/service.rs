@@ -188,7 +188,7 @@ impl VmService {
             return Some(request);
         }
         // Checked in the order serve_request checks them: a started VM first.
-        let action = self.running().map(VmHandle::clone).and_then(|handle| {
+        let action = self.running().cloned().and_then(|handle| {
             let action = match request {
                 ApiRequest::SnapshotDrive { id, name } => self.snapshot_action(id, &name)?,
                 ApiRequest::Pause => Action::Pause,
