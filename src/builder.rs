@@ -168,7 +168,7 @@ impl VmBuilder {
         self.net_config(NetConfig {
             id,
             tap: tap.to_string(),
-            mac: None,
+            ..NetConfig::default()
         })
     }
 

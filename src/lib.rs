@@ -17,12 +17,12 @@
 //!         initrd_path: None,
 //!         boot_args: Some("console=ttyS0 panic=1".into()),
 //!     }),
-//!     machine_config: MachineConfig { vcpu_count: 2, mem_size_mib: 256 },
+//!     machine_config: MachineConfig { vcpu_count: 2, mem_size_mib: 256, ..Default::default() },
 //!     drives: vec![BlockConfig {
 //!         root: true,
 //!         ..BlockConfig::path("rootfs", "rootfs.ext4")
 //!     }],
-//!     net: vec![NetConfig { id: "eth0".into(), tap: "tap0".into(), mac: None }],
+//!     net: vec![NetConfig { id: "eth0".into(), tap: "tap0".into(), ..Default::default() }],
 //! };
 //! let console = Console { output: Box::new(std::io::stdout()), input: None };
 //! let reason = Vm::new(&config, console)?.start()?.wait()?;

@@ -242,6 +242,7 @@ impl RunArgs {
             machine_config: MachineConfig {
                 vcpu_count: self.vcpus,
                 mem_size_mib: self.memory,
+                ..MachineConfig::default()
             },
             drives: self
                 .disk

@@ -301,6 +301,73 @@ fn api_lifecycle_with_curl_and_fennec_ctl() {
 }
 
 #[test]
+fn api_firecracker_choices_parse_and_the_unsupported_are_refused_by_name() {
+    let vm = ApiVm::spawn(&[]);
+    // Before any boot source, every other check still applies.
+    let (code, body) = vm.curl(
+        "PUT",
+        "/machine-config",
+        Some(json!({"vcpu_count": 0, "mem_size_mib": 64})),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("vCPU count"), "{body}");
+    for (field, value) in [
+        ("smt", json!(true)),
+        ("track_dirty_pages", json!(true)),
+        ("cpu_template", json!("C3")),
+        ("huge_pages", json!("2M")),
+    ] {
+        let mut machine = json!({"vcpu_count": 1, "mem_size_mib": 64});
+        machine[field] = value;
+        let (code, body) = vm.curl("PUT", "/machine-config", Some(machine));
+        assert_eq!(code, 400, "{field}: {body}");
+        assert!(
+            body.contains(&format!("machine-config: {field}: ")),
+            "{body}"
+        );
+    }
+    let image = tempfile::NamedTempFile::new().unwrap();
+    let path = image.path().to_str().unwrap();
+    for (field, value) in [
+        ("io_engine", json!("Async")),
+        (
+            "rate_limiter",
+            json!({"ops": {"size": 10, "refill_time": 1000}}),
+        ),
+        ("socket", json!("/run/vhost-user.sock")),
+    ] {
+        let mut drive = json!({"drive_id": "d", "path_on_host": path, "is_root_device": false});
+        drive[field] = value;
+        let (code, body) = vm.curl("PUT", "/drives/d", Some(drive));
+        assert_eq!(code, 400, "{field}: {body}");
+        assert!(
+            body.contains(&format!("drive \\\"d\\\": {field}: ")),
+            "{body}"
+        );
+    }
+    // Firecracker's defaults and the choices fennec makes are taken, and reported back as
+    // Firecracker reports them.
+    let full = json!({"vcpu_count": 2, "mem_size_mib": 64, "smt": false,
+                      "track_dirty_pages": false, "cpu_template": "None", "huge_pages": "None"});
+    assert_eq!(vm.curl("PUT", "/machine-config", Some(full)).0, 204);
+    let drive = json!({"drive_id": "d", "path_on_host": path, "is_root_device": true,
+                       "cache_type": "Writeback", "io_engine": "Sync", "rate_limiter": {},
+                       "partuuid": "0eaa91a0-01"});
+    let (code, body) = vm.curl("PUT", "/drives/d", Some(drive));
+    assert_eq!(code, 204, "{body}");
+    let (code, body) = vm.curl("GET", "/vm/config", None);
+    assert_eq!(code, 200, "{body}");
+    let config: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        config["machine-config"],
+        json!({"vcpu_count": 2, "mem_size_mib": 64, "smt": false,
+               "track_dirty_pages": false, "huge_pages": "None"})
+    );
+    assert_eq!(config["drives"][0]["cache_type"], "Writeback");
+    assert_eq!(config["drives"][0]["partuuid"], "0eaa91a0-01");
+}
+
+#[test]
 fn api_stop_works_running_and_paused_and_exits_zero() {
     let kernel = tiny("pvh.elf");
     let args = [

@@ -57,6 +57,7 @@ fn config(kernel: &str, boot_args: &str) -> VmConfig {
         machine_config: MachineConfig {
             vcpu_count: 2,
             mem_size_mib: 64,
+            ..MachineConfig::default()
         },
         drives: Vec::new(),
         net: Vec::new(),

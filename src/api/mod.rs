@@ -38,7 +38,7 @@ pub enum ApiRequest {
     /// `PATCH /machine-config`: the body's fields over the current ones.
     PatchMachineConfig(Value),
     /// `PUT /drives/{id}`: adds or replaces a drive before boot.
-    PutDrive(BlockConfig),
+    PutDrive(Box<BlockConfig>),
     /// `PATCH /drives/{id}`: after boot, a new image file for the drive.
     PatchDrive {
         /// The drive.

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{ApiError, ApiRequest};
+use crate::config::{RateLimiterConfig, NO_RATE_LIMITS};
 use crate::firecracker;
 
 /// How long `Shutdown` waits for the guest when the body names no timeout.
@@ -59,7 +60,7 @@ struct PartialDrive {
     #[serde(default)]
     path_on_host: Option<std::path::PathBuf>,
     #[serde(default)]
-    rate_limiter: Option<Value>,
+    rate_limiter: Option<RateLimiterConfig>,
 }
 
 /// `PUT /drives/{id}/snapshot` body.
@@ -119,14 +120,13 @@ pub fn route(method: &str, target: &str, raw: &[u8]) -> Result<ApiRequest, ApiEr
         ("PUT", ["drives", id]) => {
             let drive = firecracker::drive(json(raw)?)?;
             same_id(id, &drive.id)?;
-            drive.validate().map_err(|e| bad(e.to_string()))?;
-            Ok(ApiRequest::PutDrive(drive))
+            Ok(ApiRequest::PutDrive(Box::new(drive)))
         }
         ("PATCH", ["drives", id]) => {
             let patch: PartialDrive = body(raw)?;
             same_id(id, &patch.drive_id)?;
-            if patch.rate_limiter.is_some_and(|r| !r.is_null()) {
-                return Err(bad("rate limiters are not supported".into()));
+            if patch.rate_limiter.is_some_and(|r| r.limits()) {
+                return Err(bad(format!("drive {id:?}: rate_limiter: {NO_RATE_LIMITS}")));
             }
             Ok(ApiRequest::PatchDrive {
                 id: patch.drive_id,

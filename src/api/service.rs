@@ -348,9 +348,9 @@ impl VmService {
                 }
                 self.reconfigure(|c| c.boot_source = Some(boot))
             }
-            ApiRequest::GetMachineConfig => Ok(ApiResponse::Json(
-                firecracker::machine_config_json(&self.config.machine_config),
-            )),
+            ApiRequest::GetMachineConfig => serde_json::to_value(&self.config.machine_config)
+                .map(ApiResponse::Json)
+                .map_err(|e| ApiError::bad_request(e.to_string())),
             ApiRequest::PutMachineConfig(machine) => {
                 self.reconfigure(|c| c.machine_config = machine)
             }
@@ -379,8 +379,8 @@ impl VmService {
                     }
                 }
                 self.reconfigure(|c| match c.drives.iter_mut().find(|d| d.id == drive.id) {
-                    Some(existing) => *existing = drive,
-                    None => c.drives.push(drive),
+                    Some(existing) => *existing = *drive,
+                    None => c.drives.push(*drive),
                 })
             }
             ApiRequest::PatchDrive { id, path } => {
@@ -438,10 +438,6 @@ impl VmService {
                 let mut value = serde_json::to_value(&self.config)
                     .map_err(|e| ApiError::bad_request(e.to_string()))?;
                 if let Some(map) = value.as_object_mut() {
-                    map.insert(
-                        "machine-config".into(),
-                        firecracker::machine_config_json(&self.config.machine_config),
-                    );
                     map.entry("drives").or_insert_with(|| json!([]));
                     map.entry("network-interfaces").or_insert_with(|| json!([]));
                 }
