@@ -8,9 +8,12 @@
 #   the test host (Linux tests here)       qemu-system-x86
 #   namespaces, TAPs, the API tests        util-linux iproute2 curl
 #   the ZFS image-store tests              zfs-fuse
+#   the ACPI tables' tests (iasl -d)       acpica-tools
+#   the stock Debian guest                 debootstrap
 set -euo pipefail
 packages=(gcc make binutils linux-source bc bison flex libelf-dev libssl-dev xz-utils
-    busybox-static cpio e2fsprogs qemu-system-x86 util-linux iproute2 curl zfs-fuse)
+    busybox-static cpio e2fsprogs qemu-system-x86 util-linux iproute2 curl zfs-fuse
+    acpica-tools debootstrap)
 
 missing=()
 for p in "${packages[@]}"; do

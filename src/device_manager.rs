@@ -16,7 +16,9 @@ use event_manager::MutEventSubscriber;
 use vm_memory::GuestMemoryMmap;
 
 use fennec_boot::layout;
+use fennec_boot::x86_64::acpi;
 use fennec_devices::bus::{Bus, BusError};
+use fennec_devices::legacy::acpi::{self as acpi_regs, AcpiPower};
 use fennec_devices::legacy::i8042::I8042;
 use fennec_devices::legacy::serial::{
     ConsoleIn, ConsoleOut, SerialDevice, SerialInput, SerialMetrics,
@@ -156,8 +158,13 @@ pub struct DeviceManager {
     pub pio: Bus,
     /// MMIO bus.
     pub mmio: Bus,
-    /// Fires when the guest resets through the i8042.
+    /// Fires when the guest resets through the i8042 or the ACPI reset register.
     pub reset_evt: EventFd,
+    /// Fires when the guest powers off through ACPI.
+    pub power_off_evt: EventFd,
+    /// The ACPI power registers, where the host presses the power button; `None` when the VM
+    /// has no ACPI.
+    pub acpi: Option<Arc<Mutex<AcpiPower<EventFdTrigger>>>>,
     /// The keyboard controller, where the host presses Ctrl-Alt-Del.
     pub i8042: Arc<Mutex<I8042<EventFdTrigger>>>,
     /// The serial port.
@@ -198,15 +205,16 @@ pub fn open_disk(id: &str, path: &Path, read_only: bool) -> Result<DiskFile, Dev
 }
 
 impl DeviceManager {
-    /// Creates the legacy devices of `vm` around `console`, then a virtio-blk device for each of
-    /// `drives` and a virtio-net device for each of `nets`, in that order, in consecutive virtio
-    /// slots from slot 0.
+    /// Creates the legacy devices of `vm` around `console` (with `acpi`, the ACPI power
+    /// registers too), then a virtio-blk device for each of `drives` and a virtio-net device
+    /// for each of `nets`, in that order, in consecutive virtio slots from slot 0.
     pub fn new(
         vm: &KvmVm,
         mem: &GuestMemoryMmap,
         console: Console,
         drives: &[&BlockConfig],
         nets: &[NetConfig],
+        acpi: bool,
     ) -> Result<Self, DeviceError> {
         let mut pio = Bus::new();
 
@@ -245,10 +253,19 @@ impl DeviceManager {
         pio.insert(i8042.clone(), layout::I8042_PORT, layout::I8042_PORT_SIZE)
             .map_err(DeviceError::Bus)?;
 
+        let power_off_evt = eventfd("guest power-off")?;
+        let acpi = if acpi {
+            Some(Self::attach_acpi(vm, &mut pio, &reset_evt, &power_off_evt)?)
+        } else {
+            None
+        };
+
         let mut manager = DeviceManager {
             pio,
             mmio: Bus::new(),
             reset_evt,
+            power_off_evt,
+            acpi,
             i8042,
             serial,
             serial_input,
@@ -265,6 +282,102 @@ impl DeviceManager {
             manager.add_net(vm, mem, net)?;
         }
         Ok(manager)
+    }
+
+    /// The ACPI power registers on the port I/O bus: power-off and reset signal the VMM's
+    /// eventfds, the power button raises the generic event device's interrupt.
+    fn attach_acpi(
+        vm: &KvmVm,
+        pio: &mut Bus,
+        reset_evt: &EventFd,
+        power_off_evt: &EventFd,
+    ) -> Result<Arc<Mutex<AcpiPower<EventFdTrigger>>>, DeviceError> {
+        let clone =
+            |evt: &EventFd, what| evt.try_clone().map_err(|e| DeviceError::EventFd(what, e));
+        let event_irq = eventfd("the ACPI event interrupt")?;
+        vm.register_irqfd(&event_irq, layout::GED_IRQ)
+            .map_err(DeviceError::Kvm)?;
+        let power = Arc::new(Mutex::new(AcpiPower::new(
+            EventFdTrigger::new(clone(power_off_evt, "guest power-off")?),
+            EventFdTrigger::new(clone(reset_evt, "guest reset")?),
+            EventFdTrigger::new(event_irq),
+        )));
+        pio.insert(
+            power.clone(),
+            layout::ACPI_PM_PORT,
+            layout::ACPI_PM_PORT_SIZE,
+        )
+        .map_err(DeviceError::Bus)?;
+        Ok(power)
+    }
+
+    /// The machine as the ACPI tables describe it to a guest with `vcpus` vCPUs: the serial
+    /// port, the i8042, every virtio-mmio transport in slot order (`LNRO0005`, the ID Linux's
+    /// virtio-mmio driver matches), and fennec's power registers.
+    pub fn acpi_description(&self, vcpus: u8) -> acpi::Machine {
+        let port = |p: u64| p as u16;
+        let mut devices = vec![
+            acpi::Device {
+                name: *b"COM1",
+                hid: acpi::Hid::Eisa("PNP0501"),
+                uid: 0,
+                resources: vec![
+                    acpi::Resource::Io {
+                        base: port(layout::SERIAL_PORT),
+                        len: layout::SERIAL_PORT_SIZE as u8,
+                    },
+                    acpi::Resource::Irq(layout::SERIAL_IRQ),
+                ],
+            },
+            acpi::Device {
+                name: *b"PS2K",
+                hid: acpi::Hid::Eisa("PNP0303"),
+                uid: 0,
+                resources: vec![
+                    acpi::Resource::Io {
+                        base: port(layout::I8042_PORT),
+                        len: 1,
+                    },
+                    acpi::Resource::Io {
+                        base: port(layout::I8042_PORT) + 4,
+                        len: 1,
+                    },
+                    acpi::Resource::Irq(layout::KEYBOARD_IRQ),
+                ],
+            },
+        ];
+        for (i, v) in self.virtio.iter().enumerate() {
+            devices.push(acpi::Device {
+                // Slots are fewer than 1000: V000 to V017.
+                name: *format!("V{i:03}")
+                    .as_bytes()
+                    .first_chunk()
+                    .unwrap_or(b"V___"),
+                hid: acpi::Hid::Name("LNRO0005"),
+                uid: i as u32,
+                resources: vec![
+                    acpi::Resource::Mmio {
+                        base: v.mmio_base as u32,
+                        len: mmio::MMIO_LEN as u32,
+                    },
+                    acpi::Resource::Irq(v.irq),
+                ],
+            });
+        }
+        let register = |offset: u8| port(layout::ACPI_PM_PORT) + u16::from(offset);
+        acpi::Machine {
+            vcpus,
+            devices,
+            power: acpi::PowerRegisters {
+                sleep_control: register(acpi_regs::SLEEP_CONTROL),
+                sleep_status: register(acpi_regs::SLEEP_STATUS),
+                reset: (register(acpi_regs::RESET), acpi_regs::RESET_VALUE),
+                s5_sleep_type: acpi_regs::S5_SLEEP_TYPE,
+                event: register(acpi_regs::EVENTS),
+                power_button_event: acpi_regs::POWER_BUTTON,
+                event_irq: layout::GED_IRQ,
+            },
+        }
     }
 
     /// Attaches to `cfg`'s TAP and puts a virtio-net device for it in the next virtio slot.
@@ -396,10 +509,13 @@ impl DeviceManager {
     /// Every IOAPIC pin a device uses, with the device's name: the i8042, the serial port and
     /// each virtio device by ID.
     pub fn irq_pins(&self) -> Vec<(u32, String)> {
-        let legacy = [
+        let mut legacy = vec![
             (layout::KEYBOARD_IRQ, "i8042".to_string()),
             (layout::SERIAL_IRQ, "serial".to_string()),
         ];
+        if self.acpi.is_some() {
+            legacy.push((layout::GED_IRQ, "ACPI events".to_string()));
+        }
         let virtio = self
             .virtio
             .iter()

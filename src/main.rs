@@ -84,7 +84,7 @@ struct RunArgs {
     /// Read the whole VM configuration from a JSON file in Firecracker's config-file format
     /// (boot-source, machine-config, drives, network-interfaces) instead of the flags.
     #[arg(long, value_name = "PATH",
-          conflicts_with_all = ["kernel", "initrd", "cmdline", "vcpus", "memory", "disk", "net"])]
+          conflicts_with_all = ["kernel", "initrd", "cmdline", "vcpus", "memory", "no_acpi", "disk", "net"])]
     config_file: Option<PathBuf>,
 
     /// Serve the control socket (HTTP + JSON, Firecracker's API) at PATH, mode 0600. A stale
@@ -113,6 +113,12 @@ struct RunArgs {
     /// Guest memory, in MiB, or with a suffix: 512M, 2G.
     #[arg(long, value_name = "MIB", default_value = "128", value_parser = parse_mib)]
     memory: usize,
+
+    /// Describe the machine only in the MP table and on the kernel command line, without ACPI
+    /// tables. By default the guest gets both: distribution kernels read ACPI (their CPUs,
+    /// virtio devices, power button), kernels built without ACPI read the others.
+    #[arg(long)]
+    no_acpi: bool,
 
     /// A virtio-blk drive backed by a raw image file or block device; repeat for more drives.
     /// `id=` names it (default disk0, disk1, ...; the guest reads it as the disk's serial),
@@ -242,6 +248,7 @@ impl RunArgs {
             machine_config: MachineConfig {
                 vcpu_count: self.vcpus,
                 mem_size_mib: self.memory,
+                acpi: !self.no_acpi,
                 ..MachineConfig::default()
             },
             drives: self

@@ -427,6 +427,38 @@ fn api_shutdown_is_graceful_when_the_guest_obeys_and_forced_when_not() {
 }
 
 #[test]
+fn api_shutdown_presses_the_acpi_power_button_when_the_guest_listens() {
+    let kernel = tiny("pvh.elf");
+    let mut vm = ApiVm::spawn(&[
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--cmdline",
+        "tiny.mode=acpi tiny.acpi=button",
+    ]);
+    vm.wait_for(
+        || {
+            vm.console
+                .lock()
+                .unwrap()
+                .contains("TINY acpi waiting for the power button")
+        },
+        "the guest to unmask its ACPI event interrupt",
+    );
+    let answer = vm.ctl_json(&["shutdown", "--timeout", "10"]);
+    assert_eq!(answer["forced"], false, "{answer}\n{}", vm.context());
+    assert_eq!(answer["exit"]["kind"], "power_off", "{answer}");
+    assert_eq!(vm.wait_exit(), 0, "{}", vm.context());
+    assert!(
+        vm.console
+            .lock()
+            .unwrap()
+            .contains("TINY acpi power button"),
+        "{}",
+        vm.context()
+    );
+}
+
+#[test]
 fn api_bad_input_gets_4xx_and_the_vm_keeps_running() {
     let kernel = tiny("pvh.elf");
     let vm = ApiVm::spawn(&[

@@ -66,7 +66,7 @@ fn test_a_test_only_virtio_device_attaches_and_is_found_by_id() {
         output: Box::new(std::io::sink()),
         input: None,
     };
-    let mut devices = DeviceManager::new(&vm, &mem, console, &[], &[]).unwrap();
+    let mut devices = DeviceManager::new(&vm, &mem, console, &[], &[], true).unwrap();
 
     let (_probe, base, irq) = devices
         .attach_virtio(&vm, &mem, "probe0", Probe::new())

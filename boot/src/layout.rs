@@ -9,6 +9,7 @@
 //! 0x0000_9000  │ identity page tables: PML4, PDPT, 4 × PD (first 4 GiB, 2 MiB pages)
 //! 0x0002_0000  │ kernel command line (up to CMDLINE_MAX_SIZE)
 //! 0x0009_fc00  ┼ end of low RAM (EBDA and legacy area are not RAM)
+//! 0x000e_0000  │ ACPI: RSDP, XSDT, FADT, MADT, DSDT (BIOS area)
 //! 0x000f_0000  │ MP floating pointer + MP configuration table (BIOS area)
 //! 0x0010_0000  ┼ RAM again: the kernel (bzImage / non-PVH ELF) loads here or above
 //!    …         │ initrd, at the top of RAM below the MMIO hole
@@ -50,6 +51,11 @@ pub const CMDLINE_MAX_SIZE: usize = 2048;
 
 /// End of the first RAM region: the EBDA and the legacy video/BIOS area follow and are not RAM.
 pub const EBDA_START: u64 = 0x9fc00;
+/// Where the ACPI tables go, the RSDP first: the BIOS area, where a kernel that is not told
+/// where the RSDP is scans for it.
+pub const ACPI_START: u64 = 0xe0000;
+/// End of the ACPI tables' area (the MP table follows).
+pub const ACPI_END: u64 = MPTABLE_START;
 /// Where the MP floating pointer structure and the MP table are written (BIOS read-only area,
 /// one of the places the MP specification says an OS scans).
 pub const MPTABLE_START: u64 = 0xf0000;
@@ -90,12 +96,21 @@ pub const I8042_PORT: u64 = 0x60;
 /// Ports the i8042 decodes (0x60..=0x64).
 pub const I8042_PORT_SIZE: u64 = 5;
 
+/// fennec's ACPI power registers, one byte each from here: sleep control, sleep status, reset,
+/// and the event register of the generic event device (the power button).
+pub const ACPI_PM_PORT: u64 = 0x600;
+/// Ports the ACPI power registers take.
+pub const ACPI_PM_PORT_SIZE: u64 = 4;
+
 /// Number of pins on the IOAPIC, and so of legacy GSIs.
 pub const IOAPIC_PINS: u32 = 24;
+/// The ACPI generic event device's interrupt: the last IOAPIC pin.
+pub const GED_IRQ: u32 = IOAPIC_PINS - 1;
 /// IRQ of the first virtio-mmio device; device `i` gets `VIRTIO_IRQ_BASE + i`.
 pub const VIRTIO_IRQ_BASE: u32 = 5;
-/// How many virtio-mmio devices a VM can have: one IRQ each, up to the last IOAPIC pin.
-pub const MAX_VIRTIO_DEVICES: usize = (IOAPIC_PINS - VIRTIO_IRQ_BASE) as usize;
+/// How many virtio-mmio devices a VM can have: one IRQ each, up to the pin before the generic
+/// event device's.
+pub const MAX_VIRTIO_DEVICES: usize = (GED_IRQ - VIRTIO_IRQ_BASE) as usize;
 
 /// The MMIO base address and IRQ of virtio-mmio device `index` (< [`MAX_VIRTIO_DEVICES`]).
 pub fn virtio_slot(index: usize) -> (u64, u32) {

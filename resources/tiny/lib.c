@@ -1,7 +1,7 @@
 /*
  * The tiny PVH kernel's C support: serial output, string helpers and virtio-mmio bring-up
  * shared by the block (blk.c) and network (net.c) drivers, and tiny_virtio, which common.S
- * calls for `tiny.mode=blk*` and `tiny.mode=net*`.
+ * calls for `tiny.mode=blk*`, `tiny.mode=net*`, `counter`, `disk` and `acpi`.
  */
 #include "tiny.h"
 
@@ -181,6 +181,8 @@ void tiny_virtio(const char *cmdline)
         tiny_net(cmdline);
     else if (contains(cmdline, "tiny.mode=counter"))
         tiny_counter(cmdline);
+    else if (contains(cmdline, "tiny.mode=acpi"))
+        tiny_acpi(cmdline);
     else
         tiny_blk(cmdline);
 }

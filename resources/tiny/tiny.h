@@ -75,5 +75,6 @@ int virtio_ready(volatile u32 *m);
 void tiny_blk(const char *cmdline);
 void tiny_net(const char *cmdline);
 void tiny_counter(const char *cmdline);
+void tiny_acpi(const char *cmdline);
 
 #endif

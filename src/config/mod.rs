@@ -161,6 +161,18 @@ pub struct MachineConfig {
     /// What backs guest memory (`huge_pages`).
     #[serde(default)]
     pub huge_pages: HugePages,
+    /// Describe the machine in ACPI tables as well as in the MP table and on the command line
+    /// (`acpi`, a fennec extension; on unless `false`): distribution kernels read only ACPI.
+    #[serde(default = "enabled", skip_serializing_if = "is_enabled")]
+    pub acpi: bool,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+fn is_enabled(b: &bool) -> bool {
+    *b
 }
 
 impl Default for MachineConfig {
@@ -172,6 +184,7 @@ impl Default for MachineConfig {
             track_dirty_pages: false,
             cpu_template: CpuTemplate::None,
             huge_pages: HugePages::None,
+            acpi: true,
         }
     }
 }

@@ -4,8 +4,8 @@
 use fennec_boot::layout;
 use fennec_boot::loader::{self, LoadedKernel};
 use fennec_boot::x86_64::bootparams::{self, BootInfo};
-use fennec_boot::x86_64::mptable;
 use fennec_boot::x86_64::regs::{self, EntryMode};
+use fennec_boot::x86_64::{acpi, mptable};
 use vm_memory::GuestMemoryMmap;
 
 use super::{open, Error};
@@ -48,8 +48,9 @@ impl Vm {
             console,
             &config.drives_in_guest_order(),
             &config.net,
+            config.machine_config.acpi,
         )?;
-        let cmdline = Self::describe(config, &mem, &devices)?;
+        let (cmdline, rsdp) = Self::describe(config, &mem, &devices)?;
 
         // Boot: the kernel, the initrd, the boot protocol's tables, the vCPUs' registers.
         let kernel = loader::load_kernel(&mem, &mut kernel_file)?;
@@ -67,6 +68,7 @@ impl Vm {
             cmdline_addr: layout::CMDLINE_START,
             cmdline_size,
             initrd,
+            rsdp,
         };
         match kernel.mode {
             EntryMode::Pvh => bootparams::write_pvh_start_info(&mem, &info)?,
@@ -108,18 +110,24 @@ impl Vm {
     }
 
     /// Describe: tells the guest what the machine has, from the devices attached: their
-    /// entries on the kernel command line, and the MP table (CPUs, IOAPIC, legacy IRQs).
-    /// Returns the whole command line.
+    /// entries on the kernel command line and the MP table (CPUs, IOAPIC, legacy IRQs), which
+    /// fennec's microVM kernel reads, and the ACPI tables, which distribution kernels read.
+    /// Returns the whole command line and the ACPI tables' root (RSDP) if there are tables.
     fn describe(
         config: &VmConfig,
         mem: &GuestMemoryMmap,
         devices: &DeviceManager,
-    ) -> Result<loader::Cmdline, Error> {
+    ) -> Result<(loader::Cmdline, Option<u64>), Error> {
         let (base, mut extra) = config.kernel_cmdline();
         extra.extend(devices.cmdline_entries());
         let cmdline = loader::build_cmdline(&base, &extra)?;
-        mptable::write(mem, config.machine_config.vcpu_count)?;
-        Ok(cmdline)
+        let vcpus = config.machine_config.vcpu_count;
+        mptable::write(mem, vcpus)?;
+        let rsdp = match devices.acpi {
+            Some(_) => Some(acpi::write(mem, &devices.acpi_description(vcpus))?),
+            None => None,
+        };
+        Ok((cmdline, rsdp))
     }
 }
 

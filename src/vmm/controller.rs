@@ -15,7 +15,10 @@ use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, Subscrib
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use fennec_boot::layout;
+use fennec_devices::legacy::acpi::AcpiPower;
 use fennec_devices::legacy::serial::{SerialDevice, SerialInput};
+use fennec_devices::EventFdTrigger;
 
 use super::handle::{ExitGuard, HandleInner, Lifecycle, Stopper, VmHandle, VmState};
 use super::{Error, ExitReason, Vm};
@@ -42,12 +45,14 @@ const EVENT_EXIT: u32 = 0;
 const EVENT_RESET: u32 = 1;
 const EVENT_STOP: u32 = 2;
 const EVENT_COMMAND: u32 = 3;
+const EVENT_POWER_OFF: u32 = 4;
 
 /// Event-loop subscriber for the VM's lifecycle events.
 struct Controller {
     exit_evt: EventFd,
     stop_evt: EventFd,
     reset_evt: EventFd,
+    power_off_evt: EventFd,
     command_evt: EventFd,
     exit: Arc<ExitSignal>,
     finished: Option<ExitReason>,
@@ -68,6 +73,10 @@ impl MutEventSubscriber for Controller {
                 let _ = self.stop_evt.read();
                 Some(ExitReason::Stopped)
             }
+            EVENT_POWER_OFF => {
+                let _ = self.power_off_evt.read();
+                Some(ExitReason::PowerOff)
+            }
             // The commands themselves are taken from the channel after every loop turn.
             EVENT_COMMAND => {
                 let _ = self.command_evt.read();
@@ -85,6 +94,7 @@ impl MutEventSubscriber for Controller {
             (&self.exit_evt, EVENT_EXIT),
             (&self.reset_evt, EVENT_RESET),
             (&self.stop_evt, EVENT_STOP),
+            (&self.power_off_evt, EVENT_POWER_OFF),
             (&self.command_evt, EVENT_COMMAND),
         ] {
             if let Err(e) = ops.add(Events::with_data(fd, data, EventSet::IN)) {
@@ -107,6 +117,8 @@ pub(super) enum Command {
     Pause,
     Resume,
     Describe,
+    /// Press the ACPI power button, if the guest listens to it.
+    PowerButton,
 }
 
 /// Everything the controller thread owns besides its event subscriber.
@@ -121,9 +133,31 @@ struct ControllerRun {
     serial: Arc<Mutex<SerialDevice>>,
     /// The IOAPIC pins in use, with their devices' names.
     irq_pins: Vec<(u32, String)>,
+    /// The ACPI power registers, with the power button; `None` without ACPI.
+    acpi: Option<Arc<Mutex<AcpiPower<EventFdTrigger>>>>,
 }
 
 impl ControllerRun {
+    /// Presses the ACPI power button if the guest listens: its generic event device's
+    /// interrupt is unmasked (the pin starts masked; an OS with ACPI unmasks it when its GED
+    /// driver binds). A guest without ACPI (fennec's microVM kernel) never does.
+    fn press_power_button(&self) -> Result<String, Error> {
+        let acpi = self
+            .acpi
+            .as_ref()
+            .ok_or(Error::NoPowerButton("the VM has no ACPI"))?;
+        if self.kvm_vm.ioapic_pin_unmasked(layout::GED_IRQ) != Some(true) {
+            return Err(Error::NoPowerButton(
+                "the guest does not listen to ACPI events",
+            ));
+        }
+        fennec_devices::lock(acpi)
+            .press_power_button()
+            .map_err(Error::PowerButton)?;
+        log::info!("Pressed the ACPI power button");
+        Ok(String::new())
+    }
+
     /// Where the VM stands, for a person diagnosing a stalled guest: each vCPU's registers
     /// and local APIC (a parked vCPU answers too), its exit counts, the serial port's
     /// registers and the IOAPIC pins.
@@ -242,6 +276,7 @@ impl Vm {
             exit_evt,
             stop_evt: clone(&stop_evt, "stop eventfd")?,
             reset_evt: devices.reset_evt,
+            power_off_evt: devices.power_off_evt,
             command_evt: clone(&command_evt, "command eventfd")?,
             exit,
             finished: None,
@@ -257,6 +292,7 @@ impl Vm {
             kvm_vm,
             serial: devices.serial,
             irq_pins,
+            acpi: devices.acpi,
         };
         let drives_at_exit = drives.clone();
         let nets_at_exit = nets.clone();
@@ -352,6 +388,7 @@ fn event_loop(
         while let Ok(msg) = run.commands.try_recv() {
             let result = match (msg.command, paused) {
                 (Command::Describe, _) => Ok(run.describe()),
+                (Command::PowerButton, _) => run.press_power_button(),
                 (Command::Pause, true) | (Command::Resume, false) => Ok(String::new()),
                 (Command::Pause, false) => run.pause().map(|()| {
                     paused = true;

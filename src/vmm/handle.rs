@@ -221,14 +221,29 @@ impl VmHandle {
             .map_err(Error::CtrlAltDel)
     }
 
-    /// Asks the guest to shut down (Ctrl-Alt-Del, resuming it first if paused) and waits up to
-    /// `timeout` for it to end; stops it if it does not. Returns why it ended and whether it
-    /// had to be stopped.
+    /// Presses the guest's ACPI power button: a guest with ACPI (a distribution's systemd)
+    /// powers off. Refused with [`Error::NoPowerButton`] when the VM has no ACPI or the guest
+    /// does not listen to its events (fennec's microVM kernel).
+    pub fn press_power_button(&self) -> Result<(), Error> {
+        self.command(Command::PowerButton).map(drop)
+    }
+
+    /// Asks the guest to shut down, resuming it first if paused: through its ACPI power button
+    /// if it listens to ACPI events, as a PC's power button asks; with Ctrl-Alt-Del otherwise.
+    /// Waits up to `timeout` for it to end and stops it if it does not. Returns why it ended
+    /// and whether it had to be stopped.
     pub fn shutdown(&self, timeout: Duration) -> Result<(ExitReason, bool), Error> {
         if self.state() == VmState::Paused {
             self.resume()?;
         }
-        match self.send_ctrl_alt_del() {
+        let asked = match self.press_power_button() {
+            Err(Error::NoPowerButton(why)) => {
+                log::info!("Shutting down with Ctrl-Alt-Del: {why}");
+                self.send_ctrl_alt_del()
+            }
+            pressed => pressed,
+        };
+        match asked {
             Ok(()) | Err(Error::NotRunning) => {}
             Err(e) => log::warn!("{e}; stopping the VM instead"),
         }

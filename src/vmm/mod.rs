@@ -14,6 +14,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use fennec_boot::loader::LoaderError;
+use fennec_boot::x86_64::acpi::AcpiError;
 use fennec_boot::x86_64::bootparams::BootParamsError;
 use fennec_boot::x86_64::mptable::MptableError;
 
@@ -131,6 +132,9 @@ pub enum Error {
     /// The MP table could not be written.
     #[error(transparent)]
     Mptable(#[from] MptableError),
+    /// The ACPI tables could not be written.
+    #[error(transparent)]
+    Acpi(#[from] AcpiError),
     /// Boot page tables or GDT could not be written.
     #[error("Failed to write the boot page tables and GDT")]
     BootTables(#[source] vm_memory::GuestMemoryError),
@@ -164,6 +168,12 @@ pub enum Error {
     /// The vCPUs did not park in time; the VM runs on.
     #[error("The vCPUs did not stop within {} s; the VM runs on", .0.as_secs())]
     PauseTimeout(std::time::Duration),
+    /// The guest cannot be asked through its ACPI power button.
+    #[error("No ACPI power button: {0}")]
+    NoPowerButton(&'static str),
+    /// The power button's interrupt could not be raised.
+    #[error("Cannot raise the ACPI power button's interrupt")]
+    PowerButton(#[source] std::io::Error),
     /// The keyboard interrupt of a Ctrl-Alt-Del could not be raised.
     #[error("Cannot raise the keyboard interrupt")]
     CtrlAltDel(#[source] std::io::Error),

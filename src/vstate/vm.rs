@@ -60,6 +60,9 @@ pub enum VmError {
     },
 }
 
+/// The mask bit of an IOAPIC redirection entry.
+const IOAPIC_MASKED: u64 = 1 << 16;
+
 /// An IOAPIC redirection entry (82093AA layout) in words.
 fn describe_redirection(bits: u64) -> String {
     let bit = |n: u32| bits & (1 << n) != 0;
@@ -67,7 +70,11 @@ fn describe_redirection(bits: u64) -> String {
         "vector {:#x} {} {}{}{} dest {:#x}",
         bits & 0xff,
         if bit(15) { "level" } else { "edge" },
-        if bit(16) { "masked" } else { "unmasked" },
+        if bits & IOAPIC_MASKED != 0 {
+            "masked"
+        } else {
+            "unmasked"
+        },
         if bit(14) { " remote-irr" } else { "" },
         if bit(12) { " delivery-pending" } else { "" },
         bits >> 56
@@ -156,6 +163,23 @@ impl KvmVm {
             out += &format!("\n  pin {pin} ({name}): {}", describe_redirection(bits));
         }
         out
+    }
+
+    /// Whether the guest has unmasked IOAPIC pin `pin`: a driver asked for its interrupt.
+    /// `None` when the IOAPIC cannot be read.
+    pub fn ioapic_pin_unmasked(&self, pin: u32) -> Option<bool> {
+        let mut chip = kvm_irqchip {
+            chip_id: KVM_IRQCHIP_IOAPIC,
+            ..Default::default()
+        };
+        self.fd.get_irqchip(&mut chip).ok()?;
+        // SAFETY: KVM_GET_IRQCHIP with chip_id KVM_IRQCHIP_IOAPIC fills the `ioapic` member of
+        // the union; it is plain data, read by value.
+        let ioapic = unsafe { chip.chip.ioapic };
+        let entry = ioapic.redirtbl.get(pin as usize)?;
+        // SAFETY: every bit pattern of the redirection entry union is a valid u64.
+        let bits = unsafe { entry.bits };
+        Some(bits & IOAPIC_MASKED == 0)
     }
 
     /// Makes 4-byte guest writes of `queue` to `addr` signal `evt` inside KVM, without a VM exit

@@ -62,6 +62,8 @@ pub struct BootInfo {
     pub cmdline_size: u32,
     /// Address and size of the initrd, if any.
     pub initrd: Option<(u64, u64)>,
+    /// Address of the ACPI RSDP, if the machine has ACPI tables.
+    pub rsdp: Option<u64>,
 }
 
 /// The guest's memory map: low RAM up to the EBDA, RAM from 1 MiB to the MMIO hole, and what
@@ -122,6 +124,7 @@ pub fn build_zero_page(
         slot.r#type = entry.kind;
     }
     params.e820_entries = map.len() as u8;
+    params.acpi_rsdp_addr = info.rsdp.unwrap_or(0);
     Ok(params)
 }
 
@@ -153,6 +156,7 @@ pub fn write_pvh_start_info(mem: &GuestMemoryMmap, info: &BootInfo) -> Result<()
         cmdline_paddr: info.cmdline_addr,
         memmap_paddr: layout::PVH_MEMMAP_START,
         memmap_entries: memmap.len() as u32,
+        rsdp_paddr: info.rsdp.unwrap_or(0),
         ..Default::default()
     };
     let modules: Vec<hvm_modlist_entry> = info
@@ -189,6 +193,7 @@ mod tests {
             cmdline_addr: layout::CMDLINE_START,
             cmdline_size: 12,
             initrd,
+            rsdp: Some(layout::ACPI_START),
         }
     }
 
@@ -277,6 +282,7 @@ mod tests {
         write_pvh_start_info(&mem, &info(64 * MIB, Some((0x300_0000, 0x800)))).unwrap();
         let start: hvm_start_info = mem.read_obj(GuestAddress(layout::PVH_INFO_START)).unwrap();
         assert_eq!(start.magic, XEN_HVM_START_MAGIC_VALUE);
+        assert_eq!(start.rsdp_paddr, layout::ACPI_START);
         assert_eq!(start.memmap_entries, 2);
         assert_eq!(start.nr_modules, 1);
         let module: hvm_modlist_entry = mem.read_obj(GuestAddress(start.modlist_paddr)).unwrap();
@@ -288,5 +294,20 @@ mod tests {
             (second.addr, second.size, second.type_),
             (MIB, 63 * MIB, E820_RAM)
         );
+    }
+
+    #[test]
+    fn test_zero_page_points_at_the_rsdp_or_not() {
+        let with = build_zero_page(None, &info(64 * MIB, None)).unwrap();
+        assert_eq!({ with.acpi_rsdp_addr }, layout::ACPI_START);
+        let without = build_zero_page(
+            None,
+            &BootInfo {
+                rsdp: None,
+                ..info(64 * MIB, None)
+            },
+        )
+        .unwrap();
+        assert_eq!({ without.acpi_rsdp_addr }, 0);
     }
 }

@@ -1,4 +1,5 @@
 //! Legacy PC devices on the PIO bus.
 
+pub mod acpi;
 pub mod i8042;
 pub mod serial;
