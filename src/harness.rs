@@ -175,7 +175,7 @@ fn script(name: &str) -> Result<PathBuf> {
         .map_err(|e| HarnessError::Artifacts(format!("cannot run {}: {e}", path.display())))?;
     if !out.status.success() {
         return Err(HarnessError::Artifacts(format!(
-            "{} failed (it needs root to install Debian packages the first time)",
+            "{} failed (it needs root to install Debian packages the first time; its messages are above)",
             path.display()
         )));
     }
@@ -201,6 +201,35 @@ pub fn linux_guest() -> Result<LinuxGuest> {
         bzimage: kernel.join("bzImage"),
         initramfs: script("build-guest-initramfs.sh")?,
         rootfs: script("build-guest-rootfs.sh")?,
+    })
+}
+
+/// A stock Debian 12 system: Debian's cloud kernel, the initramfs Debian's initramfs-tools
+/// made for it, and an ext4 root filesystem debootstrapped from Debian's packages
+/// (`resources/build-debian-guest.sh`). Root logs in on the serial console; a unit prints
+/// `FENNEC-DEBIAN-READY ...` once `multi-user.target` is reached.
+#[derive(Clone, Debug)]
+pub struct DebianGuest {
+    /// Debian's kernel (a bzImage).
+    pub kernel: PathBuf,
+    /// Its initramfs, as Debian generated it.
+    pub initrd: PathBuf,
+    /// The root filesystem; boot a copy of it as the root drive.
+    pub rootfs: PathBuf,
+}
+
+/// The Debian guest: from `$FENNEC_GUEST_DIR` when set (`debian-vmlinuz`, `debian-initrd.img`,
+/// `debian-rootfs.ext4`), else built and cached by `resources/build-debian-guest.sh` (a few
+/// minutes and root the first time).
+pub fn debian_guest() -> Result<DebianGuest> {
+    let (dir, prefix) = match std::env::var_os("FENNEC_GUEST_DIR") {
+        Some(dir) => (PathBuf::from(dir), "debian-"),
+        None => (script("build-debian-guest.sh")?, ""),
+    };
+    Ok(DebianGuest {
+        kernel: dir.join(format!("{prefix}vmlinuz")),
+        initrd: dir.join(format!("{prefix}initrd.img")),
+        rootfs: dir.join(format!("{prefix}rootfs.ext4")),
     })
 }
 

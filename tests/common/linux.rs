@@ -90,6 +90,12 @@ pub fn guest() -> &'static Guest {
     GUEST.get_or_init(|| fennec::harness::linux_guest().unwrap())
 }
 
+/// The stock Debian guest, once per process (see [`fennec::harness::debian_guest`]).
+pub fn debian() -> &'static fennec::harness::DebianGuest {
+    static DEBIAN: OnceLock<fennec::harness::DebianGuest> = OnceLock::new();
+    DEBIAN.get_or_init(|| fennec::harness::debian_guest().unwrap())
+}
+
 /// Runs the Linux test `name`: here, or by looking up its result from the test host.
 pub fn run_linux_test(name: &str, body: impl Fn(&Guest)) {
     match mode() {
@@ -238,8 +244,13 @@ impl Session {
 
     /// Waits until the console contains `marker` after byte `from`; returns the text from there.
     pub fn expect_from(&self, from: usize, marker: &str) -> String {
+        self.expect_within(from, marker, GUEST_TIMEOUT)
+    }
+
+    /// [`Session::expect_from`] with a time limit of its own (a whole distribution booting).
+    pub fn expect_within(&self, from: usize, marker: &str, limit: Duration) -> String {
         let (text, cv) = &*self.console;
-        let deadline = Instant::now() + GUEST_TIMEOUT;
+        let deadline = Instant::now() + limit;
         let mut guard = text.lock().unwrap();
         loop {
             if let Some(i) = guard.get(from..).and_then(|t| t.find(marker)) {
@@ -248,7 +259,7 @@ impl Session {
             let now = Instant::now();
             assert!(
                 now < deadline,
-                "no {marker:?} from the guest within {GUEST_TIMEOUT:?}\n{}",
+                "no {marker:?} from the guest within {limit:?}\n{}",
                 {
                     drop(guard);
                     self.context()
@@ -288,18 +299,20 @@ impl Session {
 
     /// Waits for fennec to exit; returns its exit code.
     pub fn wait(&mut self) -> Option<i32> {
+        self.wait_within(GUEST_TIMEOUT)
+    }
+
+    /// [`Session::wait`] with a time limit of its own (a whole distribution shutting down).
+    pub fn wait_within(&mut self, limit: Duration) -> Option<i32> {
         drop(self.stdin.take());
-        let deadline = Instant::now() + GUEST_TIMEOUT;
+        let deadline = Instant::now() + limit;
         let status = loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 break status;
             }
             if Instant::now() > deadline {
                 // The state first, while fennec still runs; Drop kills it.
-                panic!(
-                    "fennec did not exit within {GUEST_TIMEOUT:?}\n{}",
-                    self.context()
-                );
+                panic!("fennec did not exit within {limit:?}\n{}", self.context());
             }
             std::thread::sleep(Duration::from_millis(10));
         };

@@ -175,6 +175,14 @@ fn boot_and_run(exe: &Path, tests: &[String], boot: usize) -> HostRun {
     ] {
         std::os::unix::fs::symlink(src, guest_dir.join(name)).unwrap();
     }
+    let d = super::linux::debian();
+    for (src, name) in [
+        (&d.kernel, "debian-vmlinuz"),
+        (&d.initrd, "debian-initrd.img"),
+        (&d.rootfs, "debian-rootfs.ext4"),
+    ] {
+        std::os::unix::fs::symlink(src, guest_dir.join(name)).unwrap();
+    }
     let list = work.join("tests.list");
     std::fs::write(&list, tests.join("\n") + "\n").unwrap();
     let limit = work.join("test-timeout");
@@ -228,7 +236,7 @@ fn run_qemu(work: &Path, boot: usize) -> HostRun {
             "tcg,thread={}",
             std::env::var("FENNEC_TEST_HOST_TCG").unwrap_or_else(|_| "multi".into())
         ))
-        .args(["-smp", "2", "-m", "3072"])
+        .args(["-smp", "2", "-m", "4096"])
         .args(["-M", "q35", "-cpu", "EPYC,+svm", "-nodefaults"])
         .args(["-no-user-config", "-nographic", "-monitor", "none"])
         .args(["-serial", "stdio", "-serial"])

@@ -144,11 +144,7 @@ struct InterruptSourceOverride {
     flags: u16,
 }
 
-impl Aml for InterruptSourceOverride {
-    fn to_aml_bytes(&self, sink: &mut dyn AmlSink) {
-        sink.vec(self.as_bytes());
-    }
-}
+acpi_tables::aml_as_bytes!(InterruptSourceOverride);
 
 /// A local APIC NMI source (MADT type 4): LINT `lint` of processor `uid` (0xff: all) is NMI.
 #[repr(C, packed)]
@@ -161,11 +157,7 @@ struct LocalApicNmi {
     lint: u8,
 }
 
-impl Aml for LocalApicNmi {
-    fn to_aml_bytes(&self, sink: &mut dyn AmlSink) {
-        sink.vec(self.as_bytes());
-    }
-}
+acpi_tables::aml_as_bytes!(LocalApicNmi);
 
 fn bytes(aml: &dyn Aml) -> Vec<u8> {
     let mut out = Vec::new();
