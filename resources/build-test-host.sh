@@ -19,6 +19,7 @@ command -v qemu-system-x86_64 >/dev/null || missing="$missing qemu-system-x86"
 command -v cpio >/dev/null || missing="$missing cpio"
 [ -x /bin/busybox ] || missing="$missing busybox-static"
 command -v strip >/dev/null || missing="$missing binutils"
+command -v cc >/dev/null || missing="$missing gcc libc6-dev"
 if [ -n "$missing" ]; then
     [ "$(id -u)" -eq 0 ] || { echo "needs:$missing (apt-get install$missing)" >&2; exit 1; }
     apt-get update -qq >&2
@@ -55,6 +56,8 @@ cp /bin/busybox "$root/bin/busybox"
 ln -s busybox "$root/bin/sh"
 cp "$init" "$root/init"
 chmod 755 "$root/init"
+# The init's helper, next to it in the source tree.
+cc -O2 -Wall -static -o "$root/fennec/kvm-anchor" "$(dirname "$init")/kvm-anchor.c"
 cp "$kdir"/modules/*.ko "$root/modules/"
 cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
 for entry in "$@"; do

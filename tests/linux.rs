@@ -459,34 +459,6 @@ linux_test!(linux_network_ping_and_16_mib_each_way, |g: &Guest| {
     }
 });
 
-/// Not a check of fennec but part of the test host: its init runs this for the host's whole
-/// life, before the first test (`resources/test-host/init`), with `FENNEC_TEST_HOST_ANCHOR` naming
-/// the file that says it is in place.
-///
-/// KVM counts the vCPUs whose local APIC is software-disabled in a static key: every time that
-/// count goes from 0 to 1 or back (a guest created; its kernel enabling its APIC a second later),
-/// KVM's code is live-patched while the other CPU may be running it. Under the test host's
-/// multi-threaded TCG that patching sometimes never finishes for the CPU running the patched
-/// instruction: both CPUs then sit in `__apic_accept_irq`, one in the breakpoint handler, and the
-/// test host freezes (soft lockups, then silence). One vCPU whose APIC is never enabled keeps
-/// the count above zero, so the code is patched once, here, and never while a test runs.
-///
-/// Run as a test (`--ignored`), it only checks that such a VM can be made.
-#[test]
-#[ignore = "part of the test host: resources/test-host/init runs it"]
-fn test_host_kvm_anchor() {
-    let kvm = kvm_ioctls::Kvm::new().expect("open /dev/kvm");
-    let vm = kvm.create_vm().expect("KVM_CREATE_VM");
-    vm.create_irq_chip().expect("KVM_CREATE_IRQCHIP");
-    let _vcpu = vm.create_vcpu(0).expect("KVM_CREATE_VCPU");
-    if let Some(ready) = std::env::var_os("FENNEC_TEST_HOST_ANCHOR") {
-        std::fs::write(ready, "in place\n").expect("write the anchor's ready file");
-        loop {
-            std::thread::park();
-        }
-    }
-}
-
 /// How long Debian's own kernel, initramfs and systemd get to reach `multi-user.target`: about
 /// 35 s in the test host, more on a loaded machine.
 const DEBIAN_BOOT: Duration = Duration::from_secs(120);

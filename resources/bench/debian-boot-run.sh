@@ -39,7 +39,7 @@ while [ "$i" -lt "$n" ]; do
         -serial stdio -no-reboot -kernel $g/debian-vmlinuz -initrd $g/debian-initrd.img \
         -drive id=root,file=/tmp/root.ext4,format=raw,if=none -device virtio-blk-device,drive=root \
         -append "$cmdline root=/dev/vda rw"
-    boot qemu-q35 /fennec/qemu-system-x86_64 -L /fennec/qemu-share -M q35 \
+    boot qemu-q35 /fennec/qemu-system-x86_64 -L /fennec/qemu-share -L /fennec/seabios-share -M q35 \
         -enable-kvm -cpu host -m 512 -smp 2 -nodefaults -no-user-config -nographic \
         -serial stdio -no-reboot -kernel $g/debian-vmlinuz -initrd $g/debian-initrd.img \
         -drive id=root,file=/tmp/root.ext4,format=raw,if=none -device virtio-blk-pci,drive=root \

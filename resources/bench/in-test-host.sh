@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs a benchmark script inside one test host (QEMU TCG with emulated AMD SVM, see README), with
-# the guest kernel and initramfs in /guest, and fennec, QEMU and QEMU's firmware in /fennec.
+# the guest kernel and initramfs in /guest, and fennec, QEMU and QEMU's firmware (its own and
+# SeaBIOS) in /fennec.
 #   in-test-host.sh RUN_SCRIPT N WORK_DIR [NAME=PATH...]
 # RUN_SCRIPT runs with N=<N>; its stdout ends up in WORK_DIR/results, the test host's console in
 # WORK_DIR/console, its kernel log in WORK_DIR/kernel.log. Each NAME=PATH puts one more file in
@@ -21,7 +22,7 @@ sed "s/^n=.*/n=$n/" "$script" > "$work/run"
 chmod +x "$work/run"
 "$root/resources/build-test-host.sh" "$work/host" "$root/resources/test-host/init" "$work/guest" \
     "fennec=$root/target/release/fennec" "qemu-system-x86_64=$(command -v qemu-system-x86_64)" \
-    "qemu-share=/usr/share/qemu" "ip=$(command -v ip)" "run=$work/run" > /dev/null
+    "qemu-share=/usr/share/qemu" "seabios-share=/usr/share/seabios" "ip=$(command -v ip)" "run=$work/run" > /dev/null
 echo "booting the test host; $n runs of each VMM follow" >&2
 timeout 3600 qemu-system-x86_64 -accel tcg,thread=multi -smp 2 -m 4096 -M q35 -cpu EPYC,+svm \
     -nodefaults -no-user-config -nographic -monitor none -serial "file:$work/console" \
