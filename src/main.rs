@@ -202,7 +202,9 @@ enum CtlCommand {
     Resume,
     /// Press Ctrl-Alt-Del on the guest's keyboard.
     CtrlAltDel,
-    /// Ctrl-Alt-Del, then stop the VM if it has not ended within the timeout.
+    /// Ask the guest to shut down, then stop the VM if it has not ended within the timeout:
+    /// the ACPI power button for a guest that listens to it (a distribution kernel), Ctrl-Alt-Del
+    /// for one that does not.
     Shutdown {
         /// Seconds the guest gets to shut down.
         #[arg(long, value_name = "SECS", default_value_t = routes::DEFAULT_SHUTDOWN_TIMEOUT.as_secs())]

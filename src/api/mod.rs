@@ -62,7 +62,8 @@ pub enum ApiRequest {
     SendCtrlAltDel,
     /// `PUT /actions` `Stop` (extension): stop the VM now and exit.
     Stop,
-    /// `PUT /actions` `Shutdown` (extension): Ctrl-Alt-Del, then stop after `timeout`.
+    /// `PUT /actions` `Shutdown` (extension): the ACPI power button (or Ctrl-Alt-Del for a guest
+    /// without ACPI), then stop after `timeout`.
     Shutdown {
         /// How long the guest gets to shut down.
         timeout: Duration,
