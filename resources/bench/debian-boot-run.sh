@@ -15,7 +15,8 @@ boot() {
     pid=$!
     ready=""
     while [ $(( $(now) - start )) -lt 30000 ] && kill -0 "$pid" 2>/dev/null; do
-        ready=$(grep -a -m1 FENNEC-DEBIAN-READY /tmp/console || true)
+        # The whole line: the report's last field is there once its first has been written.
+        ready=$(grep -a -m1 'FENNEC-DEBIAN-READY .* ifaces=' /tmp/console || true)
         [ -n "$ready" ] && break
         sleep 0.2
     done
