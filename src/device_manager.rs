@@ -19,6 +19,7 @@ use fennec_boot::layout;
 use fennec_boot::x86_64::acpi;
 use fennec_devices::bus::{Bus, BusError};
 use fennec_devices::legacy::acpi::{self as acpi_regs, AcpiPower};
+use fennec_devices::legacy::boot_timer::{BootTime, BootTimer};
 use fennec_devices::legacy::i8042::I8042;
 use fennec_devices::legacy::serial::{
     ConsoleIn, ConsoleOut, SerialDevice, SerialInput, SerialMetrics,
@@ -173,6 +174,8 @@ pub struct DeviceManager {
     pub serial_input: Option<SerialInput>,
     /// Serial counters.
     pub serial_metrics: Arc<SerialMetrics>,
+    /// The guest's boot time, once its boot timer write arrives.
+    pub boot_time: Arc<BootTime>,
     /// Devices the event loop serves.
     pub subscribers: Vec<Subscriber>,
     /// The virtio-blk drives, in slot order.
@@ -260,9 +263,22 @@ impl DeviceManager {
             None
         };
 
+        let boot_time = Arc::new(BootTime::default());
+        let mut mmio = Bus::new();
+        mmio.insert(
+            Arc::new(Mutex::new(BootTimer::new(
+                crate::process_start(),
+                boot_time.clone(),
+            ))),
+            layout::BOOT_TIMER_START,
+            layout::BOOT_TIMER_SIZE,
+        )
+        .map_err(DeviceError::Bus)?;
+
         let mut manager = DeviceManager {
             pio,
-            mmio: Bus::new(),
+            mmio,
+            boot_time,
             reset_evt,
             power_off_evt,
             acpi,

@@ -540,6 +540,8 @@ fn ctl(args: &CtlArgs) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // The guest's boot time counts from here.
+    fennec::process_start();
     let cli = Cli::parse();
     let level = match cli.verbose {
         0 => "warn",

@@ -289,6 +289,12 @@ fn api_lifecycle_with_curl_and_fennec_ctl() {
     assert_eq!(metrics["vcpus"].as_array().unwrap().len(), 2, "{metrics}");
     assert!(metrics["serial"]["bytes_out"].as_u64().unwrap() > 0);
     assert!(metrics["vcpus"][0]["io_out"].as_u64().unwrap() > 0);
+    // The guest wrote its boot timer: after fennec started, before now.
+    let boot_us = metrics["boot_time_us"].as_u64().unwrap_or(0);
+    assert!(
+        boot_us > 0 && boot_us / 1000 <= metrics["uptime_ms"].as_u64().unwrap() + 60_000,
+        "{metrics}"
+    );
     let config = vm.ctl_json(&["config"]);
     assert_eq!(config["boot-source"]["boot_args"], COUNTER_ARGS);
 

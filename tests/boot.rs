@@ -227,3 +227,34 @@ fn test_sigterm_stops_guest_cleanly() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.is_empty(), "{stderr}");
 }
+
+/// The `Guest boot time: X ms since fennec started` line fennec logs, in milliseconds.
+fn logged_boot_time(stderr: &str) -> Option<f64> {
+    stderr
+        .lines()
+        .find_map(|l| l.split("Guest boot time: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|ms| ms.parse().ok())
+}
+
+#[test]
+fn test_boot_timer_reports_a_plausible_boot_time_for_every_entry() {
+    require_kvm();
+    for kernel in ["pvh.elf", "elf64.elf", "bzImage"] {
+        let kernel = tiny(kernel);
+        let started = std::time::Instant::now();
+        let run = fennec(&["run", "-v", "--kernel", kernel.to_str().unwrap()]);
+        let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let ctx = run.context();
+        assert_eq!(run.code, Some(0), "{ctx}");
+        let boot_ms = logged_boot_time(&run.stderr)
+            .unwrap_or_else(|| panic!("no boot time logged for {}\n{ctx}", kernel.display()));
+        // After fennec started and before it ended; the tiny kernel is up in milliseconds.
+        assert!(
+            boot_ms > 0.0 && boot_ms < wall_ms,
+            "{boot_ms} ms of {wall_ms} ms\n{ctx}"
+        );
+        // Reported once, though the guest ran on.
+        assert_eq!(run.stderr.matches("Guest boot time").count(), 1, "{ctx}");
+    }
+}

@@ -37,14 +37,32 @@ fn start(kernel: &Path, g: &Guest, cmdline: &str, extra: &[&str]) -> Session {
     Session::start(&args)
 }
 
-/// Boots `kernel` to the init marker, reboots with `reboot -f`, expects exit 0.
+/// Boots `kernel` to the init marker, reboots with `reboot -f`, expects exit 0. The init
+/// reports to the boot timer before its marker: fennec has logged the boot time by then.
 fn boot_and_reboot(kernel: &Path, guest: &Guest, format: &str) {
+    let started = std::time::Instant::now();
     let mut vm = start(kernel, guest, CMDLINE, &["-v"]);
     vm.expect("FENNEC-GUEST-READY 1 cpus");
+    let until_ready = started.elapsed();
+    // fennec logged it before the guest went on to its marker; the two pipes are read apart.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !vm.stderr().contains("Guest boot time") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stderr = vm.stderr();
     assert!(
-        vm.stderr().contains(&format!("Loaded {format} kernel")),
-        "{}",
-        vm.stderr()
+        stderr.contains(&format!("Loaded {format} kernel")),
+        "{stderr}"
+    );
+    let boot_ms: f64 = stderr
+        .split("Guest boot time: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("no boot time logged\n{stderr}"));
+    assert!(
+        boot_ms > 0.0 && boot_ms <= until_ready.as_secs_f64() * 1000.0,
+        "boot time {boot_ms} ms, but the marker came {until_ready:?} after the start\n{stderr}"
     );
     vm.send_line("reboot -f");
     vm.assert_exit(0);

@@ -13,7 +13,7 @@
 //! 0x000f_0000  │ MP floating pointer + MP configuration table (BIOS area)
 //! 0x0010_0000  ┼ RAM again: the kernel (bzImage / non-PVH ELF) loads here or above
 //!    …         │ initrd, at the top of RAM below the MMIO hole
-//! 0xc000_0000  ┼ 32-bit MMIO hole: virtio-mmio slots, IOAPIC, LAPIC
+//! 0xc000_0000  ┼ 32-bit MMIO hole: the boot timer, virtio-mmio slots, IOAPIC, LAPIC
 //! 0x1_0000_0000┴ RAM above 4 GiB, when the guest has more than fits below the hole
 //! ```
 
@@ -69,6 +69,10 @@ pub const HIMEM_START: u64 = 0x10_0000;
 pub const MMIO_GAP_START: u64 = 0xc000_0000;
 /// End of the 32-bit MMIO hole; RAM continues here.
 pub const MMIO_GAP_END: u64 = 0x1_0000_0000;
+/// The boot timer (one MMIO byte; the guest writes 123 when it is up), first in the MMIO hole.
+pub const BOOT_TIMER_START: u64 = MMIO_GAP_START;
+/// The boot timer's MMIO window.
+pub const BOOT_TIMER_SIZE: u64 = 0x1000;
 /// First 4 KiB slot for virtio-mmio devices.
 pub const VIRTIO_MMIO_START: u64 = 0xd000_0000;
 /// Size of one virtio-mmio slot.

@@ -11,7 +11,7 @@
  *   TINY initrd addr=<hex> size=<hex> fnv=<FNV-1a 64 of its bytes, hex>  |  TINY initrd none
  *   TINY cpus=<enabled processors in the MP table> mptable=<ok|bad|missing>
  *   TINY ready
- * Then, by `tiny.mode=` on the command line:
+ * and writes 123 to the VMM's boot timer (0xc0000000). Then, by `tiny.mode=` on the command line:
  *   echo    echo every byte received until 'q', then reset through the i8042
  *   halt    cli; hlt forever (the VMM should notice it can never run again)
  *   idle    sti; hlt forever: idle, waiting for an interrupt that nothing sends
@@ -255,6 +255,9 @@ tiny_main:
 
     lea rsi, [rip + s_ready]
     call puts
+    /* Booted: tell the VMM's boot timer (123 to its byte at the start of the MMIO hole). */
+    mov rax, 0xc0000000
+    mov byte ptr [rax], 123
 
     /* what next */
     mov rdi, [rip + info_cmdline]

@@ -328,6 +328,7 @@ impl Vm {
                 command_evt,
                 i8042: devices.i8042,
                 serial_metrics: devices.serial_metrics,
+                boot_time: devices.boot_time,
                 vcpu_exits,
                 drives,
                 nets,

@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 use vmm_sys_util::eventfd::EventFd;
 
+use fennec_devices::legacy::boot_timer::BootTime;
 use fennec_devices::legacy::i8042::I8042;
 use fennec_devices::legacy::serial::SerialMetrics;
 use fennec_devices::virtio::block::Block;
@@ -120,6 +121,9 @@ fn counters(metrics: &impl Serialize) -> Value {
 pub struct VmMetrics {
     /// Milliseconds since the VM started.
     pub uptime_ms: u64,
+    /// Microseconds from fennec's start to the guest's boot timer write; absent until then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_time_us: Option<u64>,
     /// The serial console: bytes out, lost, in.
     pub serial: Value,
     /// Each vCPU's exits from `KVM_RUN`, by kind.
@@ -139,6 +143,7 @@ pub(super) struct HandleInner {
     pub command_evt: EventFd,
     pub i8042: Arc<Mutex<I8042<EventFdTrigger>>>,
     pub serial_metrics: Arc<SerialMetrics>,
+    pub boot_time: Arc<BootTime>,
     pub vcpu_exits: Vec<Arc<VcpuExits>>,
     pub drives: Vec<DriveInfo>,
     pub nets: Vec<NetInfo>,
@@ -336,6 +341,7 @@ impl VmHandle {
     pub fn metrics(&self) -> VmMetrics {
         VmMetrics {
             uptime_ms: self.uptime().as_millis() as u64,
+            boot_time_us: self.0.boot_time.micros(),
             serial: counters(&*self.0.serial_metrics),
             vcpus: self.0.vcpu_exits.iter().map(|e| counters(&**e)).collect(),
             drives: self
