@@ -2,8 +2,9 @@
 //! guest's topology.
 //!
 //! Topology: one socket, `count` cores, one thread per core; APIC ID = vCPU index. Leaves that
-//! name the APIC ID or count CPUs (1, 4, 0xB, 0x1F, 0x8000_0008) are rewritten; the hypervisor bit
-//! is set so the guest looks for KVM's paravirtual leaves at 0x4000_0000, which KVM reports.
+//! name the APIC ID or count CPUs (1, 4, 0xB, 0x1F, 0x8000_0008's NC and ApicIdCoreIdSize) are
+//! rewritten; the hypervisor bit is set so the guest looks for KVM's paravirtual leaves at
+//! 0x4000_0000, which KVM reports.
 
 use kvm_bindings::kvm_cpuid_entry2;
 
@@ -97,7 +98,9 @@ pub fn filter(entries: &mut [kvm_cpuid_entry2], index: u8, count: u8) {
                 }
             }
             LEAF_AMD_SIZE if vendor == Vendor::Amd => {
-                e.ecx = (e.ecx & !0xff) | (count - 1);
+                // NC (cores - 1) and ApicIdCoreIdSize (bits of the APIC ID that number cores):
+                // the guest's package, not the host's.
+                e.ecx = (e.ecx & !0xf0ff) | (bits_for(count) << 12) | (count - 1);
             }
             _ => {}
         }
@@ -200,5 +203,90 @@ mod tests {
             ],
             [0, 1, 2, 2, 3]
         );
+    }
+
+    /// What KVM reports on an Intel host with SMT and a shared L3, and on an AMD host: the
+    /// leaves `filter` rewrites, with host topology in them that must not reach the guest.
+    fn host(vendor: Vendor) -> Vec<kvm_cpuid_entry2> {
+        let mut leaf0 = intel_leaf0();
+        if vendor == Vendor::Amd {
+            leaf0.ebx = u32::from_le_bytes(*b"Auth");
+            leaf0.edx = u32::from_le_bytes(*b"enti");
+            leaf0.ecx = u32::from_le_bytes(*b"cAMD");
+        }
+        let mut leaf1 = entry(LEAF_FEATURES, 0);
+        leaf1.ebx = (7 << 24) | (16 << 16) | 0x0800;
+        leaf1.edx = EDX_HTT;
+        let mut l1 = entry(LEAF_CACHE_PARAMS, 0);
+        l1.eax = (7 << 26) | (1 << 14) | (1 << 5) | 0x1;
+        let mut l3 = entry(LEAF_CACHE_PARAMS, 3);
+        l3.eax = (7 << 26) | (15 << 14) | (3 << 5) | 0x3;
+        let mut amd = entry(LEAF_AMD_SIZE, 0);
+        amd.ecx = 0x7007;
+        vec![
+            leaf0,
+            leaf1,
+            l1,
+            l3,
+            entry(LEAF_TOPOLOGY, 0),
+            entry(LEAF_TOPOLOGY, 1),
+            entry(LEAF_TOPOLOGY_V2, 0),
+            entry(LEAF_TOPOLOGY_V2, 1),
+            amd,
+        ]
+    }
+
+    fn leaf(e: &[kvm_cpuid_entry2], function: u32, index: u32) -> kvm_cpuid_entry2 {
+        *e.iter()
+            .find(|x| x.function == function && x.index == index)
+            .unwrap()
+    }
+
+    /// For 1, 2, 3 and 8 vCPUs on both vendors, every vCPU's CPUID tells one consistent story:
+    /// its APIC ID is its index everywhere the ID appears, the package holds exactly the
+    /// configured vCPUs as cores of one thread each, HTT says whether there is more than one
+    /// logical CPU, and no count of the host's leaks through.
+    #[test]
+    fn test_topology_invariants_for_1_2_3_and_8_vcpus() {
+        for vendor in [Vendor::Intel, Vendor::Amd] {
+            for count in [1u8, 2, 3, 8] {
+                for index in 0..count {
+                    let mut e = host(vendor);
+                    filter(&mut e, index, count);
+                    let (i, n) = (u32::from(index), u32::from(count));
+                    let ctx = format!("{vendor:?}, vCPU {index} of {count}");
+                    let l1 = leaf(&e, LEAF_FEATURES, 0);
+                    assert_eq!(l1.ebx >> 24, i, "{ctx}: initial APIC ID");
+                    assert_eq!((l1.ebx >> 16) & 0xff, n, "{ctx}: logical CPUs");
+                    assert_eq!(l1.edx & EDX_HTT != 0, n > 1, "{ctx}: HTT");
+                    assert_ne!(l1.ecx & ECX_HYPERVISOR, 0, "{ctx}: hypervisor bit");
+                    for function in [LEAF_TOPOLOGY, LEAF_TOPOLOGY_V2] {
+                        let (smt, core) = (leaf(&e, function, 0), leaf(&e, function, 1));
+                        assert_eq!((smt.ebx, smt.ecx >> 8), (1, TOPOLOGY_LEVEL_SMT), "{ctx}");
+                        assert_eq!((core.ebx, core.ecx >> 8), (n, TOPOLOGY_LEVEL_CORE), "{ctx}");
+                        // The shift leaves room for every APIC ID in the package.
+                        assert!(n <= 1 << core.eax, "{ctx}: shift {}", core.eax);
+                        assert_eq!((smt.edx, core.edx), (i, i), "{ctx}: x2APIC ID");
+                    }
+                    if vendor == Vendor::Intel {
+                        for cache in [0, 3] {
+                            let c = leaf(&e, LEAF_CACHE_PARAMS, cache);
+                            assert_eq!((c.eax >> 26) + 1, n, "{ctx}: cores per package");
+                            let sharing = ((c.eax >> 14) & 0xfff) + 1;
+                            let want = if cache == 3 { n } else { 1 };
+                            assert_eq!(sharing, want, "{ctx}: CPUs sharing cache {cache}");
+                        }
+                    } else {
+                        let a = leaf(&e, LEAF_AMD_SIZE, 0);
+                        assert_eq!((a.ecx & 0xff) + 1, n, "{ctx}: AMD core count");
+                        let id_bits = (a.ecx >> 12) & 0xf;
+                        assert!(
+                            n <= 1 << id_bits && (id_bits == 0 || n > 1 << (id_bits - 1)),
+                            "{ctx}: ApicIdCoreIdSize {id_bits} for {n} cores"
+                        );
+                    }
+                }
+            }
+        }
     }
 }
