@@ -139,28 +139,39 @@ impl KvmVm {
             .map_err(|source| VmError::RegisterIrqfd { gsi, source })
     }
 
-    /// The IOAPIC's redirection entries for `pins` (each with a name), in one line each: the
-    /// vector, trigger mode, whether the pin is masked, and for level-triggered pins whether
-    /// an EOI is outstanding. An edge that arrives while its pin is masked is lost.
-    pub fn describe_ioapic(&self, pins: &[(u32, String)]) -> String {
+    /// The IOAPIC as KVM holds it: its interrupt request register and its redirection
+    /// entries, one `u64` per pin.
+    fn ioapic(&self) -> Result<(u32, Vec<u64>), kvm_ioctls::Error> {
         let mut chip = kvm_irqchip {
             chip_id: KVM_IRQCHIP_IOAPIC,
             ..Default::default()
         };
-        if let Err(e) = self.fd.get_irqchip(&mut chip) {
-            return format!("ioapic: unreadable ({e})");
-        }
+        self.fd.get_irqchip(&mut chip)?;
         // SAFETY: KVM_GET_IRQCHIP with chip_id KVM_IRQCHIP_IOAPIC fills the `ioapic` member of
         // the union; it is plain data, read by value.
         let ioapic = unsafe { chip.chip.ioapic };
-        let mut out = format!("ioapic: irr={:#x}", ioapic.irr);
-        for (pin, name) in pins {
-            let Some(entry) = ioapic.redirtbl.get(*pin as usize) else {
-                continue;
-            };
+        let entries = ioapic
+            .redirtbl
+            .iter()
             // SAFETY: every bit pattern of the redirection entry union is a valid u64.
-            let bits = unsafe { entry.bits };
-            out += &format!("\n  pin {pin} ({name}): {}", describe_redirection(bits));
+            .map(|entry| unsafe { entry.bits })
+            .collect();
+        Ok((ioapic.irr, entries))
+    }
+
+    /// The IOAPIC's redirection entries for `pins` (each with a name), in one line each: the
+    /// vector, trigger mode, whether the pin is masked, and for level-triggered pins whether
+    /// an EOI is outstanding. An edge that arrives while its pin is masked is lost.
+    pub fn describe_ioapic(&self, pins: &[(u32, String)]) -> String {
+        let (irr, entries) = match self.ioapic() {
+            Ok(state) => state,
+            Err(e) => return format!("ioapic: unreadable ({e})"),
+        };
+        let mut out = format!("ioapic: irr={irr:#x}");
+        for (pin, name) in pins {
+            if let Some(&bits) = entries.get(*pin as usize) {
+                out += &format!("\n  pin {pin} ({name}): {}", describe_redirection(bits));
+            }
         }
         out
     }
@@ -168,18 +179,10 @@ impl KvmVm {
     /// Whether the guest has unmasked IOAPIC pin `pin`: a driver asked for its interrupt.
     /// `None` when the IOAPIC cannot be read.
     pub fn ioapic_pin_unmasked(&self, pin: u32) -> Option<bool> {
-        let mut chip = kvm_irqchip {
-            chip_id: KVM_IRQCHIP_IOAPIC,
-            ..Default::default()
-        };
-        self.fd.get_irqchip(&mut chip).ok()?;
-        // SAFETY: KVM_GET_IRQCHIP with chip_id KVM_IRQCHIP_IOAPIC fills the `ioapic` member of
-        // the union; it is plain data, read by value.
-        let ioapic = unsafe { chip.chip.ioapic };
-        let entry = ioapic.redirtbl.get(pin as usize)?;
-        // SAFETY: every bit pattern of the redirection entry union is a valid u64.
-        let bits = unsafe { entry.bits };
-        Some(bits & IOAPIC_MASKED == 0)
+        let (_, entries) = self.ioapic().ok()?;
+        entries
+            .get(pin as usize)
+            .map(|bits| bits & IOAPIC_MASKED == 0)
     }
 
     /// Makes 4-byte guest writes of `queue` to `addr` signal `evt` inside KVM, without a VM exit
