@@ -179,39 +179,12 @@ impl Drop for ApiVm {
     }
 }
 
-/// Sends `raw` on a new connection to `socket` and reads until the server closes or `wait`
-/// passes; the bytes read.
-fn raw(socket: &Path, raw: &[u8], wait: Duration) -> String {
-    let mut s = UnixStream::connect(socket).unwrap();
-    s.set_read_timeout(Some(wait)).unwrap();
-    s.write_all(raw).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn status_of(response: &str) -> u16 {
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
-
 fn fault_of(response: &str) -> String {
     let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
     serde_json::from_str::<Value>(body).map_or_else(
         |_| String::new(),
         |v| v["fault_message"].as_str().unwrap_or_default().to_string(),
     )
-}
-
-fn request(method: &str, path: &str, body: &str) -> Vec<u8> {
-    format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
 }
 
 fn boot_source() -> Value {

@@ -367,6 +367,19 @@ linux_test!(linux_two_disks_and_read_only_second, |g: &Guest| {
 /// Bytes each way in the TCP test.
 const NET_BYTES: usize = 16 << 20;
 
+/// Gives the guest's eth0 `address` (CIDR) and checks that 3 of 3 pings reach `host`.
+fn guest_pings_host(vm: &mut Session, address: &str, host: &str) {
+    let up = vm.run(&format!(
+        "ip addr add {address} dev eth0 && ip link set eth0 up && \
+         ping -c 3 -w 30 {host} | grep -c 'bytes from'"
+    ));
+    assert_eq!(
+        up.lines().last(),
+        Some("3"),
+        "the guest pings the host: {up}"
+    );
+}
+
 linux_test!(linux_network_ping_and_16_mib_each_way, |g: &Guest| {
     let ns = NetNs::new("linux");
     ns.add_tap("tap0", Some("10.0.0.1/24"));
@@ -394,15 +407,7 @@ linux_test!(linux_network_ping_and_16_mib_each_way, |g: &Guest| {
     let macs = vm.run("cat /sys/class/net/eth0/address /sys/class/net/eth1/address");
     let want = format!("{}\n02:fc:00:00:00:22", fennec::MacAddr::stable("tap0"));
     assert_eq!(macs, want);
-    let up = vm.run(
-        "ip addr add 10.0.0.2/24 dev eth0 && ip link set eth0 up && \
-         ping -c 3 -w 30 10.0.0.1 | grep -c 'bytes from'",
-    );
-    assert_eq!(
-        up.lines().last(),
-        Some("3"),
-        "the guest pings the host: {up}"
-    );
+    guest_pings_host(&mut vm, "10.0.0.2/24", "10.0.0.1");
     let ping = ns
         .command(Path::new("/bin/busybox"))
         .args(["ping", "-c", "3", "-w", "30", "10.0.0.2"])
@@ -558,10 +563,9 @@ impl Debian {
         }
     }
 
-    /// The root login the serial getty gives, then a command that must print `want`.
-    fn shell(&mut self, command: &str) -> String {
+    /// Waits for the root login the serial getty gives: the shell takes commands from then on.
+    fn log_in(&mut self) {
         self.vm.expect_within(0, "root@fennec-debian", DEBIAN_BOOT);
-        self.vm.run(command)
     }
 
     /// fennec exits 0 because the guest powered off, and the root filesystem is clean.
@@ -588,15 +592,8 @@ linux_test!(
     |_g: &Guest| {
         let ns = NetNs::new("debian");
         let mut debian = Debian::boot(&ns);
-        let ping = debian.shell(
-            "ip addr add 10.0.2.2/24 dev eth0 && ip link set eth0 up && \
-             ping -c 3 -w 30 10.0.2.1 | grep -c 'bytes from'",
-        );
-        assert_eq!(
-            ping.lines().last(),
-            Some("3"),
-            "the guest pings the host: {ping}"
-        );
+        debian.log_in();
+        guest_pings_host(&mut debian.vm, "10.0.2.2/24", "10.0.2.1");
         debian.vm.send_line("systemctl poweroff");
         debian.assert_powered_off_cleanly();
     }

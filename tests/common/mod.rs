@@ -145,33 +145,50 @@ pub fn spawn_api(args: &[&str], socket: &Path) -> Child {
     child
 }
 
+/// An HTTP/1.1 request for the control socket, as bytes, closing the connection after it.
+pub fn request(method: &str, path: &str, body: &str) -> Vec<u8> {
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Sends `raw` on a new connection to `socket` and reads until the server closes or `wait`
+/// passes; the bytes read.
+pub fn raw(socket: &Path, raw: &[u8], wait: Duration) -> String {
+    let mut s = std::os::unix::net::UnixStream::connect(socket).expect("connect");
+    s.set_read_timeout(Some(wait)).unwrap();
+    s.write_all(raw).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of an HTTP response; 0 when there is none.
+pub fn status_of(response: &str) -> u16 {
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
 /// One request on the control socket from this process (no `fennec ctl` process to start, so
 /// it times the VMM alone): its status code and JSON body (`Null` when empty).
 pub fn api_call(socket: &Path, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
-    let mut stream = std::os::unix::net::UnixStream::connect(socket).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .unwrap();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+    let response = raw(
+        socket,
+        &request(method, path, body),
+        Duration::from_secs(120),
     );
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
     let json = response
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.trim())
         .filter(|b| !b.is_empty())
         .map(|b| serde_json::from_str(b).unwrap_or(serde_json::Value::String(b.into())))
         .unwrap_or(serde_json::Value::Null);
-    (status, json)
+    (status_of(&response), json)
 }
 
 /// Runs fennec with empty stdin.
