@@ -7,6 +7,11 @@
 //! off, so Linux's i8042 driver uses the keyboard in direct mode and its atkbd driver reads set 2
 //! codes. The keyboard itself answers every command byte with an ACK (and a reset with the
 //! self-test pass code), which is all a guest booted with `i8042.dumbkbd` asks of it.
+//!
+//! There is no auxiliary (mouse) port, and the controller says so at once: its interface test
+//! reports the AUX clock line stuck, and a loopback through it never comes back as AUX data.
+//! Linux probes the port unless booted with `i8042.noaux`; a controller that leaves the probe to
+//! time out (ignoring the AUX-disable bit, say) costs a guest a third of a second.
 
 use std::collections::VecDeque;
 
@@ -24,11 +29,15 @@ const SR_OUTPUT_FULL: u8 = 1 << 0;
 const SR_SYSTEM_FLAG: u8 = 1 << 2;
 const SR_LAST_WAS_COMMAND: u8 = 1 << 3;
 const SR_KEYBOARD_UNLOCKED: u8 = 1 << 4;
+/// The output byte came from the AUX port; never set, there is none.
+#[cfg(test)]
+const SR_AUX_DATA: u8 = 1 << 5;
 
 // Controller configuration byte ("command byte") bits.
 const CCB_KEYBOARD_IRQ: u8 = 1 << 0;
 const CCB_SYSTEM_FLAG: u8 = 1 << 2;
 const CCB_KEYBOARD_DISABLED: u8 = 1 << 4;
+const CCB_AUX_DISABLED: u8 = 1 << 5;
 
 // Controller commands (written to 0x64).
 const CMD_READ_CCB: u8 = 0x20;
@@ -42,6 +51,8 @@ const CMD_DISABLE_KEYBOARD: u8 = 0xad;
 const CMD_ENABLE_KEYBOARD: u8 = 0xae;
 const CMD_READ_OUTPUT_PORT: u8 = 0xd0;
 const CMD_WRITE_OUTPUT_PORT: u8 = 0xd1;
+const CMD_AUX_LOOPBACK: u8 = 0xd3;
+const CMD_WRITE_AUX: u8 = 0xd4;
 const CMD_PULSE_RESET: u8 = 0xfe;
 
 // Output port bit 0 is the CPU reset line (active low).
@@ -51,6 +62,8 @@ const OUTPUT_PORT_DEFAULT: u8 = 0x03;
 // Controller and keyboard replies.
 const SELF_TEST_PASSED: u8 = 0x55;
 const PORT_TEST_PASSED: u8 = 0x00;
+/// The interface test's answer for the absent AUX port: its clock line is stuck high.
+const AUX_TEST_CLOCK_STUCK: u8 = 0x02;
 const KEYBOARD_ACK: u8 = 0xfa;
 const KEYBOARD_BAT_PASSED: u8 = 0xaa;
 const KEYBOARD_CMD_RESET: u8 = 0xff;
@@ -70,6 +83,11 @@ enum DataTarget {
     Keyboard,
     ConfigByte,
     OutputPort,
+    /// A byte to echo as if the AUX port had sent it: there is no port, so it comes back as
+    /// the keyboard's, which tells Linux the loopback failed.
+    AuxLoopback,
+    /// A byte for the AUX device: there is none, it is dropped.
+    AuxDevice,
 }
 
 /// The i8042 at ports 0x60 (data) and 0x64 (status/command).
@@ -90,7 +108,7 @@ impl<T: Trigger> I8042<T> {
         I8042 {
             reset,
             keyboard_irq,
-            config: CCB_KEYBOARD_IRQ | CCB_SYSTEM_FLAG,
+            config: CCB_KEYBOARD_IRQ | CCB_SYSTEM_FLAG | CCB_AUX_DISABLED,
             output_port: OUTPUT_PORT_DEFAULT,
             last_was_command: false,
             data_target: DataTarget::Keyboard,
@@ -154,12 +172,16 @@ impl<T: Trigger> I8042<T> {
             CMD_READ_CCB => self.reply(&[self.config]),
             CMD_WRITE_CCB => self.data_target = DataTarget::ConfigByte,
             CMD_SELF_TEST => self.reply(&[SELF_TEST_PASSED]),
-            CMD_TEST_KEYBOARD | CMD_TEST_AUX => self.reply(&[PORT_TEST_PASSED]),
+            CMD_TEST_KEYBOARD => self.reply(&[PORT_TEST_PASSED]),
+            CMD_TEST_AUX => self.reply(&[AUX_TEST_CLOCK_STUCK]),
             CMD_DISABLE_KEYBOARD => self.config |= CCB_KEYBOARD_DISABLED,
             CMD_ENABLE_KEYBOARD => self.config &= !CCB_KEYBOARD_DISABLED,
-            CMD_DISABLE_AUX | CMD_ENABLE_AUX => {}
+            CMD_DISABLE_AUX => self.config |= CCB_AUX_DISABLED,
+            CMD_ENABLE_AUX => self.config &= !CCB_AUX_DISABLED,
             CMD_READ_OUTPUT_PORT => self.reply(&[self.output_port]),
             CMD_WRITE_OUTPUT_PORT => self.data_target = DataTarget::OutputPort,
+            CMD_AUX_LOOPBACK => self.data_target = DataTarget::AuxLoopback,
+            CMD_WRITE_AUX => self.data_target = DataTarget::AuxDevice,
             CMD_PULSE_RESET => self.reset.trigger()?,
             other => log::debug!("i8042: ignoring command {other:#x}"),
         }
@@ -176,6 +198,11 @@ impl<T: Trigger> I8042<T> {
                     self.reset.trigger()?;
                 }
             }
+            DataTarget::AuxLoopback => {
+                self.reply(&[byte]);
+                self.keyboard_interrupt()?;
+            }
+            DataTarget::AuxDevice => {}
             DataTarget::Keyboard => {
                 match byte {
                     KEYBOARD_CMD_RESET => self.reply(&[KEYBOARD_ACK, KEYBOARD_BAT_PASSED]),
@@ -328,6 +355,41 @@ mod tests {
             dev.ctrl_alt_del().unwrap();
         }
         assert_eq!(dev.output.len(), OUTPUT_CAPACITY);
+    }
+
+    /// Linux's `i8042_check_aux` in short: the loopback must fail (its reply not marked as AUX
+    /// data) and the interface test must report a fault, or Linux goes on to probe the port;
+    /// disabling the port must show in the configuration byte, or Linux polls it 100 times.
+    #[test]
+    fn test_i8042_reports_no_aux_port_without_a_timeout() {
+        let (mut dev, _, _) = device();
+        dev.command(CMD_AUX_LOOPBACK).unwrap();
+        dev.write_data(0x5a).unwrap();
+        assert_ne!(
+            read(&mut dev, STATUS) & SR_OUTPUT_FULL,
+            0,
+            "the loopback answers"
+        );
+        assert_eq!(read(&mut dev, STATUS) & SR_AUX_DATA, 0, "not as AUX data");
+        read(&mut dev, DATA);
+        dev.command(CMD_TEST_AUX).unwrap();
+        let test = read(&mut dev, DATA);
+        assert!(
+            ![0x00, 0xfa, 0xff].contains(&test),
+            "AUX test passed: {test:#x}"
+        );
+
+        dev.command(CMD_DISABLE_AUX).unwrap();
+        dev.command(CMD_READ_CCB).unwrap();
+        assert_ne!(read(&mut dev, DATA) & CCB_AUX_DISABLED, 0);
+        dev.command(CMD_ENABLE_AUX).unwrap();
+        dev.command(CMD_READ_CCB).unwrap();
+        assert_eq!(read(&mut dev, DATA) & CCB_AUX_DISABLED, 0);
+
+        // A byte for the absent mouse is dropped, not taken as a keyboard command.
+        dev.command(CMD_WRITE_AUX).unwrap();
+        dev.write_data(KEYBOARD_CMD_RESET).unwrap();
+        assert_eq!(read(&mut dev, STATUS) & SR_OUTPUT_FULL, 0);
     }
 
     #[test]
