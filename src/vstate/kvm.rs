@@ -2,6 +2,8 @@
 
 use kvm_ioctls::{Cap, Kvm};
 
+use fennec_boot::x86_64::cpuid;
+
 /// The KVM API version every KVM since Linux 2.6.22 reports.
 const KVM_API_VERSION: i32 = 12;
 
@@ -77,10 +79,17 @@ impl KvmContext {
         self.max_vcpus
     }
 
-    /// CPUID entries KVM can expose to a guest.
+    /// CPUID entries KVM can expose to a guest: its supported CPUID, with the features it
+    /// emulates for every guest but reports as capabilities.
     pub fn supported_cpuid(&self) -> Result<kvm_bindings::CpuId, KvmError> {
-        self.kvm
+        let mut cpuid = self
+            .kvm
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
-            .map_err(KvmError::SupportedCpuid)
+            .map_err(KvmError::SupportedCpuid)?;
+        let emulated = cpuid::Emulated {
+            tsc_deadline: self.kvm.check_extension(Cap::TscDeadlineTimer),
+        };
+        cpuid::add_emulated(cpuid.as_mut_slice(), emulated);
+        Ok(cpuid)
     }
 }
