@@ -76,6 +76,55 @@ linux_test!(linux_bzimage_boots_and_reboots, |g: &Guest| {
     boot_and_reboot(&g.bzimage, g, "BzImage");
 });
 
+// The kernel log of a 2-vCPU boot has no warnings: the CPUID, APIC, timer and i8042 it found
+// were consistent. And it uses what saves it exits: the TSC-deadline timer (no APIC timer
+// calibration against the PIT) and the paravirtual clock.
+linux_test!(
+    linux_kernel_log_has_no_warnings_and_uses_the_fast_timers,
+    |g: &Guest| {
+        let mut vm = start(&g.vmlinux, g, CMDLINE, &["--vcpus", "2"]);
+        vm.expect("FENNEC-GUEST-READY 2 cpus");
+        let log = vm.run("dmesg -r");
+        let warnings = common::kernel_log::warnings(&log);
+        assert!(
+            warnings.is_empty(),
+            "the guest kernel warned:\n{}\n\nthe whole log:\n{log}",
+            warnings.join("\n")
+        );
+        for expected in [
+            "TSC deadline timer available",
+            "Switched to clocksource kvm-clock",
+            "smp: Brought up 1 node, 2 CPUs",
+        ] {
+            assert!(log.contains(expected), "no {expected:?} in the log:\n{log}");
+        }
+        vm.send_line("reboot -f");
+        vm.assert_exit(0);
+    }
+);
+
+/// The warnings filter drops the test host's own XSAVE warning (the reset-state size, 576
+/// bytes, which KVM reports when it never saw the guest's XSETBV) and nothing else.
+#[test]
+fn kernel_log_warnings_keep_all_but_the_test_hosts_xsave_warning() {
+    let log = |size: u32| {
+        format!(
+            "<6>[    0.1] Linux version 6.1\n\
+             <4>[    0.2] ------------[ cut here ]------------\n\
+             <4>[    0.2] XSAVE consistency problem: size 832 != kernel_size {size}\n\
+             <4>[    0.2] WARNING: CPU: 0 PID: 0 at arch/x86/kernel/fpu/xstate.c:606\n\
+             <4>[    0.2] ---[ end trace 0000000000000000 ]---\n\
+             <4>[    0.2] CPUID[0d, 00]: eax=00000007 ebx=00000240 ecx=00000340 edx=00000000\n\
+             <6>[    0.3] smp: Brought up 1 node, 2 CPUs\n\
+             <3>[    0.4] i8042: Can't read CTR while initializing i8042\n"
+        )
+    };
+    let warnings = common::kernel_log::warnings(&log(576));
+    assert_eq!(warnings, ["i8042: Can't read CTR while initializing i8042"]);
+    let warnings = common::kernel_log::warnings(&log(640));
+    assert_eq!(warnings.len(), 6, "{warnings:?}");
+}
+
 linux_test!(linux_two_vcpus_seen_by_nproc, |g: &Guest| {
     let mut vm = start(&g.vmlinux, g, CMDLINE, &["--vcpus", "2"]);
     vm.expect("FENNEC-GUEST-READY");
@@ -593,6 +642,17 @@ linux_test!(
         let ns = NetNs::new("debian");
         let mut debian = Debian::boot(&ns);
         debian.log_in();
+        // Debian's kernel found a machine it has no complaints about: ACPI tables, CPUID,
+        // APIC, timers.
+        let log = debian
+            .vm
+            .run("dmesg -r --color=never --level=emerg,alert,crit,err,warn");
+        let warnings = common::kernel_log::warnings(&log);
+        assert!(
+            warnings.is_empty(),
+            "Debian's kernel warned:\n{}",
+            warnings.join("\n")
+        );
         guest_pings_host(&mut debian.vm, "10.0.2.2/24", "10.0.2.1");
         debian.vm.send_line("systemctl poweroff");
         debian.assert_powered_off_cleanly();

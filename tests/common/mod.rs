@@ -284,6 +284,7 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+pub mod kernel_log;
 pub mod linux;
 pub mod netns;
 pub mod testhost;
