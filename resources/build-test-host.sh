@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Builds the test host: Debian's cloud kernel with its KVM (AMD) and networking modules, and an
-# initramfs with busybox, an init script, the guest artifacts and the given entries.
+# initramfs with busybox, an init script, the guest artifacts and the given entries; the kernel's
+# System.map beside them.
 #   build-test-host.sh OUT_DIR INIT GUEST_DIR NAME=PATH...
 # Each NAME=PATH is copied to /fennec/NAME: an ELF program with its shared libraries (into
 # /fennec/lib, for LD_LIBRARY_PATH; the loader goes to /lib64), any other file as it is, a
-# directory recursively. Writes OUT_DIR/vmlinuz and OUT_DIR/initramfs.cpio. The kernel package is cached,
-# keyed by its version, under FENNEC_CACHE (default ~/.cache/fennec); the initramfs is rebuilt
-# every time, since it holds the binaries under test.
+# directory recursively. Writes OUT_DIR/vmlinuz, OUT_DIR/System.map and OUT_DIR/initramfs.cpio.
+# The kernel package is cached, keyed by its version, under FENNEC_CACHE (default
+# ~/.cache/fennec); the initramfs is rebuilt every time, since it holds the binaries under test.
 set -euo pipefail
 cleanup=()
 trap 'rm -rf "${cleanup[@]}"' EXIT
-[ $# -ge 3 ] || { sed -n '2,9p' "$0" >&2; exit 2; }
+[ $# -ge 3 ] || { sed -n "2,11p" "$0" >&2; exit 2; }
 out="$1"; init="$2"; guest="$3"; shift 3
 cache="${FENNEC_CACHE:-$HOME/.cache/fennec}"
 
@@ -42,6 +43,8 @@ if [ ! -f "$kdir/vmlinuz" ]; then
     dpkg-deb -x "$tmp"/*.deb "$tmp/x"
     mkdir -p "$kdir.tmp/modules"
     cp "$tmp"/x/boot/vmlinuz-* "$kdir.tmp/vmlinuz"
+    # Its symbols, to name where a frozen test host's CPUs are (QEMU's monitor gives addresses).
+    cp "$tmp"/x/boot/System.map-* "$kdir.tmp/System.map"
     for m in virt/lib/irqbypass arch/x86/kvm/kvm arch/x86/kvm/kvm-amd drivers/net/tun drivers/net/veth; do
         cp "$tmp/x/lib/modules/"*/kernel/$m.ko "$kdir.tmp/modules/"
     done
@@ -67,7 +70,8 @@ for entry in "$@"; do
     elif head -c 4 "$path" | grep -q ELF; then
         cp "$path" "$root/fennec/$name"
         strip --strip-debug "$root/fennec/$name"
-        ldd "$path" | awk '/=> \// {print $3}' | while read -r lib; do
+        # (A static program, fennec's own, has none: ldd says so and fails.)
+        { ldd "$path" 2>/dev/null || true; } | awk '/=> \// {print $3}' | while read -r lib; do
             cp -Ln "$lib" "$root/fennec/lib/"
         done
     else
@@ -78,4 +82,5 @@ cp -L "$guest"/* "$root/guest/"
 (cd "$root" && find . -print0 | cpio --null -o -H newc --owner=0:0 --quiet) > "$out/initramfs.cpio.tmp"
 mv "$out/initramfs.cpio.tmp" "$out/initramfs.cpio"
 cp "$kdir/vmlinuz" "$out/vmlinuz"
+cp "$kdir/System.map" "$out/System.map"
 echo "$out"

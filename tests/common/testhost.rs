@@ -13,7 +13,7 @@
 //! and a test whose host dies twice fails.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -48,9 +48,10 @@ const MAX_BOOTS: usize = 3;
 /// never delivered, its instruction pointer outside the kernel, timer and device interrupts
 /// waiting in its local APIC (fennec's SIGUSR1 state, twice in soak runs: see
 /// `resources/soak.sh`). Shadow paging (`kvm_amd.npt=0`) takes TCG's nested-paging emulation
-/// out of the picture; the suite runs about as fast.
+/// out of the picture; the suite runs about as fast. `nokaslr`: the kernel's System.map then
+/// names the addresses QEMU's monitor gives for a frozen host's CPUs.
 pub const HOST_CMDLINE: &str = "console=ttyS2 loglevel=7 panic=-1 rdinit=/init kvm_amd.npt=0 \
-     softlockup_all_cpu_backtrace=1 hung_task_all_cpu_backtrace=1";
+     softlockup_all_cpu_backtrace=1 hung_task_all_cpu_backtrace=1 nokaslr";
 
 /// Extra test host command line from `FENNEC_TEST_HOST_CMDLINE` (to try module parameters such
 /// as `kvm_amd.npt=0`, say).
@@ -252,7 +253,11 @@ fn run_qemu(work: &Path, boot: usize) -> HostRun {
         ))
         .args(["-smp", "2", "-m", "4096"])
         .args(["-M", "q35", "-cpu", "EPYC,+svm", "-nodefaults"])
-        .args(["-no-user-config", "-nographic", "-monitor", "none"])
+        .args(["-no-user-config", "-nographic", "-monitor"])
+        .arg(format!(
+            "unix:{},server=on,wait=off",
+            work.join("monitor.sock").display()
+        ))
         .args(["-serial", "stdio", "-serial"])
         .arg(serial_file(&results_path))
         .arg("-serial")
@@ -314,8 +319,10 @@ fn run_qemu(work: &Path, boot: usize) -> HostRun {
             }]
             .join("\n--- a second later ---\n");
             let _ = std::fs::write(work.join("qemu-threads.txt"), &threads);
+            let cpus = frozen_cpus(work);
+            let _ = std::fs::write(work.join("qemu-cpus.txt"), &cpus);
             failure = Some(format!(
-                "the test host reported nothing past its time limit and was killed; QEMU's threads then:\n{threads}"
+                "the test host reported nothing past its time limit and was killed; where its CPUs were:\n{cpus}\nQEMU's threads then:\n{threads}"
             ));
             let _ = child.kill();
             let _ = child.wait();
@@ -394,6 +401,69 @@ fn qemu_threads(pid: u32) -> String {
     out.join("\n")
 }
 
+/// Where each CPU of a frozen test host is, three times half a second apart: QEMU's monitor's
+/// `info registers -a`, each RIP named from the kernel's System.map.
+fn frozen_cpus(work: &Path) -> String {
+    use std::os::unix::net::UnixStream;
+    let symbols = symbols(&work.join("System.map"));
+    let mut out = String::new();
+    for _ in 0..3 {
+        let registers = UnixStream::connect(work.join("monitor.sock")).and_then(|mut monitor| {
+            monitor.set_read_timeout(Some(Duration::from_millis(500)))?;
+            monitor.write_all(b"info registers -a\n")?;
+            let mut text = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = monitor.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                text.extend_from_slice(&buf[..n]);
+            }
+            Ok(String::from_utf8_lossy(&text).into_owned())
+        });
+        match registers {
+            Ok(text) => {
+                for rip in text.split("RIP=").skip(1).filter_map(|r| r.get(..16)) {
+                    let name = u64::from_str_radix(rip, 16)
+                        .ok()
+                        .and_then(|a| symbolize(&symbols, a))
+                        .unwrap_or_default();
+                    out += &format!("CPU RIP {rip} {name}\n");
+                }
+            }
+            Err(e) => out += &format!("QEMU's monitor did not answer: {e}\n"),
+        }
+        out += "--\n";
+    }
+    out
+}
+
+/// The text symbols of a System.map, by address.
+fn symbols(map: &Path) -> Vec<(u64, String)> {
+    let text = std::fs::read_to_string(map).unwrap_or_default();
+    let mut symbols: Vec<(u64, String)> = text
+        .lines()
+        .filter_map(|line| {
+            let mut w = line.split_whitespace();
+            let address = u64::from_str_radix(w.next()?, 16).ok()?;
+            let kind = w.next()?;
+            let name = w.next()?;
+            matches!(kind, "t" | "T").then(|| (address, name.to_string()))
+        })
+        .collect();
+    symbols.sort();
+    symbols
+}
+
+/// `name+0xoffset` for `address`.
+fn symbolize(symbols: &[(u64, String)], address: u64) -> Option<String> {
+    let i = symbols
+        .partition_point(|(a, _)| *a <= address)
+        .checked_sub(1)?;
+    let (start, name) = &symbols[i];
+    Some(format!("{name}+{:#x}", address - start))
+}
+
 /// Parses the results channel: `FENNEC-START name`; `FENNEC-RESULT name ok|failed`, base64
 /// output, `FENNEC-END name`; `FENNEC-HOST-DONE` at the end.
 fn parse_results(text: &str) -> Progress {
@@ -448,6 +518,14 @@ mod tests {
     fn test_base64_decode_round_trip() {
         assert_eq!(base64_decode("aGVsbG8gd29ybGQK"), b"hello world\n");
         assert_eq!(base64_decode("YQ=="), b"a");
+    }
+
+    #[test]
+    fn test_symbolize_names_the_function_an_address_is_in() {
+        let symbols = vec![(0x1000, "a".to_string()), (0x1040, "b".to_string())];
+        assert_eq!(symbolize(&symbols, 0x1044).as_deref(), Some("b+0x4"));
+        assert_eq!(symbolize(&symbols, 0x1000).as_deref(), Some("a+0x0"));
+        assert_eq!(symbolize(&symbols, 0xfff), None);
     }
 
     #[test]
