@@ -1,13 +1,64 @@
 //! ZFS for tests: the daemon (zfs-fuse here, started if none runs), and throwaway pools on
 //! file vdevs, destroyed on drop, also when a test fails.
 
+use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
+/// The longest one `zfs` or `zpool` command may take; the slowest here take a few seconds.
+const COMMAND_LIMIT: Duration = Duration::from_secs(120);
+
+/// Runs `program` with `args` to its end, or kills it after [`COMMAND_LIMIT`] and fails with
+/// `TimedOut`: a ZFS service that stopped answering fails the test with a message instead of
+/// hanging the suite.
 fn run(program: &str, args: &[&str]) -> std::io::Result<Output> {
-    Command::new(program).args(args).env("LC_ALL", "C").output()
+    let mut child = Command::new(program)
+        .args(args)
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let stdout = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let stderr = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if started.elapsed() > COMMAND_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "`{program} {}` did not finish in {COMMAND_LIMIT:?} and was killed: the ZFS \
+                     service stopped answering (with zfs-fuse: its PID is in {PID_FILE}; kill -9 \
+                     it, the next test starts a new one)",
+                    args.join(" ")
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ok(Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
 }
 
 /// `zfs ARGS` (or `zpool`), which must succeed; its stdout.
@@ -44,6 +95,7 @@ fn remove_stale_pid_file(path: &Path) {
 /// however many tests ask at the same time).
 pub fn require_zfs() {
     match run("zfs", &["list", "-H", "-o", "name"]) {
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => panic!("{e}"),
         Err(e) => panic!(
             "cannot run zfs ({e}): these tests need ZFS. On Debian: apt-get install zfs-fuse \
              (or OpenZFS: zfsutils-linux)"
@@ -100,6 +152,12 @@ impl TestPool {
             .set_len(mib << 20)
             .unwrap();
         let mnt = dir.path().join("mnt");
+        // One pool comes up at a time: two `zpool create`s at once, each followed by a `zfs
+        // create` in its pool, once left zfs-fuse's two new mounts unanswered for good (both
+        // `zfs create`s waiting in the kernel for the FUSE daemon, the daemon's threads all
+        // idle). Production's OpenZFS has no such daemon; here the tests go around it.
+        static CREATING: Mutex<()> = Mutex::new(());
+        let _one_at_a_time = CREATING.lock().unwrap_or_else(|e| e.into_inner());
         must(
             "zpool",
             &[
