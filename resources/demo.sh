@@ -14,5 +14,5 @@ make -s -C "$root/resources/tiny" OUT="$out"
 cargo build --release --quiet --manifest-path "$root/Cargo.toml"
 printf 'fennec demo initrd\n' > "$out/demo-initrd"
 echo "== booting the tiny PVH kernel with 2 vCPUs and 256 MiB; type to see the echo, q to reset"
-exec "$root/target/release/fennec" run --kernel "$out/pvh.elf" --initrd "$out/demo-initrd" \
+exec "$root/target/x86_64-unknown-linux-gnu/release/fennec" run --kernel "$out/pvh.elf" --initrd "$out/demo-initrd" \
     --vcpus 2 --memory 256 --cmdline "tiny.mode=echo"

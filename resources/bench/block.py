@@ -8,7 +8,7 @@ after each phase. This program timestamps those lines as they arrive and reports
 median over `--runs` interleaved runs of sequential read and write throughput (MiB/s) and random
 read IOPS, then fennec/QEMU ratios (above 1: fennec faster).
 
-    resources/bench/block.py [--runs 5] [--mib 64] [--fennec target/release/fennec]
+    resources/bench/block.py [--runs 5] [--mib 64] [--fennec target/x86_64-unknown-linux-gnu/release/fennec]
 
 Both VMMs use the same image file, opened without O_DIRECT (QEMU: cache=writeback, its
 default; fennec: buffered I/O with fdatasync on flush). QEMU's virtio-mmio is switched to the
@@ -57,7 +57,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--mib", type=int, default=64, help="MiB read and written per run")
-    parser.add_argument("--fennec", help="fennec binary (default: build target/release/fennec)")
+    parser.add_argument("--fennec",
+                        help="fennec binary (default: build target/<triple>/release/fennec)")
     parser.add_argument("--qemu", default="qemu-system-x86_64")
     args = parser.parse_args()
     kernel = build(args)

@@ -6,10 +6,11 @@ the median time from process start to the kernel's "TINY ready" marker, to proce
 median peak RSS, then fennec/QEMU ratios. The guest triple-faults after its report, which both
 VMMs turn into an exit (QEMU through -no-reboot).
 
-    resources/bench/boot.py [--runs 20] [--fennec target/release/fennec]
+    resources/bench/boot.py [--runs 20] [--fennec target/x86_64-unknown-linux-gnu/release/fennec]
 
-Needs /dev/kvm and qemu-system-x86_64 (Debian: apt-get install qemu-system-x86). Builds the tiny
-kernels with resources/tiny/Makefile and fennec in release mode unless --fennec is given.
+Needs /dev/kvm, qemu-system-x86_64 and GNU time (Debian: apt-get install qemu-system-x86 time).
+Builds the tiny kernels with resources/tiny/Makefile and fennec in release mode unless --fennec
+is given.
 """
 
 import argparse
@@ -17,12 +18,24 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 from tinybench import build
 
 MARKER = b"TINY ready"
 CMDLINE = "tiny.mode=triple"
+
+
+def peak_rss(argv):
+    """The VMM's peak RSS in KiB, as GNU time reports it. Not from this process's wait4: a child
+    of Python starts as a copy of it, and the kernel keeps that copy's high-water mark across the
+    exec; GNU time's own is smaller than any VMM's."""
+    with tempfile.NamedTemporaryFile() as out:
+        subprocess.run(["/usr/bin/time", "-f", "%M", "-o", out.name] + argv, check=True,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        return int(out.read().split()[-1])
 
 
 def run_once(argv):
@@ -38,21 +51,24 @@ def run_once(argv):
         buf += chunk
         if seen is None and MARKER in buf:
             seen = time.perf_counter() - start
-    _, status, usage = os.wait4(proc.pid, 0)
+    _, status, _ = os.wait4(proc.pid, 0)
     done = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     if seen is None or proc.returncode != 0:
         sys.exit(f"{argv[0]} failed (exit {proc.returncode}); output:\n{buf.decode(errors='replace')}")
-    return seen, done, usage.ru_maxrss
+    return seen, done, peak_rss(argv)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--fennec", help="fennec binary (default: build target/release/fennec)")
+    parser.add_argument("--fennec",
+                        help="fennec binary (default: build target/<triple>/release/fennec)")
     parser.add_argument("--qemu", default="qemu-system-x86_64")
     parser.add_argument("--memory", type=int, default=128, help="guest MiB")
     args = parser.parse_args()
+    if not os.path.exists("/usr/bin/time"):
+        sys.exit("needs GNU time for the peak RSS: apt-get install time")
     kernel = build(args)
     vmms = {
         "fennec": [args.fennec, "run", "--kernel", str(kernel), "--memory", str(args.memory),

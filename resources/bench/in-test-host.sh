@@ -5,7 +5,10 @@
 #   in-test-host.sh RUN_SCRIPT N WORK_DIR [NAME=PATH...]
 # RUN_SCRIPT runs with N=<N>; its stdout ends up in WORK_DIR/results, the test host's console in
 # WORK_DIR/console, its kernel log in WORK_DIR/kernel.log. Each NAME=PATH puts one more file in
-# /guest (the Debian guest's, say).
+# /guest (the Debian guest's, say). With FENNEC_BASELINE=PATH, that fennec binary (an earlier
+# build, to compare with) goes in as /fennec/fennec-baseline. QEMU's monitor listens on
+# WORK_DIR/monitor.sock (`info registers -a` tells where a frozen test host's CPUs are; the
+# test host's System.map is WORK_DIR/host/System.map).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 script="$1"; n="$2"; work="$3"; shift 3
@@ -21,11 +24,13 @@ done
 sed "s/^n=.*/n=$n/" "$script" > "$work/run"
 chmod +x "$work/run"
 "$root/resources/build-test-host.sh" "$work/host" "$root/resources/test-host/init" "$work/guest" \
-    "fennec=$root/target/release/fennec" "qemu-system-x86_64=$(command -v qemu-system-x86_64)" \
-    "qemu-share=/usr/share/qemu" "seabios-share=/usr/share/seabios" "ip=$(command -v ip)" "run=$work/run" > /dev/null
+    "fennec=$root/target/x86_64-unknown-linux-gnu/release/fennec" "qemu-system-x86_64=$(command -v qemu-system-x86_64)" \
+    "qemu-share=/usr/share/qemu" "seabios-share=/usr/share/seabios" "ip=$(command -v ip)" "run=$work/run" \
+    ${FENNEC_BASELINE:+"fennec-baseline=$FENNEC_BASELINE"} > /dev/null
 echo "booting the test host; $n runs of each VMM follow" >&2
 timeout 3600 qemu-system-x86_64 -accel tcg,thread=multi -smp 2 -m 4096 -M q35 -cpu EPYC,+svm \
-    -nodefaults -no-user-config -nographic -monitor none -serial "file:$work/console" \
+    -nodefaults -no-user-config -nographic -monitor "unix:$work/monitor.sock,server=on,wait=off" \
+    -serial "file:$work/console" \
     -serial "file:$work/results" -serial "file:$work/kernel.log" -kernel "$work/host/vmlinuz" \
-    -initrd "$work/host/initramfs.cpio" -append "console=ttyS2 loglevel=7 panic=-1 rdinit=/init kvm_amd.npt=0" \
+    -initrd "$work/host/initramfs.cpio" -append "console=ttyS2 loglevel=7 panic=-1 rdinit=/init kvm_amd.npt=0 nokaslr" \
     -no-reboot < /dev/null

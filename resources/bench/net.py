@@ -7,7 +7,7 @@ TAP's queue never overflows) as the guest reports progress. It timestamps the gu
 reports, per VMM, the median over `--runs` interleaved runs of guest->host and host->guest
 throughput (MiB/s of frames), then fennec/QEMU ratios (above 1: fennec faster).
 
-    resources/bench/net.py [--runs 5] [--frames 2000] [--fennec target/release/fennec]
+    resources/bench/net.py [--runs 5] [--frames 2000] [--fennec target/x86_64-unknown-linux-gnu/release/fennec]
 
 Everything happens in a network namespace this program creates (and deletes): the TAP, both
 VMMs, and a packet socket for the host side. QEMU uses `-netdev tap` (userspace virtio, no
@@ -132,7 +132,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--frames", type=int, default=2000)
-    parser.add_argument("--fennec", help="fennec binary (default: build target/release/fennec)")
+    parser.add_argument("--fennec",
+                        help="fennec binary (default: build target/<triple>/release/fennec)")
     parser.add_argument("--qemu", default="qemu-system-x86_64")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--kernel", help=argparse.SUPPRESS)

@@ -13,7 +13,7 @@ virtio-blk and exits. The figure is the wall time for all of them; the program p
 figures and the ratio (copy / ZFS: how many times faster ZFS clones are), then destroys what it
 made.
 
-    resources/bench/provision.py [--vms 10] [--size-mib 1024] [--fennec target/release/fennec]
+    resources/bench/provision.py [--vms 10] [--size-mib 1024] [--fennec target/x86_64-unknown-linux-gnu/release/fennec]
 
 Needs root, /dev/kvm and ZFS (zfs-fuse or OpenZFS, with its service running).
 """

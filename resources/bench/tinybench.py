@@ -12,5 +12,5 @@ def build(args):
     subprocess.run(["make", "-s", "-C", str(ROOT / "resources/tiny"), f"OUT={out}"], check=True)
     if args.fennec is None:
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-        args.fennec = str(ROOT / "target/release/fennec")
+        args.fennec = str(ROOT / "target/x86_64-unknown-linux-gnu/release/fennec")
     return out / "pvh.elf"

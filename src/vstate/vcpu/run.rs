@@ -281,6 +281,13 @@ impl Runner {
         self.tid.store(unsafe { libc::gettid() }, Ordering::Release);
         let run_ptr: *mut kvm_run = self.vcpu.fd_mut().get_kvm_run();
         KVM_RUN.with(|p| p.set(run_ptr));
+        if self.vcpu.index() == 0 {
+            // fennec's own share of a boot: all that comes before the guest's first instruction.
+            log::info!(
+                "vCPU 0 enters the guest {:.3} ms after fennec started",
+                crate::process_start().elapsed().as_secs_f64() * 1000.0
+            );
+        }
         let mut next = Next::Run;
         loop {
             next = match next {
