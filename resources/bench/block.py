@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tinybench import build
+from tinybench import add_vmm_args, build
 
 PHASES = ("seqread", "seqwrite", "randread")
 IOS = 2000
@@ -57,9 +57,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--mib", type=int, default=64, help="MiB read and written per run")
-    parser.add_argument("--fennec",
-                        help="fennec binary (default: build target/<triple>/release/fennec)")
-    parser.add_argument("--qemu", default="qemu-system-x86_64")
+    add_vmm_args(parser)
     args = parser.parse_args()
     kernel = build(args)
     with tempfile.TemporaryDirectory() as tmp:

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-from tinybench import build
+from tinybench import add_vmm_args, build
 
 MARKER = b"TINY ready"
 CMDLINE = "tiny.mode=triple"
@@ -62,9 +62,7 @@ def run_once(argv):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--fennec",
-                        help="fennec binary (default: build target/<triple>/release/fennec)")
-    parser.add_argument("--qemu", default="qemu-system-x86_64")
+    add_vmm_args(parser)
     parser.add_argument("--memory", type=int, default=128, help="guest MiB")
     args = parser.parse_args()
     if not os.path.exists("/usr/bin/time"):

@@ -19,7 +19,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from tinybench import build
+from tinybench import add_vmm_args, build
 
 CMDLINE = "tiny.mode=triple"
 
@@ -40,9 +40,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vms", type=int, default=200, help="VMs per VMM")
     parser.add_argument("--parallel", type=int, default=2, help="VMs running at once")
-    parser.add_argument("--fennec",
-                        help="fennec binary (default: build target/<triple>/release/fennec)")
-    parser.add_argument("--qemu", default="qemu-system-x86_64")
+    add_vmm_args(parser)
     args = parser.parse_args()
     kernel = build(args)
     vmms = {

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 
-from tinybench import build
+from tinybench import add_vmm_args, build
 
 ETHERTYPE = 0x88B5
 FRAME = 1514
@@ -132,9 +132,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--frames", type=int, default=2000)
-    parser.add_argument("--fennec",
-                        help="fennec binary (default: build target/<triple>/release/fennec)")
-    parser.add_argument("--qemu", default="qemu-system-x86_64")
+    add_vmm_args(parser)
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--kernel", help=argparse.SUPPRESS)
     args = parser.parse_args()

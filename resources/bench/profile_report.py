@@ -121,21 +121,22 @@ def main():
         if timer is not None:
             print(f"{v}'s own boot timer (process start to the marker): {timer:.0f} ms")
     print()
-    print(f"{'exits by reason, start to marker':32}" + "".join(f"{short[v]:>10}" for v in vmms))
-    reasons = Counter()
-    for v in vmms:
-        for p in by_vmm[v]:
-            reasons.update(p[2])
-    for r, _ in reasons.most_common(12):
-        print(f"{r:32}" + "".join(fmt(med(p[2][r] for p in by_vmm[v]), 10) for v in vmms))
+    exits_by_reason = {v: [p[2] for p in by_vmm[v]] for v in vmms}
+    table("exits by reason, start to marker", vmms, short, exits_by_reason, 12)
     print()
-    print(f"{'slowest initcalls (us)':32}" + "".join(f"{short[v]:>10}" for v in vmms))
-    calls = Counter()
+    initcalls = {v: [p[3] for p in by_vmm[v]] for v in vmms}
+    table("slowest initcalls (us)", vmms, short, initcalls, 10)
+
+
+def table(title, vmms, short, counts, rows):
+    """The `rows` keys with the largest sums over every run, each VMM's median for each."""
+    print(f"{title:32}" + "".join(f"{short[v]:>10}" for v in vmms))
+    total = Counter()
     for v in vmms:
-        for p in by_vmm[v]:
-            calls.update(p[3])
-    for c, _ in calls.most_common(10):
-        print(f"{c:32}" + "".join(fmt(med(p[3].get(c) for p in by_vmm[v]), 10) for v in vmms))
+        for c in counts[v]:
+            total.update(c)
+    for key, _ in total.most_common(rows):
+        print(f"{key:32}" + "".join(fmt(med(c.get(key) for c in counts[v]), 10) for v in vmms))
 
 
 if __name__ == "__main__":

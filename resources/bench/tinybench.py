@@ -6,6 +6,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def add_vmm_args(parser):
+    """The options every tiny-kernel benchmark takes: which fennec and which QEMU."""
+    parser.add_argument("--fennec",
+                        help="fennec binary (default: build target/<triple>/release/fennec)")
+    parser.add_argument("--qemu", default="qemu-system-x86_64")
+
+
 def build(args):
     out = ROOT / "target" / "tiny-kernels"
     out.mkdir(parents=True, exist_ok=True)

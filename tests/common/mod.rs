@@ -75,23 +75,11 @@ pub fn fennec_with_input(args: &[&str], stdin: &[u8]) -> Run {
     let mut input = child.stdin.take().unwrap();
     input.write_all(stdin).unwrap();
     drop(input);
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_thread = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = out.read_to_end(&mut s);
-        s
-    });
-    let err_thread = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = err.read_to_end(&mut s);
-        s
-    });
-    let status = wait_with_timeout(&mut child, TIMEOUT);
+    let (status, stdout, stderr) = output_within(&mut child, TIMEOUT);
     let run = Run {
         code: status.and_then(|s| s.code()),
-        stdout: String::from_utf8_lossy(&out_thread.join().unwrap()).into_owned(),
-        stderr: String::from_utf8_lossy(&err_thread.join().unwrap()).into_owned(),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
     };
     assert!(
         status.is_some(),
@@ -99,6 +87,26 @@ pub fn fennec_with_input(args: &[&str], stdin: &[u8]) -> Run {
         run.context()
     );
     run
+}
+
+/// Reads `child`'s piped stdout and stderr to their ends while waiting for it, killing it (our
+/// own child, by PID) after `limit`: its status (`None` if killed), stdout and stderr.
+pub fn output_within(child: &mut Child, limit: Duration) -> (Option<ExitStatus>, Vec<u8>, Vec<u8>) {
+    let reader = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = Vec::new();
+            let _ = pipe.read_to_end(&mut s);
+            s
+        })
+    };
+    let out = reader(Box::new(child.stdout.take().expect("stdout piped")));
+    let err = reader(Box::new(child.stderr.take().expect("stderr piped")));
+    let status = wait_with_timeout(child, limit);
+    (
+        status,
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    )
 }
 
 /// Waits for `child`, killing it (our own child, by PID) at the deadline; `None` if it was killed.

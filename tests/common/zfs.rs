@@ -1,13 +1,12 @@
 //! ZFS for tests: the daemon (zfs-fuse here, started if none runs), and throwaway pools on
 //! file vdevs, destroyed on drop, also when a test fails.
 
-use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The longest one `zfs` or `zpool` command may take; the slowest here take a few seconds.
 const COMMAND_LIMIT: Duration = Duration::from_secs(120);
@@ -23,42 +22,22 @@ fn run(program: &str, args: &[&str]) -> std::io::Result<Output> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
-    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let stdout = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let stderr = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if started.elapsed() > COMMAND_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!(
-                    "`{program} {}` did not finish in {COMMAND_LIMIT:?} and was killed: the ZFS \
-                     service stopped answering (with zfs-fuse: its PID is in {PID_FILE}; kill -9 \
-                     it, the next test starts a new one)",
-                    args.join(" ")
-                ),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Ok(Output {
-        status,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    })
+    match super::output_within(&mut child, COMMAND_LIMIT) {
+        (Some(status), stdout, stderr) => Ok(Output {
+            status,
+            stdout,
+            stderr,
+        }),
+        (None, _, _) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "`{program} {}` did not finish in {COMMAND_LIMIT:?} and was killed: the ZFS \
+                 service stopped answering (with zfs-fuse: its PID is in {PID_FILE}; kill -9 it, \
+                 the next test starts a new one)",
+                args.join(" ")
+            ),
+        )),
+    }
 }
 
 /// `zfs ARGS` (or `zpool`), which must succeed; its stdout.
