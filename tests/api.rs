@@ -696,3 +696,49 @@ fn config_file_errors_are_one_clear_line() {
     let run = fennec(&["run"]);
     assert_eq!(run.code, Some(2), "{}", run.context());
 }
+
+/// A FIFO (whose open would wait for a writer) or a character device named as the kernel, the
+/// initrd or a drive is refused with a 400 that says what it is, and the control socket goes on
+/// answering; the CLI refuses them too.
+#[test]
+fn api_fifo_or_device_as_kernel_initrd_or_drive_is_refused_without_blocking() {
+    let vm = ApiVm::spawn(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success(), "mkfifo failed");
+    let fifo = fifo.to_str().unwrap();
+    let kernel = tiny("pvh.elf");
+    let kernel = kernel.to_str().unwrap();
+    for (path, kind) in [(fifo, "a FIFO"), ("/dev/null", "a character device")] {
+        let (code, body) = vm.curl(
+            "PUT",
+            "/boot-source",
+            Some(json!({"kernel_image_path": path})),
+        );
+        assert_eq!(code, 400, "kernel {path}: {body}");
+        assert!(body.contains(kind), "kernel {path}: {body}");
+        let boot = json!({"kernel_image_path": kernel, "initrd_path": path});
+        let (code, body) = vm.curl("PUT", "/boot-source", Some(boot));
+        assert_eq!(code, 400, "initrd {path}: {body}");
+        assert!(body.contains(kind), "initrd {path}: {body}");
+    }
+    // A drive is checked when the VM is built, at InstanceStart.
+    let boot = json!({"kernel_image_path": kernel, "boot_args": "tiny.mode=halt"});
+    assert_eq!(vm.curl("PUT", "/boot-source", Some(boot)).0, 204);
+    let drive = json!({"drive_id": "d", "path_on_host": fifo, "is_root_device": false});
+    assert_eq!(vm.curl("PUT", "/drives/d", Some(drive)).0, 204);
+    let start = json!({"action_type": "InstanceStart"});
+    let (code, body) = vm.curl("PUT", "/actions", Some(start));
+    assert_eq!(code, 400, "{body}\n{}", vm.context());
+    assert!(body.contains("is a FIFO"), "{body}");
+    let (code, body) = vm.curl("GET", "/", None);
+    assert_eq!(code, 200, "the socket still answers: {body}");
+
+    let run = fennec(&["run", "--kernel", fifo]);
+    assert_eq!(run.code, Some(1), "{}", run.context());
+    assert!(run.stderr.contains("is a FIFO"), "{}", run.context());
+    let run = fennec(&["run", "--kernel", kernel, "--disk", &format!("path={fifo}")]);
+    assert_eq!(run.code, Some(1), "{}", run.context());
+    assert!(run.stderr.contains("is a FIFO"), "{}", run.context());
+}

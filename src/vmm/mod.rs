@@ -11,6 +11,7 @@
 //! counters.
 
 use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use fennec_boot::loader::LoaderError;
@@ -120,6 +121,17 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The kernel or initrd path names something other than a file (a FIFO, a device, a
+    /// directory).
+    #[error("The {what} {path} is {kind}, not a regular file")]
+    NotAFile {
+        /// "kernel" or "initrd".
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
     /// Guest memory could not be mapped.
     #[error(transparent)]
     Memory(#[from] MemoryError),
@@ -191,13 +203,30 @@ pub enum Error {
     NoSuchDrive(String),
 }
 
-/// Opens the kernel or initrd at `path`, naming it in the error.
+/// Opens the kernel or initrd at `path`, which must be a regular file, naming it in the error.
+/// The open does not block (a FIFO would wait for a writer, and the control socket with it),
+/// and the check is on what was opened, not on the path. Reads of a regular file never block,
+/// so the descriptor keeps `O_NONBLOCK`.
 pub(crate) fn open(what: &'static str, path: &Path) -> Result<File, Error> {
-    File::open(path).map_err(|source| Error::Open {
+    let open_error = |source| Error::Open {
         what,
         path: path.to_path_buf(),
         source,
-    })
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(open_error)?;
+    let file_type = file.metadata().map_err(open_error)?.file_type();
+    if !file_type.is_file() {
+        return Err(Error::NotAFile {
+            what,
+            path: path.to_path_buf(),
+            kind: fennec_devices::virtio::block::disk::file_kind(file_type),
+        });
+    }
+    Ok(file)
 }
 
 /// Logs a device's non-zero counters on one line.

@@ -7,9 +7,10 @@
 //! its arguments are valid.
 #![allow(unsafe_code)]
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, FileType, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use vm_memory::VolatileSlice;
@@ -28,6 +29,14 @@ pub enum DiskError {
         #[source]
         source: io::Error,
     },
+    /// The path names something that is not a disk (a FIFO, a character device, a directory).
+    #[error("Disk image {path} is {kind}: a drive is a regular file or a block device")]
+    NotADisk {
+        /// The image.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
     /// Another process holds the image.
     #[error("Disk image {path} is in use by another VM (it is locked)")]
     Locked {
@@ -43,6 +52,23 @@ pub enum DiskError {
         #[source]
         source: io::Error,
     },
+}
+
+/// What kind of file `t` is, for an error that refuses it.
+pub fn file_kind(t: FileType) -> &'static str {
+    if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_block_device() {
+        "a block device"
+    } else {
+        "a regular file"
+    }
 }
 
 /// An open, locked disk image.
@@ -64,14 +90,30 @@ impl DiskFile {
             path: path.to_path_buf(),
             source,
         };
+        // Non-blocking, so a FIFO (or a device that waits for a peer) cannot stall the open;
+        // what was opened is then checked on the descriptor itself, whatever the path pointed
+        // to by the time it was opened.
         let mut file = OpenOptions::new()
             .read(true)
             .write(!read_only)
+            .custom_flags(libc::O_NONBLOCK)
             .open(path)
             .map_err(|source| DiskError::Open {
                 path: path.to_path_buf(),
                 source,
             })?;
+        let file_type = file.metadata().map_err(err)?.file_type();
+        if !(file_type.is_file() || file_type.is_block_device()) {
+            return Err(DiskError::NotADisk {
+                path: path.to_path_buf(),
+                kind: file_kind(file_type),
+            });
+        }
+        // Blocking again: O_NONBLOCK is the only status flag set, and 0 clears it.
+        // SAFETY: F_SETFL on a descriptor we own takes an int of flags and touches no memory.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, 0) } != 0 {
+            return Err(err(io::Error::last_os_error()));
+        }
         let op = if read_only {
             libc::LOCK_SH
         } else {
@@ -89,7 +131,7 @@ impl DiskFile {
             });
         }
         let size = file.seek(SeekFrom::End(0)).map_err(err)?;
-        let discard = file.metadata().map_err(err)?.is_file();
+        let discard = file_type.is_file();
         Ok(DiskFile {
             file,
             size,
@@ -270,6 +312,31 @@ mod tests {
         let f = image(4096);
         let _a = DiskFile::open(f.path(), true).unwrap();
         assert!(DiskFile::open(f.path(), true).is_ok());
+    }
+
+    /// A FIFO (whose open would wait for a writer), a character device and a directory are
+    /// refused at once, named for what they are.
+    #[test]
+    fn test_disk_that_is_not_a_file_or_block_device_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo reads the NUL-terminated path, which outlives the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        for (path, kind) in [
+            (fifo.as_path(), "a FIFO"),
+            (Path::new("/dev/null"), "a character device"),
+            (dir.path(), "a directory"),
+        ] {
+            for read_only in [true, false] {
+                match DiskFile::open(path, read_only) {
+                    Err(DiskError::NotADisk { kind: k, .. }) => assert_eq!(k, kind),
+                    // A directory cannot even be opened for writing.
+                    Err(DiskError::Open { .. }) if kind == "a directory" && !read_only => {}
+                    other => panic!("{path:?} (read-only {read_only}): {other:?}"),
+                }
+            }
+        }
     }
 
     #[test]
