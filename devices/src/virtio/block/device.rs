@@ -97,6 +97,9 @@ impl Block {
             drive: DriveView {
                 capacity,
                 read_only: spec.read_only,
+                // Until the driver accepts them.
+                discard: false,
+                write_zeroes: false,
                 id,
             },
             features,
@@ -298,6 +301,8 @@ impl VirtioDevice for Block {
                 active.queues.len()
             )));
         }
+        self.drive.discard = active.acked_features & feature::DISCARD != 0;
+        self.drive.write_zeroes = active.acked_features & feature::WRITE_ZEROES != 0;
         self.active = Some(active);
         self.broken = false;
         // Serve anything the driver queued before DRIVER_OK landed.
@@ -307,6 +312,8 @@ impl VirtioDevice for Block {
     fn reset(&mut self) {
         self.active = None;
         self.broken = false;
+        self.drive.discard = false;
+        self.drive.write_zeroes = false;
     }
 }
 
@@ -329,6 +336,11 @@ mod tests {
     }
 
     fn setup(read_only: bool, descs: &[(u64, u32, u16)]) -> Setup {
+        setup_acking(read_only, descs, features::VERSION_1)
+    }
+
+    /// A block device whose driver accepted `acked` features.
+    fn setup_acking(read_only: bool, descs: &[(u64, u32, u16)], acked: u64) -> Setup {
         let mem = memory();
         let disk = MemDisk {
             bytes: vec![0x5a; 64 * 512],
@@ -351,7 +363,7 @@ mod tests {
             .activate(ActiveQueues {
                 mem: mem.clone(),
                 queues: vec![queue],
-                acked_features: features::VERSION_1,
+                acked_features: acked,
                 interrupt: interrupt.clone(),
             })
             .unwrap();
@@ -399,6 +411,28 @@ mod tests {
         assert_eq!(s.irq.read().unwrap(), 1);
         assert_eq!(s.block.metrics.read_count.load(Ordering::Relaxed), 1);
         assert_eq!(s.block.metrics.read_bytes.load(Ordering::Relaxed), 512);
+    }
+
+    /// DISCARD is carried out only when the driver accepted it at activation: offered is not
+    /// enough.
+    #[test]
+    fn test_block_discard_needs_the_feature_accepted() {
+        let chain = &[(0x4_0000, 16, R), (0x5_0000, 16, R), (0x6_0000, 1, W)];
+        for (acked, want) in [
+            (features::VERSION_1, status::UNSUPP),
+            (features::VERSION_1 | feature::DISCARD, status::OK),
+        ] {
+            let mut s = setup_acking(false, chain, acked);
+            header(&s.mem, 0x4_0000, req_type::DISCARD, 0);
+            let mut segment = [0u8; 16];
+            segment[0..8].copy_from_slice(&2u64.to_le_bytes());
+            segment[8..12].copy_from_slice(&1u32.to_le_bytes());
+            s.mem.write_slice(&segment, GuestAddress(0x5_0000)).unwrap();
+            s.block.process_queue();
+            assert_eq!(used_idx(&s), 1);
+            let got = s.mem.read_obj::<u8>(GuestAddress(0x6_0000)).unwrap();
+            assert_eq!(got, want, "acked {acked:#x}");
+        }
     }
 
     #[test]

@@ -110,11 +110,16 @@ pub fn serve_memory(memory: &[u8], read_only: bool) -> (u16, Arc<BlockMetrics>) 
     queue.set_event_idx(memory.first().is_some_and(|b| b & 1 == 1));
     queue.set_ready(true);
     let irq = EventFd::new(EFD_NONBLOCK).expect("an eventfd");
+    // The input's first byte also decides whether the driver accepted discard and write-zeroes.
+    let mut acked = features::VERSION_1;
+    if memory.first().is_some_and(|b| b & 2 == 2) {
+        acked |= super::device::feature::DISCARD | super::device::feature::WRITE_ZEROES;
+    }
     block
         .activate(ActiveQueues {
             mem: mem.clone(),
             queues: vec![queue],
-            acked_features: features::VERSION_1,
+            acked_features: acked,
             interrupt: Arc::new(MmioInterrupt::new(EventFdTrigger::new(irq))),
         })
         .expect("one queue");

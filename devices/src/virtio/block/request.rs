@@ -292,6 +292,10 @@ pub struct DriveView {
     pub capacity: u64,
     /// Whether writes are refused.
     pub read_only: bool,
+    /// Whether the driver accepted DISCARD; without it a discard request is UNSUPP.
+    pub discard: bool,
+    /// Whether the driver accepted WRITE_ZEROES; without it such a request is UNSUPP.
+    pub write_zeroes: bool,
     /// The GET_ID string, zero-padded.
     pub id: [u8; ID_BYTES],
 }
@@ -355,6 +359,15 @@ impl Request {
         disk: &mut dyn DiskBackend,
         drive: &DriveView,
     ) -> Outcome {
+        // A request whose feature was not negotiated is not carried out, whatever it says.
+        let negotiated = match self.kind {
+            RequestKind::Discard => drive.discard,
+            RequestKind::WriteZeroes => drive.write_zeroes,
+            _ => true,
+        };
+        if !negotiated {
+            return Outcome::Unsupported;
+        }
         let writes = matches!(
             self.kind,
             RequestKind::Out | RequestKind::Discard | RequestKind::WriteZeroes
@@ -761,6 +774,8 @@ pub(crate) mod tests {
         DriveView {
             capacity: CAPACITY,
             read_only,
+            discard: true,
+            write_zeroes: true,
             id,
         }
     }
@@ -876,6 +891,25 @@ pub(crate) mod tests {
         assert_eq!(r.execute(&mem, &mut d, &drive(false)), Outcome::Ok(0));
         assert!(d.bytes[1024..2560].iter().all(|&b| b == 0));
         assert_eq!(d.bytes[2560..3072], disk().bytes[2560..3072]);
+    }
+
+    /// A driver that did not accept DISCARD or WRITE_ZEROES gets UNSUPP for them, and the disk
+    /// stays as it was.
+    #[test]
+    fn test_execute_discard_and_write_zeroes_not_negotiated_are_unsupported() {
+        let mem = memory();
+        let mut view = drive(false);
+        (view.discard, view.write_zeroes) = (false, false);
+        for kind in [req_type::DISCARD, req_type::WRITE_ZEROES] {
+            header(&mem, HDR, kind, 0);
+            discard_segment(&mem, 2, 3, 0);
+            let r = parse_one(&mem, &[(HDR, 16, R), (DATA, 16, R), (STATUS, 1, W)]).unwrap();
+            let mut d = disk();
+            let out = r.execute(&mem, &mut d, &view);
+            assert_eq!(out, Outcome::Unsupported, "type {kind}");
+            assert_eq!(out.status(), status::UNSUPP);
+            assert_eq!(d.bytes, disk().bytes, "type {kind}");
+        }
     }
 
     #[test]
