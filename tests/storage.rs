@@ -709,3 +709,45 @@ fn test_zfs_missing_pool_dataset_commands_and_daemon_are_explained() {
     let e = image(&pool.spec(), Some(fake.path()));
     assert!(e.contains("Is the ZFS service running?"), "{e}");
 }
+
+/// Everything the directory store writes is root's alone: images 0600 (templates 0400),
+/// directories 0700, whichever command made them.
+#[test]
+fn test_dir_store_keeps_images_and_directories_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let store = TestStore::new(Backend::Dir);
+    store.import("base");
+    store.image_ok(&["clone", "base", "vm1/disk0"]);
+    store.image_ok(&["snapshot", "vm1/disk0@s1"]);
+    store.image_ok(&["rollback", "vm1/disk0@s1"]);
+    let stream = store.dir.path().join("base.img");
+    store.image_ok(&["receive", "vm2/disk0", "-i", stream.to_str().unwrap()]);
+    let mut lines = Vec::new();
+    let root = PathBuf::from(store.spec.strip_prefix("dir:").unwrap());
+    walk(&root, &mut lines);
+    let mut checked = 0;
+    for line in &lines {
+        let path = PathBuf::from(line.split(' ').next().unwrap().trim_end_matches('/'));
+        let meta = std::fs::metadata(&path).unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let want = if meta.is_dir() {
+            0o700
+        } else if path.starts_with(root.join("templates")) && name == "disk.img" {
+            0o400
+        } else if name.ends_with(".img") {
+            0o600
+        } else {
+            continue;
+        };
+        assert_eq!(mode, want, "{} is {mode:o}", path.display());
+        checked += 1;
+    }
+    // templates/, base/, its image; vms/, vm1/, disk0/, its image, snapshots/, s1.img; vm2/,
+    // disk0/, its image.
+    assert!(
+        checked >= 12,
+        "only {checked} checked:\n{}",
+        lines.join("\n")
+    );
+}

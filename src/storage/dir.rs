@@ -14,12 +14,13 @@
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{
-    check_name, copy_image, copy_sparse, image_in_use, DiskRef, DiskStore, Entry, EntryKind,
-    Progress, Result, SnapRef, StorageError, Target, IMAGE_FILE,
+    check_name, copy_image, copy_sparse, create_private_dirs, image_in_use, DiskRef, DiskStore,
+    Entry, EntryKind, Progress, Result, SnapRef, StorageError, Target, IMAGE_FILE, PRIVATE_DIR,
+    PRIVATE_FILE,
 };
 
 /// A directory of raw images.
@@ -87,22 +88,26 @@ impl DirStore {
 
     /// A staging directory under the root, removed on drop unless renamed into place.
     fn staging(&self) -> Result<tempfile::TempDir> {
-        tempfile::Builder::new()
-            .prefix(".partial-")
-            .tempdir_in(&self.root)
-            .map_err(StorageError::io(format!(
+        let err = || {
+            format!(
                 "cannot create a staging directory in {}",
                 self.root.display()
-            )))
+            )
+        };
+        let staged = tempfile::Builder::new()
+            .prefix(".partial-")
+            .tempdir_in(&self.root)
+            .map_err(StorageError::io(err()))?;
+        // It becomes a template's or a disk's directory: root's alone.
+        fs::set_permissions(staged.path(), fs::Permissions::from_mode(PRIVATE_DIR))
+            .map_err(StorageError::io(err()))?;
+        Ok(staged)
     }
 
     /// Renames the staged directory to `dest`, creating `dest`'s parents.
     fn install(&self, staged: tempfile::TempDir, dest: &Path) -> Result<()> {
         let parent = dest.parent().expect("store paths have parents");
-        fs::create_dir_all(parent).map_err(StorageError::io(format!(
-            "cannot create {}",
-            parent.display()
-        )))?;
+        create_private_dirs(parent)?;
         fs::rename(staged.path(), dest).map_err(StorageError::io(format!(
             "cannot move the new image to {}",
             dest.display()
@@ -148,7 +153,7 @@ impl DiskStore for DirStore {
         let staged = self.staging()?;
         let file = staged.path().join(IMAGE_FILE);
         copy_image(image, &file, progress)?;
-        fs::set_permissions(&file, fs::Permissions::from_mode(0o444)).map_err(StorageError::io(
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o400)).map_err(StorageError::io(
             format!("cannot make {} read-only", file.display()),
         ))?;
         self.install(staged, &dest)
@@ -243,8 +248,7 @@ impl DiskStore for DirStore {
         let file = staged.path().join(IMAGE_FILE);
         copy_image(&image, &file, &mut |_| {})?;
         let dir = dest.parent().expect("a snapshot has a directory");
-        fs::create_dir_all(dir)
-            .map_err(StorageError::io(format!("cannot create {}", dir.display())))?;
+        create_private_dirs(dir)?;
         fs::rename(&file, &dest).map_err(StorageError::io(format!(
             "cannot create {}",
             dest.display()
@@ -345,6 +349,7 @@ impl DiskStore for DirStore {
         let mut out = File::options()
             .write(true)
             .create_new(true)
+            .mode(PRIVATE_FILE)
             .open(&file)
             .map_err(StorageError::io(format!(
                 "cannot create {}",

@@ -21,6 +21,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -419,6 +420,20 @@ pub fn image_in_use(path: &Path) -> Result<bool> {
     }
 }
 
+/// The mode of every image a store writes: the guest's data is root's alone.
+pub const PRIVATE_FILE: u32 = 0o600;
+/// The mode of every directory a store makes.
+pub const PRIVATE_DIR: u32 = 0o700;
+
+/// Creates `dir` and its missing parents with [`PRIVATE_DIR`].
+pub fn create_private_dirs(dir: &Path) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR)
+        .create(dir)
+        .map_err(StorageError::io(format!("cannot create {}", dir.display())))
+}
+
 /// The size of the chunks [`copy_image`] moves, and the unit of hole detection.
 const COPY_CHUNK: usize = 1 << 20;
 
@@ -435,6 +450,7 @@ pub fn copy_image(src: &Path, dst: &Path, progress: Progress<'_>) -> Result<bool
     let mut output = File::options()
         .write(true)
         .create_new(true)
+        .mode(PRIVATE_FILE)
         .open(dst)
         .map_err(StorageError::io(format!("cannot create {}", dst.display())))?;
     // SAFETY: FICLONE takes the source descriptor as its argument; both descriptors are open
