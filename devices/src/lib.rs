@@ -4,6 +4,7 @@
 //! - [`bus`]: [`bus::BusDevice`] and the address-range [`bus::Bus`].
 //! - [`legacy`]: the 16550 serial console (on vm-superio) and the i8042 (reset, Ctrl-Alt-Del).
 //! - [`virtio`]: the virtio-mmio transport and the virtio devices (block).
+//! - [`guest_log`]: warnings a guest can repeat at will, logged a few times per call site.
 //!
 //! Devices raise interrupts through [`vm_superio::Trigger`] implementations such as
 //! [`EventFdTrigger`]; the VMM connects those eventfds to KVM irqfds. This crate never sees a
@@ -20,6 +21,7 @@ use std::io;
 use vmm_sys_util::eventfd::EventFd;
 
 pub mod bus;
+pub mod guest_log;
 pub mod legacy;
 pub mod virtio;
 

@@ -75,7 +75,9 @@ where
         let kind = (value >> SLP_TYP_SHIFT) & SLP_TYP_MASK;
         if kind != S5_SLEEP_TYPE {
             // S1 to S4 need a wake-up path fennec does not have; the guest is told only of S5.
-            log::warn!("ACPI: the guest asked for sleep type {kind}, which fennec does not have");
+            crate::warn_guest!(
+                "ACPI: the guest asked for sleep type {kind}, which fennec does not have"
+            );
             return;
         }
         if let Err(e) = self.power_off.trigger() {

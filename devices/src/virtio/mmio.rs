@@ -340,7 +340,7 @@ impl MmioTransport {
                 log::debug!("virtio-mmio: DRIVER_OK without FEATURES_OK; ignored");
                 accepted &= !status::DRIVER_OK;
             } else if let Err(e) = self.activate() {
-                log::warn!("virtio-mmio: {e}; the device needs a reset");
+                crate::warn_guest!("virtio-mmio: {e}; the device needs a reset");
                 accepted |= status::DEVICE_NEEDS_RESET;
                 self.status = accepted;
                 self.interrupt.signal(interrupt::CONFIG_CHANGE);

@@ -464,7 +464,7 @@ impl VirtioDevice for Net {
         }
         let offloads = Self::tap_offloads(active.acked_features);
         if let Err(e) = self.backend.set_offload(offloads) {
-            log::warn!(
+            crate::warn_guest!(
                 "virtio-net: the TAP refused offloads {offloads:#x} ({e}); receiving without them"
             );
             if let Err(e) = self.backend.set_offload(0) {
