@@ -34,6 +34,18 @@ pub fn drain(
     mem: &GuestMemoryMmap,
     mut serve: impl FnMut(DescriptorChain<&GuestMemoryMmap>) -> u32,
 ) -> Drained {
+    drain_bytes(queue, mem, u64::MAX, |chain| (serve(chain), 0))
+}
+
+/// [`drain`] with a second budget: `serve` also returns the bytes each chain moved, and the
+/// drain stops once `bytes` have moved, so one batch of large requests cannot hold the event
+/// loop for long (the rest waits for the next call, after the loop served others).
+pub fn drain_bytes(
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+    mut bytes: u64,
+    mut serve: impl FnMut(DescriptorChain<&GuestMemoryMmap>) -> (u32, u64),
+) -> Drained {
     let mut out = Drained::default();
     let mut budget = queue.size();
     'drain: loop {
@@ -51,10 +63,14 @@ pub fn drain(
             };
             budget -= 1;
             let head = chain.head_index();
-            let len = serve(chain);
+            let (len, moved) = serve(chain);
             // Only a head index past the queue fails here: there is nothing to return.
             if queue.add_used(mem, head, len).is_ok() {
                 out.used_any = true;
+            }
+            bytes = bytes.saturating_sub(moved);
+            if bytes == 0 {
+                budget = 0;
             }
         }
         if budget == 0 {

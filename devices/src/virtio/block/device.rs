@@ -12,7 +12,7 @@ use super::request::{
     MAX_DISCARD_SEGMENTS,
 };
 use super::BlockMetrics;
-use crate::virtio::queue::drain;
+use crate::virtio::queue::drain_bytes;
 use crate::virtio::{
     features, read_config_bytes, ActivateError, ActiveQueues, InterruptKind, VirtioDevice,
 };
@@ -72,7 +72,13 @@ pub struct Block {
     /// The driver broke the queue (an impossible available index): stop serving it until reset.
     broken: bool,
     pub(super) metrics: Arc<BlockMetrics>,
+    /// The most data one [`Block::process_queue`] moves before it lets the loop serve others.
+    drain_bytes: u64,
 }
+
+/// The most data one pass over the queue moves (a queue's worth of the largest requests would
+/// be 16 GiB, seconds of I/O with the event loop held); the rest is served on the next pass.
+pub const DRAIN_BYTES: u64 = 32 << 20;
 
 impl Block {
     /// A block device over `spec.disk`.
@@ -110,6 +116,7 @@ impl Block {
             active: None,
             broken: false,
             metrics: Arc::new(BlockMetrics::default()),
+            drain_bytes: DRAIN_BYTES,
         })
     }
 
@@ -154,7 +161,7 @@ impl Block {
         };
         let mem = &active.mem;
         let (disk, drive, metrics) = (&mut self.disk, &self.drive, &self.metrics);
-        let drained = drain(&mut active.queues[0], mem, |chain| {
+        let drained = drain_bytes(&mut active.queues[0], mem, self.drain_bytes, |chain| {
             serve(chain, mem, disk.as_mut(), drive, metrics)
         });
         if drained.more {
@@ -176,14 +183,15 @@ impl Block {
 /// How many image I/O errors are logged at warn level.
 const IO_ERRORS_LOGGED: u64 = 10;
 
-/// Serves one chain; returns the used length (bytes written to the guest's buffers).
+/// Serves one chain; returns the used length (bytes written to the guest's buffers) and the
+/// data bytes it moved.
 fn serve(
     chain: virtio_queue::DescriptorChain<&GuestMemoryMmap>,
     mem: &GuestMemoryMmap,
     disk: &mut dyn DiskBackend,
     drive: &DriveView,
     metrics: &BlockMetrics,
-) -> u32 {
+) -> (u32, u64) {
     let request = match request::parse(chain, drive.capacity) {
         Ok(r) => r,
         Err(Malformed {
@@ -192,7 +200,7 @@ fn serve(
         }) => {
             log::debug!("virtio-blk: dropping chain: {error}");
             metrics.dropped_chains.fetch_add(1, Ordering::Relaxed);
-            return 0;
+            return (0, 0);
         }
         Err(Malformed {
             status: Some(at),
@@ -202,7 +210,7 @@ fn serve(
             metrics.invalid_requests.fetch_add(1, Ordering::Relaxed);
             // `at` was checked to lie in guest memory when the chain was parsed.
             let _ = mem.write_obj(request::status::IOERR, at);
-            return 1;
+            return (1, 0);
         }
     };
     let outcome = request.execute(mem, disk, drive);
@@ -219,7 +227,7 @@ fn serve(
         Outcome::Unsupported | Outcome::Ok(_) => {}
     }
     let _ = mem.write_obj(outcome.status(), request.status);
-    outcome.data_written() + 1
+    (outcome.data_written() + 1, request.data_len)
 }
 
 impl BlockMetrics {
@@ -326,6 +334,8 @@ mod tests {
     use crate::virtio::test_utils::memory;
     use crate::virtio::QueueT;
     use crate::EventFdTrigger;
+    use virtio_bindings::virtio_ring::VRING_DESC_F_NEXT;
+    use virtio_queue::desc::{split::Descriptor, RawDescriptor};
     use vm_memory::GuestAddress;
 
     struct Setup {
@@ -433,6 +443,48 @@ mod tests {
             let got = s.mem.read_obj::<u8>(GuestAddress(0x6_0000)).unwrap();
             assert_eq!(got, want, "acked {acked:#x}");
         }
+    }
+
+    /// One pass moves at most the byte budget, then asks to be called again (its queue event
+    /// signalled) and the next pass serves the rest.
+    #[test]
+    fn test_block_pass_stops_at_its_byte_budget_and_comes_back() {
+        // Two reads of 512 bytes, each chain header, data, status.
+        let mut descs = Vec::new();
+        for i in 0..2u64 {
+            descs.push((0x4_0000 + i * 0x1000, 16, R));
+            descs.push((0x5_0000 + i * 0x1000, 512, W));
+            descs.push((0x6_0000 + i * 0x1000, 1, W));
+        }
+        let mut s = setup(false, &[]);
+        let queue = {
+            let vq = virtio_queue::mock::MockSplitQueue::new(&s.mem, 16);
+            let raw: Vec<_> = descs
+                .iter()
+                .enumerate()
+                .map(|(i, &(addr, len, flags))| {
+                    let next = if i % 3 < 2 {
+                        VRING_DESC_F_NEXT as u16
+                    } else {
+                        0
+                    };
+                    RawDescriptor::from(Descriptor::new(addr, len, flags | next, (i + 1) as u16))
+                })
+                .collect();
+            vq.add_desc_chains(&raw, 0).unwrap();
+            vq.create_queue().unwrap()
+        };
+        s.block.active.as_mut().unwrap().queues[0] = queue;
+        for i in 0..2u64 {
+            header(&s.mem, 0x4_0000 + i * 0x1000, req_type::IN, i);
+        }
+        s.block.drain_bytes = 512;
+        let _ = s.block.queue_events[0].read();
+        s.block.process_queue();
+        assert_eq!(used_idx(&s), 1, "the first pass stops after 512 bytes");
+        assert_eq!(s.block.queue_events[0].read().unwrap(), 1, "and comes back");
+        s.block.process_queue();
+        assert_eq!(used_idx(&s), 2, "the second pass serves the rest");
     }
 
     #[test]
