@@ -28,8 +28,9 @@ pub const MAX_BODY: usize = 64 * 1024;
 const MAX_HEADERS: usize = 32;
 /// Connections served at once; more are answered 503 and closed.
 const MAX_CONNECTIONS: usize = 32;
-/// How long a connection may sit idle between requests.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a connection may sit idle between requests: short, so that clients that open
+/// connections and say nothing cannot hold every slot for long.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client has to send a whole request once it started.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client has to take an answer.
@@ -178,9 +179,10 @@ fn accept_loop(listener: UnixListener, calls: mpsc::Sender<Event>, in_flight: Ar
             let _ = write_response(&mut stream, &Err(err), false);
             continue;
         }
-        let (calls, in_flight, connections) =
-            (calls.clone(), in_flight.clone(), connections.clone());
+        let slot = Slot(connections.clone());
+        let (calls, in_flight) = (calls.clone(), in_flight.clone());
         let spawned = threads::spawn(Role::Api, "api-conn", move || {
+            let _slot = slot;
             Connection {
                 stream,
                 buf: Vec::new(),
@@ -188,11 +190,20 @@ fn accept_loop(listener: UnixListener, calls: mpsc::Sender<Event>, in_flight: Ar
                 in_flight,
             }
             .serve();
-            connections.fetch_sub(1, Ordering::SeqCst);
         });
         if let Err(e) = spawned {
             log::warn!("Control socket: cannot start a connection thread: {e}");
         }
+    }
+}
+
+/// One of the [`MAX_CONNECTIONS`] slots, given back when dropped: when its connection ends,
+/// when the connection's thread panics, and when that thread could not even start.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
