@@ -351,7 +351,12 @@ impl MmioTransport {
     }
 
     fn features_acceptable(&self) -> bool {
-        let offered = lock(&self.device).features();
+        let device = lock(&self.device);
+        let offered = device.features();
+        if let Err(why) = device.check_features(self.acked_features) {
+            log::debug!("virtio-mmio: {why}");
+            return false;
+        }
         self.acked_features & !offered == 0 && self.acked_features & features::VERSION_1 != 0
     }
 
@@ -453,6 +458,13 @@ mod tests {
         }
         fn features(&self) -> u64 {
             features::VERSION_1 | features::RING_EVENT_IDX | 1
+        }
+        /// Feature 0 needs RING_EVENT_IDX, say.
+        fn check_features(&self, acked: u64) -> Result<(), String> {
+            if acked & 1 != 0 && acked & features::RING_EVENT_IDX == 0 {
+                return Err("feature 0 needs RING_EVENT_IDX".into());
+            }
+            Ok(())
         }
         fn queue_max_sizes(&self) -> &[u16] {
             &[16]
@@ -578,6 +590,21 @@ mod tests {
         bring_up(&mut s.transport, 1);
         assert_eq!(s.transport.status() & status::FEATURES_OK, 0);
         assert!(s.device.lock().unwrap().active.is_none());
+    }
+
+    /// Offered features the driver accepts without one they depend on: FEATURES_OK refused;
+    /// with it, accepted.
+    #[test]
+    fn test_mmio_feature_without_its_dependency_refused() {
+        let mut s = setup();
+        bring_up(&mut s.transport, features::VERSION_1 | 1);
+        assert_eq!(s.transport.status() & status::FEATURES_OK, 0);
+        let mut s = setup();
+        bring_up(
+            &mut s.transport,
+            features::VERSION_1 | features::RING_EVENT_IDX | 1,
+        );
+        assert_ne!(s.transport.status() & status::FEATURES_OK, 0);
     }
 
     #[test]

@@ -118,6 +118,11 @@ pub trait VirtioDevice: Send {
     fn config_generation(&self) -> u32 {
         0
     }
+    /// Refuses accepted features that break the device type's dependency rules (a feature
+    /// without one it needs); the transport then refuses FEATURES_OK.
+    fn check_features(&self, _acked: u64) -> Result<(), String> {
+        Ok(())
+    }
     /// Starts serving the queues.
     fn activate(&mut self, active: ActiveQueues) -> Result<(), ActivateError>;
     /// Stops serving the queues and forgets them: the driver reset the device.

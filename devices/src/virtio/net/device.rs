@@ -35,35 +35,7 @@ const RX_BUDGET: usize = 256;
 const RX_QUEUE: usize = 0;
 const TX_QUEUE: usize = 1;
 
-/// Network feature bits (virtio 1.2, 5.1.3).
-pub mod feature {
-    /// The device takes frames with partial checksums.
-    pub const CSUM: u64 = 1 << 0;
-    /// The driver takes frames with partial checksums.
-    pub const GUEST_CSUM: u64 = 1 << 1;
-    /// The device has a MAC address in its configuration.
-    pub const MAC: u64 = 1 << 5;
-    /// The driver takes TSOv4.
-    pub const GUEST_TSO4: u64 = 1 << 7;
-    /// The driver takes TSOv6.
-    pub const GUEST_TSO6: u64 = 1 << 8;
-    /// The driver takes TSO with ECN.
-    pub const GUEST_ECN: u64 = 1 << 9;
-    /// The driver takes UFO.
-    pub const GUEST_UFO: u64 = 1 << 10;
-    /// The device takes TSOv4.
-    pub const HOST_TSO4: u64 = 1 << 11;
-    /// The device takes TSOv6.
-    pub const HOST_TSO6: u64 = 1 << 12;
-    /// The device takes TSO with ECN.
-    pub const HOST_ECN: u64 = 1 << 13;
-    /// The device takes UFO.
-    pub const HOST_UFO: u64 = 1 << 14;
-    /// The driver can merge receive buffers.
-    pub const MRG_RXBUF: u64 = 1 << 15;
-    /// The configuration has a link status.
-    pub const STATUS: u64 = 1 << 16;
-}
+pub use super::features::feature;
 
 /// `VIRTIO_NET_S_LINK_UP`.
 const LINK_UP: u16 = 1;
@@ -437,6 +409,10 @@ impl VirtioDevice for Net {
 
     fn features(&self) -> u64 {
         self.features
+    }
+
+    fn check_features(&self, acked: u64) -> Result<(), String> {
+        super::features::check(acked)
     }
 
     fn queue_max_sizes(&self) -> &[u16] {
