@@ -751,3 +751,29 @@ fn test_dir_store_keeps_images_and_directories_private() {
         lines.join("\n")
     );
 }
+
+/// A ZFS stream whose disk.img is a link to something of the receiving host's (here a file
+/// outside the store; a device or a secret would do as well) is refused and leaves nothing.
+#[test]
+fn test_zfs_received_disk_image_that_is_a_link_is_refused() {
+    let store = TestStore::new(Backend::Zfs);
+    store.import("base");
+    let pool = store.pool.as_ref().unwrap();
+    let evil = format!("{}/evil", pool.name);
+    common::zfs::must("zfs", &["create", &evil]);
+    let target = store.dir.path().join("host-secret");
+    std::fs::write(&target, b"host data").unwrap();
+    std::os::unix::fs::symlink(&target, pool.mountpoint().join("evil/disk.img")).unwrap();
+    common::zfs::must("zfs", &["snapshot", &format!("{evil}@s")]);
+    let stream = store.dir.path().join("evil.stream");
+    let out = Command::new("zfs")
+        .args(["send", &format!("{evil}@s")])
+        .stdout(std::fs::File::create(&stream).unwrap())
+        .status()
+        .unwrap();
+    assert!(out.success(), "zfs send failed");
+    store.image_refused(
+        &["receive", "vm9/disk0", "-i", stream.to_str().unwrap()],
+        "not a fennec disk",
+    );
+}

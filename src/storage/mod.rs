@@ -126,7 +126,10 @@ pub enum StorageError {
     #[error("Disk {0:?} is open by a running VM; stop the VM first, or pass --force")]
     DiskInUse(String),
     /// A received stream did not hold a fennec disk.
-    #[error("The stream received as {0:?} holds no {IMAGE_FILE}: it is not a fennec disk")]
+    #[error(
+        "The stream received as {0:?} holds no {IMAGE_FILE} of its own (a regular file): it is \
+         not a fennec disk"
+    )]
     NotADisk(String),
     /// An I/O error on a file of the store.
     #[error("{what}: {source}")]

@@ -610,8 +610,10 @@ impl DiskStore for ZfsStore {
         received?;
         // A template's stream arrives read-only.
         self.zfs.zfs(&["set", "readonly=off", &ds])?;
+        // The stream is the sender's: its disk.img must be a file of its own, not a link to
+        // something of this host's (a device, a secret) that a VM would then open.
         let image = self.image_of(&ds)?;
-        if !image.is_file() {
+        if !fs::symlink_metadata(&image).is_ok_and(|m| m.file_type().is_file()) {
             return Err(StorageError::NotADisk(disk.to_string()));
         }
         undo.commit();
