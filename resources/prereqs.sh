@@ -10,10 +10,11 @@
 #   the ZFS image-store tests              zfs-fuse
 #   the ACPI tables' tests (iasl -d)       acpica-tools
 #   the stock Debian guest                 debootstrap
+#   the fuzz targets (libFuzzer is C++)    g++
 set -euo pipefail
 packages=(gcc make binutils linux-source bc bison flex libelf-dev libssl-dev xz-utils
     busybox-static cpio e2fsprogs qemu-system-x86 util-linux iproute2 curl zfs-fuse
-    acpica-tools debootstrap)
+    acpica-tools debootstrap g++)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -16,6 +16,8 @@ use vmm_sys_util::eventfd::EventFd;
 pub mod block;
 pub mod chain;
 pub mod mmio;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod mmio_fuzzing;
 pub mod net;
 pub mod queue;
 
