@@ -5,11 +5,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::block::fuzzing::{MemDisk, DISK_SECTORS, MEM_SIZE};
-use super::block::{Block, BlockSpec};
+use super::block::fuzzing::scenario;
 use super::mmio::{MmioInterrupt, MmioTransport};
 use crate::bus::BusDevice;
 use crate::EventFdTrigger;
@@ -23,25 +21,8 @@ pub const ACCESS_BYTES: usize = 7;
 /// first bytes are `memory`, serving the device's queue after each queue notification.
 /// Returns the final device status register.
 pub fn access_registers(input: &[u8], memory: &[u8]) -> u32 {
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)])
-        .expect("a small anonymous mapping");
-    let n = memory.len().min(MEM_SIZE);
-    mem.write_slice(&memory[..n], GuestAddress(0))
-        .expect("inside the mapping");
-    let disk = MemDisk {
-        bytes: vec![0x5a; (DISK_SECTORS * 512) as usize],
-        ..Default::default()
-    };
-    let block = Arc::new(Mutex::new(
-        Block::new(BlockSpec {
-            disk: Box::new(disk),
-            size: DISK_SECTORS * 512,
-            read_only: false,
-            id: "fuzz".into(),
-            discard: true,
-        })
-        .expect("eventfds"),
-    ));
+    let (mem, block) = scenario(memory, false);
+    let block = Arc::new(Mutex::new(block));
     let irq = EventFd::new(EFD_NONBLOCK).expect("an eventfd");
     let interrupt = Arc::new(MmioInterrupt::new(EventFdTrigger::new(irq)));
     let mut transport = MmioTransport::new(block.clone(), mem, interrupt);

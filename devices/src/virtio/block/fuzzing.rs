@@ -81,10 +81,9 @@ pub const USED_RING: u64 = 0x2000;
 /// Sectors of the scenario's disk.
 pub const DISK_SECTORS: u64 = 64;
 
-/// Fills guest memory from `memory` (the descriptor table, the rings and the buffers all come
-/// from it), activates a block device on a 16-entry queue and serves it twice. Returns the
-/// device's final used index and its counters.
-pub fn serve_memory(memory: &[u8], read_only: bool) -> (u16, Arc<BlockMetrics>) {
+/// A scenario's guest memory, its first bytes `memory`, and a block device on a [`MemDisk`] of
+/// [`DISK_SECTORS`] sectors that offers discard.
+pub fn scenario(memory: &[u8], read_only: bool) -> (GuestMemoryMmap, Block) {
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)])
         .expect("a small anonymous mapping");
     let n = memory.len().min(MEM_SIZE);
@@ -94,7 +93,7 @@ pub fn serve_memory(memory: &[u8], read_only: bool) -> (u16, Arc<BlockMetrics>) 
         bytes: vec![0x5a; (DISK_SECTORS * 512) as usize],
         ..Default::default()
     };
-    let mut block = Block::new(BlockSpec {
+    let block = Block::new(BlockSpec {
         disk: Box::new(disk),
         size: DISK_SECTORS * 512,
         read_only,
@@ -102,6 +101,14 @@ pub fn serve_memory(memory: &[u8], read_only: bool) -> (u16, Arc<BlockMetrics>) 
         discard: true,
     })
     .expect("eventfds");
+    (mem, block)
+}
+
+/// Fills guest memory from `memory` (the descriptor table, the rings and the buffers all come
+/// from it), activates a block device on a 16-entry queue and serves it twice. Returns the
+/// device's final used index and its counters.
+pub fn serve_memory(memory: &[u8], read_only: bool) -> (u16, Arc<BlockMetrics>) {
+    let (mem, mut block) = scenario(memory, read_only);
     let mut queue = Queue::new(QUEUE_SIZE).expect("a power of two");
     queue.set_size(QUEUE_SIZE);
     queue.set_desc_table_address(Some(DESC_TABLE as u32), Some(0));
