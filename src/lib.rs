@@ -47,6 +47,10 @@ pub mod vmm;
 pub mod vstate;
 
 pub use builder::{BuiltVm, ConsoleStream, Instance, StartError, VmBuilder};
+pub use device_manager::{Console, DriveInfo, NetInfo};
+pub use fennec_devices::virtio::block::BlockMetrics;
+pub use fennec_devices::virtio::net::{MacAddr, NetMetrics};
+pub use vmm::{Error, ExitReason, Stopper, Vm, VmHandle, VmMetrics, VmState};
 
 /// When this process started, as far as fennec knows: the time of the first call. The guest's
 /// boot time (its boot timer write) is measured from here; the `fennec` binary calls it first
@@ -55,7 +59,3 @@ pub fn process_start() -> std::time::Instant {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     *START.get_or_init(std::time::Instant::now)
 }
-pub use device_manager::{Console, DriveInfo, NetInfo};
-pub use fennec_devices::virtio::block::BlockMetrics;
-pub use fennec_devices::virtio::net::{MacAddr, NetMetrics};
-pub use vmm::{Error, ExitReason, Stopper, Vm, VmHandle, VmMetrics, VmState};

@@ -180,9 +180,6 @@ impl Block {
     }
 }
 
-/// How many image I/O errors are logged at warn level.
-const IO_ERRORS_LOGGED: u64 = 10;
-
 /// Serves one chain; returns the used length (bytes written to the guest's buffers) and the
 /// data bytes it moved.
 fn serve(
@@ -219,10 +216,12 @@ fn serve(
         Outcome::Refused(e) => log::debug!("virtio-blk: refusing {:?}: {e}", request.kind),
         Outcome::IoError(kind) => {
             // The image failing is the host's problem and worth seeing, but a guest can repeat
-            // the request forever: warn for the first few, then only count.
-            if metrics.io_errors.load(Ordering::Relaxed) <= IO_ERRORS_LOGGED {
-                log::warn!("virtio-blk: {:?} failed: {kind}", request.kind);
-            }
+            // the request forever: warn for this drive's first few, then only count.
+            crate::warn_guest!(
+                nth: metrics.io_errors.load(Ordering::Relaxed),
+                "virtio-blk: {:?} failed: {kind}",
+                request.kind
+            );
         }
         Outcome::Unsupported | Outcome::Ok(_) => {}
     }
@@ -328,14 +327,14 @@ impl VirtioDevice for Block {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::virtio::block::request::tests::{header, queue_with_chain, MemDisk, R, W};
+    use crate::virtio::block::request::tests::{
+        header, queue_with_chain, queue_with_chains, MemDisk, R, W,
+    };
     use crate::virtio::block::request::{req_type, status};
     use crate::virtio::mmio::MmioInterrupt;
     use crate::virtio::test_utils::memory;
     use crate::virtio::QueueT;
     use crate::EventFdTrigger;
-    use virtio_bindings::virtio_ring::VRING_DESC_F_NEXT;
-    use virtio_queue::desc::{split::Descriptor, RawDescriptor};
     use vm_memory::GuestAddress;
 
     struct Setup {
@@ -450,31 +449,10 @@ mod tests {
     #[test]
     fn test_block_pass_stops_at_its_byte_budget_and_comes_back() {
         // Two reads of 512 bytes, each chain header, data, status.
-        let mut descs = Vec::new();
-        for i in 0..2u64 {
-            descs.push((0x4_0000 + i * 0x1000, 16, R));
-            descs.push((0x5_0000 + i * 0x1000, 512, W));
-            descs.push((0x6_0000 + i * 0x1000, 1, W));
-        }
+        let first = [(0x4_0000, 16, R), (0x5_0000, 512, W), (0x6_0000, 1, W)];
+        let second = [(0x4_1000, 16, R), (0x5_1000, 512, W), (0x6_1000, 1, W)];
         let mut s = setup(false, &[]);
-        let queue = {
-            let vq = virtio_queue::mock::MockSplitQueue::new(&s.mem, 16);
-            let raw: Vec<_> = descs
-                .iter()
-                .enumerate()
-                .map(|(i, &(addr, len, flags))| {
-                    let next = if i % 3 < 2 {
-                        VRING_DESC_F_NEXT as u16
-                    } else {
-                        0
-                    };
-                    RawDescriptor::from(Descriptor::new(addr, len, flags | next, (i + 1) as u16))
-                })
-                .collect();
-            vq.add_desc_chains(&raw, 0).unwrap();
-            vq.create_queue().unwrap()
-        };
-        s.block.active.as_mut().unwrap().queues[0] = queue;
+        s.block.active.as_mut().unwrap().queues[0] = queue_with_chains(&s.mem, &[&first, &second]);
         for i in 0..2u64 {
             header(&s.mem, 0x4_0000 + i * 0x1000, req_type::IN, i);
         }

@@ -475,16 +475,22 @@ pub(crate) mod tests {
     /// Puts one chain of (addr, len, flags) descriptors on a fresh 16-entry queue at 0 and
     /// returns the queue; the NEXT flags and indices are filled in.
     pub fn queue_with_chain(mem: &GuestMemoryMmap, descs: &[(u64, u32, u16)]) -> Queue {
+        queue_with_chains(mem, &[descs])
+    }
+
+    /// A 16-entry queue holding `chains` one after another in the descriptor table, each
+    /// made available.
+    pub fn queue_with_chains(mem: &GuestMemoryMmap, chains: &[&[(u64, u32, u16)]]) -> Queue {
         let vq = MockSplitQueue::new(mem, 16);
-        let raw: Vec<RawDescriptor> = descs
-            .iter()
-            .enumerate()
-            .map(|(i, &(addr, len, flags))| {
+        let mut raw: Vec<RawDescriptor> = Vec::new();
+        for descs in chains {
+            for (i, &(addr, len, flags)) in descs.iter().enumerate() {
                 let more = i + 1 < descs.len();
                 let flags = flags | if more { VRING_DESC_F_NEXT as u16 } else { 0 };
-                RawDescriptor::from(Descriptor::new(addr, len, flags, (i + 1) as u16))
-            })
-            .collect();
+                let next = (raw.len() + 1) as u16;
+                raw.push(RawDescriptor::from(Descriptor::new(addr, len, flags, next)));
+            }
+        }
         vq.add_desc_chains(&raw, 0).unwrap();
         vq.create_queue().unwrap()
     }

@@ -281,9 +281,6 @@ impl Net {
     }
 }
 
-/// How many backend errors are logged at warn level; after that they are only counted.
-const ERRORS_LOGGED: u64 = 10;
-
 fn send(backend: &mut dyn NetBackend, frame: &[u8], metrics: &NetMetrics) {
     match backend.send(frame) {
         Ok(_) => {
@@ -297,9 +294,11 @@ fn send(backend: &mut dyn NetBackend, frame: &[u8], metrics: &NetMetrics) {
         }
         Err(e) => {
             NetMetrics::add(&metrics.tx_errors, 1);
-            if metrics.tx_errors.load(Ordering::Relaxed) <= ERRORS_LOGGED {
-                log::warn!("virtio-net: writing to the TAP failed: {e}");
-            }
+            // This device's first few, then only counted.
+            crate::warn_guest!(
+                nth: metrics.tx_errors.load(Ordering::Relaxed),
+                "virtio-net: writing to the TAP failed: {e}"
+            );
         }
     }
 }
