@@ -43,7 +43,8 @@ if [ ! -f "$kdir/vmlinuz" ]; then
     dpkg-deb -x "$tmp"/*.deb "$tmp/x"
     mkdir -p "$kdir.tmp/modules"
     cp "$tmp"/x/boot/vmlinuz-* "$kdir.tmp/vmlinuz"
-    # Its symbols, to name where a frozen test host's CPUs are (QEMU's monitor gives addresses).
+    # Its symbols, to name where a frozen test host's CPUs are (QEMU's monitor gives addresses);
+    # Debian ships a stub, the real table is in the -dbg package.
     cp "$tmp"/x/boot/System.map-* "$kdir.tmp/System.map"
     for m in virt/lib/irqbypass arch/x86/kvm/kvm arch/x86/kvm/kvm-amd drivers/net/tun drivers/net/veth; do
         cp "$tmp/x/lib/modules/"*/kernel/$m.ko "$kdir.tmp/modules/"

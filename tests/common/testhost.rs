@@ -48,8 +48,9 @@ const MAX_BOOTS: usize = 3;
 /// never delivered, its instruction pointer outside the kernel, timer and device interrupts
 /// waiting in its local APIC (fennec's SIGUSR1 state, twice in soak runs: see
 /// `resources/soak.sh`). Shadow paging (`kvm_amd.npt=0`) takes TCG's nested-paging emulation
-/// out of the picture; the suite runs about as fast. `nokaslr`: the kernel's System.map then
-/// names the addresses QEMU's monitor gives for a frozen host's CPUs.
+/// out of the picture; the suite runs about as fast. `nokaslr`: the addresses QEMU's monitor
+/// gives for a frozen host's CPUs stay those of the kernel's symbol tables (Debian's
+/// `System.map` is a stub; its `-dbg` package's vmlinux names them).
 pub const HOST_CMDLINE: &str = "console=ttyS2 loglevel=7 panic=-1 rdinit=/init kvm_amd.npt=0 \
      softlockup_all_cpu_backtrace=1 hung_task_all_cpu_backtrace=1 nokaslr";
 
@@ -402,7 +403,8 @@ fn qemu_threads(pid: u32) -> String {
 }
 
 /// Where each CPU of a frozen test host is, three times half a second apart: QEMU's monitor's
-/// `info registers -a`, each RIP named from the kernel's System.map.
+/// `info registers -a`, each RIP named from the kernel's System.map where it has symbols
+/// (Debian's has none: the RIPs stand alone).
 fn frozen_cpus(work: &Path) -> String {
     use std::os::unix::net::UnixStream;
     let symbols = symbols(&work.join("System.map"));
