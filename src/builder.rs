@@ -26,12 +26,14 @@ use std::fs::File;
 use std::io;
 use std::ops::Deref;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub use crate::console::ConsoleStream;
 
 use crate::config::{
     BlockConfig, BootSourceConfig, DriveSource, MachineConfig, NetConfig, TemplateDrive, VmConfig,
 };
+use crate::storage::helper::StorageHelper;
 use crate::storage::{self, Provisioned};
 use crate::{Console, Error, Vm, VmHandle};
 
@@ -60,6 +62,7 @@ enum ConsoleChoice {
 pub struct VmBuilder {
     config: VmConfig,
     console: ConsoleChoice,
+    helper: Option<Arc<StorageHelper>>,
 }
 
 impl VmBuilder {
@@ -78,6 +81,7 @@ impl VmBuilder {
                 net: Vec::new(),
             },
             console: ConsoleChoice::Stream { tee: None },
+            helper: None,
         }
     }
 
@@ -87,6 +91,7 @@ impl VmBuilder {
         VmBuilder {
             config,
             console: ConsoleChoice::Stream { tee: None },
+            helper: None,
         }
     }
 
@@ -193,6 +198,14 @@ impl VmBuilder {
         self
     }
 
+    /// Destroys the ephemeral template clones in `helper`'s process when the VM ends, so the
+    /// thread that drops the [`Instance`] may run under a syscall filter without `execve` (the
+    /// CLI's main thread does).
+    pub fn storage_helper(mut self, helper: Arc<StorageHelper>) -> Self {
+        self.helper = Some(helper);
+        self
+    }
+
     /// The configuration so far.
     pub fn config(&self) -> &VmConfig {
         &self.config
@@ -221,7 +234,10 @@ impl VmBuilder {
             }
         };
         // The clones are destroyed again if the VM cannot be built.
-        let disks = storage::provision(&mut config)?;
+        let mut disks = storage::provision(&mut config)?;
+        if let Some(helper) = self.helper {
+            disks.set_helper(helper);
+        }
         let vm = Vm::new(&config, console)?;
         Ok(BuiltVm {
             vm,
@@ -241,6 +257,11 @@ pub struct BuiltVm {
 }
 
 impl BuiltVm {
+    /// The configuration the VM is built with (template drives with their clones' paths).
+    pub fn config(&self) -> &VmConfig {
+        &self.config
+    }
+
     /// Starts the VM.
     pub fn start(self) -> Result<Instance, StartError> {
         let handle = self.vm.start()?;

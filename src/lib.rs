@@ -40,6 +40,8 @@ pub mod device_manager;
 pub mod firecracker;
 #[cfg(feature = "harness")]
 pub mod harness;
+pub mod sandbox;
+pub mod seccomp;
 pub mod storage;
 pub mod terminal;
 pub mod threads;

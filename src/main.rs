@@ -19,6 +19,8 @@ use fennec::config::{
     BlockConfig, BootSourceConfig, MachineConfig, NetConfig, VmConfig, MAX_MEM_MIB, MIN_MEM_MIB,
 };
 use fennec::console::OutputPump;
+use fennec::sandbox::FileAccess;
+use fennec::seccomp::{self, SeccompLevel};
 use fennec::storage::helper::StorageHelper;
 use fennec::terminal::RawTerminal;
 use fennec::threads::{self, Role};
@@ -143,6 +145,20 @@ struct RunArgs {
     #[arg(long, value_name = "tap=NAME[,mac=MAC][,id=ID]",
           value_parser = |s: &str| NetConfig::from_cli(s, ""))]
     net: Vec<NetConfig>,
+
+    /// What fennec's syscall filters do with a syscall outside a thread's allowlist: `kill`
+    /// ends fennec with SIGSYS; `log` lets the call through and has the kernel log it
+    /// (`audit: type=1326 ... syscall=N` in dmesg), to find what a new code path needs; `off`
+    /// installs no filters. Every thread has one allowlist per role (vCPU, VMM event loop,
+    /// control socket, ...), installed before it runs anything a guest can reach.
+    #[arg(long, value_name = "LEVEL", default_value_t = SeccompLevel::Kill)]
+    seccomp_filter: SeccompLevel,
+
+    /// Once the VM is built, fennec can open only its drives' images (Landlock; where the
+    /// kernel has it): repeat this to allow the files beneath a directory too, for images a
+    /// running VM's drive is switched to (PATCH /drives).
+    #[arg(long, value_name = "DIR")]
+    allow_path: Vec<PathBuf>,
 }
 
 /// Parses a memory size in MiB: `512`, `512M`, `512MiB`, `2G`, `2GiB`.
@@ -391,17 +407,46 @@ fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let signals = block_signals();
+    seccomp::set_level(args.seccomp_filter);
+    if args.seccomp_filter != SeccompLevel::Kill {
+        log::warn!(
+            "Syscall filters: {} (a syscall outside a thread's allowlist is {})",
+            args.seccomp_filter,
+            match args.seccomp_filter {
+                SeccompLevel::Off => "not filtered at all",
+                _ => "allowed and logged by the kernel",
+            }
+        );
+    }
     match &args.api_socket {
-        Some(path) => exit_status(run_with_api(path, &args.id, config, signals)),
-        None => exit_status(run_direct(config, signals)),
+        Some(path) => exit_status(run_with_api(path, args, config, block_signals())),
+        None => {
+            // Before any thread starts: the template clones are destroyed in this forked helper
+            // after the VM ends, since by then this thread runs under a filter without execve.
+            let helper = match config.drives.iter().any(|d| d.template().is_some()) {
+                false => None,
+                true => match StorageHelper::start() {
+                    Ok(h) => Some(Arc::new(h)),
+                    Err(e) => {
+                        eprintln!("fennec: cannot start the storage helper: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+            };
+            exit_status(run_direct(
+                config,
+                &args.allow_path,
+                block_signals(),
+                helper,
+            ))
+        }
     }
 }
 
 /// Serves the control socket until the guest ends (or the VMM is stopped before a start).
 fn run_with_api(
     path: &Path,
-    id: &str,
+    args: &RunArgs,
     config: VmConfig,
     signals: Option<libc::sigset_t>,
 ) -> Result<ExitReason, String> {
@@ -427,8 +472,9 @@ fn run_with_api(
             .push(pump);
         Ok(console)
     };
-    let vm = VmService::new(id.to_string(), config, Box::new(make_console), events)
-        .with_storage_helper(helper);
+    let vm = VmService::new(args.id.clone(), config, Box::new(make_console), events)
+        .with_storage_helper(helper)
+        .with_file_access(args.allow_path.clone(), path.to_path_buf());
     let result = service::serve(vm, incoming, boot_now);
     server.drain(service::DRAIN_TIMEOUT);
     drop(server);
@@ -442,7 +488,12 @@ fn run_with_api(
 }
 
 /// Boots the configured guest with the console on stdin/stdout and waits for it to end.
-fn run_direct(config: VmConfig, signals: Option<libc::sigset_t>) -> Result<ExitReason, String> {
+fn run_direct(
+    config: VmConfig,
+    allowed: &[PathBuf],
+    signals: Option<libc::sigset_t>,
+    helper: Option<Arc<StorageHelper>>,
+) -> Result<ExitReason, String> {
     let target = Arc::new(Mutex::new(SignalTarget::default()));
     if let Some(signals) = signals {
         let target = target.clone();
@@ -455,8 +506,11 @@ fn run_direct(config: VmConfig, signals: Option<libc::sigset_t>) -> Result<ExitR
         Err(e) => return Err(format!("cannot use stdin/stdout as the console: {e}")),
     };
     let stdin = io::stdin();
-    let result = VmBuilder::from_config(config)
-        .console(console)
+    let mut builder = VmBuilder::from_config(config).console(console);
+    if let Some(helper) = helper {
+        builder = builder.storage_helper(helper);
+    }
+    let result = builder
         .build()
         .and_then(|built| {
             // Raw mode only once the VM is built, so build errors print on a sane terminal; the
@@ -465,7 +519,14 @@ fn run_direct(config: VmConfig, signals: Option<libc::sigset_t>) -> Result<ExitR
                 log::warn!("Cannot put the terminal in raw mode: {e}");
                 None
             });
+            // The VM's threads, and this one, open nothing else from here.
+            fennec::sandbox::restrict_thread(&FileAccess::for_vm(built.config(), allowed))
+                .map_err(|e| fennec::StartError::Vm(e.into()))?;
             let vm = built.start()?;
+            // This thread only waits for the VM from here, then tidies up.
+            if let Err(e) = seccomp::install(Role::ApiService) {
+                return Err(fennec::StartError::Vm(fennec::Error::Seccomp(e)));
+            }
             SignalTarget::started(&target, &vm)?;
             let ended = vm.wait();
             target.lock().unwrap_or_else(PoisonError::into_inner).handle = None;

@@ -1,6 +1,7 @@
 //! The VMM side of the control socket: the configuration being built, the VM once started, and
 //! the loop that serves API calls until the guest ends.
 
+use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use serde_json::{json, Value};
 use super::http::ApiCall;
 use super::{ApiError, ApiRequest, ApiResponse};
 use crate::config::{ConfigError, DriveSource, TemplateDrive, VmConfig};
+use crate::sandbox::FileAccess;
 use crate::storage::helper::StorageHelper;
 use crate::threads::{self, Role};
 use crate::vmm::VmState;
@@ -42,6 +44,8 @@ pub struct VmService {
     events: mpsc::Sender<Event>,
     /// Where live snapshots run, when not in this process.
     helper: Option<Arc<StorageHelper>>,
+    /// Directories allowed besides the drives, and the control socket, once the VM is built.
+    file_access: Option<(Vec<PathBuf>, PathBuf)>,
     /// The thread that runs pauses, resumes and live snapshots, in order, once the VM runs.
     actions: Option<mpsc::Sender<(Action, Reply)>>,
 }
@@ -166,8 +170,16 @@ impl VmService {
             finished: None,
             events,
             helper: None,
+            file_access: None,
             actions: None,
         }
+    }
+
+    /// Restricts what the process may open once its VM is built (see [`crate::sandbox`]): the
+    /// drives' images, the files beneath `allowed`, and removing the control socket `socket`.
+    pub fn with_file_access(mut self, allowed: Vec<PathBuf>, socket: PathBuf) -> Self {
+        self.file_access = Some((allowed, socket));
+        self
     }
 
     /// Runs live snapshots in `helper`'s process rather than this one, so the VMM executes
@@ -265,7 +277,8 @@ impl VmService {
         self.finished.as_ref()
     }
 
-    /// Builds and starts the VM from the configuration.
+    /// Builds and starts the VM from the configuration. The calling thread then installs the
+    /// api-service syscall filter ([`crate::seccomp`]): it serves the running VM's requests.
     pub fn start(&mut self) -> Result<(), ApiError> {
         if self.instance.is_some() {
             return Err(ApiError::bad_request("The VM is already started"));
@@ -277,10 +290,24 @@ impl VmService {
         }
         let console = (self.console)()
             .map_err(|e| ApiError::bad_request(format!("Cannot set up the console: {e}")))?;
-        let instance = crate::VmBuilder::from_config(self.config.clone())
-            .console(console)
-            .start()
-            .map_err(|e| ApiError::bad_request(format!("Cannot start the VM: {}", one_line(&e))))?;
+        let mut builder = crate::VmBuilder::from_config(self.config.clone()).console(console);
+        if let Some(helper) = &self.helper {
+            builder = builder.storage_helper(helper.clone());
+        }
+        let cannot = |e: &dyn std::error::Error| {
+            ApiError::bad_request(format!("Cannot start the VM: {}", one_line(e)))
+        };
+        let built = builder.build().map_err(|e| cannot(&e))?;
+        if let Some((allowed, socket)) = &self.file_access {
+            // This thread and the VM's threads open nothing else from here.
+            let access = FileAccess::for_vm(built.config(), allowed).with_socket(socket);
+            crate::sandbox::restrict_thread(&access).map_err(|e| cannot(&e))?;
+        }
+        let instance = built.start().map_err(|e| cannot(&e))?;
+        // From here this thread drives a VM a guest runs in: it takes its role's filter. A VM
+        // that cannot be confined as asked does not run (dropping the instance stops it).
+        crate::seccomp::install(Role::ApiService)
+            .map_err(|e| ApiError::bad_request(format!("Cannot start the VM: {e}")))?;
         let handle = instance.handle().clone();
         let watcher = handle.clone();
         let events = self.events.clone();
@@ -388,9 +415,15 @@ impl VmService {
                 let Some(path) = path else {
                     return Ok(ApiResponse::Empty);
                 };
-                handle
-                    .replace_drive_image(&id, &path)
-                    .map_err(Self::vm_error)?;
+                let confined = self.file_access.is_some();
+                handle.replace_drive_image(&id, &path).map_err(|e| {
+                    let mut err = Self::vm_error(e);
+                    if confined && err.message.contains("Permission denied") {
+                        err.message += " (a running VM opens only its drives' images and files \
+                                        beneath the directories fennec run --allow-path gives)";
+                    }
+                    err
+                })?;
                 if let Some(d) = self.config.drives.iter_mut().find(|d| d.id == id) {
                     d.source = DriveSource::Path(path);
                 }

@@ -1,11 +1,11 @@
 //! Storage commands for a running VM, in a process of their own.
 //!
-//! Once a VM runs, the VMM process executes no program: a thread whose syscalls are filtered
-//! can then be denied `execve` outright. The one storage operation a running VM needs, a live
-//! snapshot of a drive cloned from a template (`zfs snapshot` on a ZFS store), goes to a
-//! [`StorageHelper`]: a child process forked at start-up, while the VMM is still
-//! single-threaded, that answers one request per line on a socket pair and exits when the VMM
-//! goes away.
+//! Once a VM runs, the VMM process executes no program: its threads' syscall filters deny
+//! `execve` outright. The storage operations of a running VM, a live snapshot of a drive cloned
+//! from a template (`zfs snapshot` on a ZFS store) and destroying the ephemeral clones once it
+//! ended (`zfs destroy`), go to a [`StorageHelper`]: a child process forked at start-up, while
+//! the VMM is still single-threaded, that answers one request per line on a socket pair and
+//! exits when the VMM goes away.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -13,18 +13,19 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use super::SnapRef;
+use super::{DiskRef, SnapRef, Target};
 
-/// A request to the helper.
+/// A request to the helper, in a store given as `zfs:POOL/DATASET` or `dir:/PATH`.
 #[derive(Serialize, Deserialize)]
-struct Request {
-    /// The store, as `zfs:POOL/DATASET` or `dir:/PATH`.
-    store: String,
-    /// The snapshot to take, `VM/DISK@NAME`.
-    snapshot: String,
+#[serde(rename_all = "snake_case")]
+enum Request {
+    /// Take snapshot `VM/DISK@NAME`.
+    Snapshot { store: String, snapshot: String },
+    /// Destroy disk `VM/DISK` with its snapshots.
+    Destroy { store: String, disk: String },
 }
 
-/// The helper's answer: `None` when the snapshot was taken, else why not.
+/// The helper's answer: `None` when it was done, else why not.
 #[derive(Serialize, Deserialize)]
 struct Answer {
     error: Option<String>,
@@ -69,11 +70,22 @@ impl StorageHelper {
 
     /// Takes snapshot `snap` in store `store` (a spec) in the helper process.
     pub fn snapshot(&self, store: &str, snap: &SnapRef) -> Result<(), String> {
-        let request = Request {
+        self.ask(&Request::Snapshot {
             store: store.to_string(),
             snapshot: snap.to_string(),
-        };
-        let mut line = serde_json::to_string(&request).map_err(|e| e.to_string())?;
+        })
+    }
+
+    /// Destroys `disk` and its snapshots in store `store` (a spec) in the helper process.
+    pub fn destroy(&self, store: &str, disk: &DiskRef) -> Result<(), String> {
+        self.ask(&Request::Destroy {
+            store: store.to_string(),
+            disk: disk.to_string(),
+        })
+    }
+
+    fn ask(&self, request: &Request) -> Result<(), String> {
+        let mut line = serde_json::to_string(request).map_err(|e| e.to_string())?;
         line.push('\n');
         let mut stream = fennec_devices::lock(&self.stream);
         let (writer, reader) = &mut *stream;
@@ -116,7 +128,7 @@ fn serve(stream: UnixStream) {
             return;
         };
         let answer = Answer {
-            error: snapshot(&line).err(),
+            error: carry_out(&line).err(),
         };
         let Ok(mut out) = serde_json::to_string(&answer) else {
             return;
@@ -128,11 +140,22 @@ fn serve(stream: UnixStream) {
     }
 }
 
-fn snapshot(line: &str) -> Result<(), String> {
+fn carry_out(line: &str) -> Result<(), String> {
     let request: Request = serde_json::from_str(line).map_err(|e| e.to_string())?;
-    let snap = SnapRef::parse(&request.snapshot).map_err(|e| e.to_string())?;
-    let store = super::open(&request.store).map_err(|e| e.to_string())?;
-    store.snapshot(&snap).map_err(|e| e.to_string())
+    match request {
+        Request::Snapshot { store, snapshot } => {
+            let snap = SnapRef::parse(&snapshot).map_err(|e| e.to_string())?;
+            let store = super::open(&store).map_err(|e| e.to_string())?;
+            store.snapshot(&snap).map_err(|e| e.to_string())
+        }
+        Request::Destroy { store, disk } => {
+            let disk = DiskRef::parse(&disk).map_err(|e| e.to_string())?;
+            let store = super::open(&store).map_err(|e| e.to_string())?;
+            store
+                .destroy(&Target::Disk(disk), true)
+                .map_err(|e| e.to_string())
+        }
+    }
 }
 
 #[cfg(test)]
@@ -140,7 +163,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn test_helper_takes_snapshots_in_its_own_process_and_reports_errors() {
+    fn test_helper_takes_snapshots_and_destroys_disks_in_its_own_process_and_reports_errors() {
         let dir = tempfile::tempdir().unwrap();
         let spec = format!("dir:{}", dir.path().display());
         let store = crate::storage::open(&spec).unwrap();
@@ -160,6 +183,15 @@ mod tests {
             SnapRef::new(crate::storage::DiskRef::new("nope", "d").unwrap(), "s").unwrap();
         let err = helper.snapshot(&spec, &missing).unwrap_err();
         assert!(err.contains("nope/d"), "{err}");
+
+        helper.destroy(&spec, &disk).unwrap();
+        let listed = store.list().unwrap();
+        assert!(
+            !listed.iter().any(|e| e.name.starts_with("vm/")),
+            "{listed:?}"
+        );
+        let err = helper.destroy(&spec, &disk).unwrap_err();
+        assert!(err.contains("vm/disk0"), "{err}");
         drop(helper);
     }
 }

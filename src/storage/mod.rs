@@ -555,19 +555,42 @@ struct ProvisionedDisk {
 
 /// The disks [`provision`] made. Ephemeral ones are destroyed when this is dropped (or
 /// [`Provisioned::release`]d): drop it only after the VM is gone.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Provisioned {
     disks: Vec<ProvisionedDisk>,
+    helper: Option<std::sync::Arc<helper::StorageHelper>>,
+}
+
+impl std::fmt::Debug for Provisioned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provisioned")
+            .field("disks", &self.disks)
+            .field("helper", &self.helper.as_ref().map(|h| h.pid()))
+            .finish()
+    }
 }
 
 impl Provisioned {
+    /// Destroys the ephemeral disks in `helper`'s process rather than this one, so a VMM whose
+    /// threads run under syscall filters executes no program (see [`helper`]).
+    pub fn set_helper(&mut self, helper: std::sync::Arc<helper::StorageHelper>) {
+        self.helper = Some(helper);
+    }
+
     /// Destroys the ephemeral disks now, logging any that cannot be.
     pub fn release(&mut self) {
         for d in self.disks.drain(..) {
             if !d.ephemeral {
                 continue;
             }
-            match d.store.destroy(&Target::Disk(d.disk.clone()), true) {
+            let destroyed = match &self.helper {
+                Some(helper) => helper.destroy(&d.store.spec(), &d.disk),
+                None => d
+                    .store
+                    .destroy(&Target::Disk(d.disk.clone()), true)
+                    .map_err(|e| e.to_string()),
+            };
+            match destroyed {
                 Ok(()) => log::info!("Destroyed ephemeral disk {} in {}", d.disk, d.store.spec()),
                 Err(e) => log::error!("Could not destroy ephemeral disk {}: {e}", d.disk),
             }

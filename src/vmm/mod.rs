@@ -168,6 +168,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The files the running VM may open could not be restricted.
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
+    /// A thread's syscall filter could not be installed.
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     /// The stop request could not be sent.
     #[error("Failed to ask the VM to stop")]
     Stop(#[source] std::io::Error),

@@ -1,0 +1,317 @@
+//! The syscall allowlist of each thread role, with who needs each syscall.
+//!
+//! Every role gets [`common`] (memory, locks, time, logging, thread exit); roles that start
+//! threads get [`thread_start`]; then each role adds its own. A syscall a role needs and does
+//! not have kills fennec with SIGSYS (the default level) and shows in the kernel log as
+//! `audit: type=1326 ... comm="fennec-ROLE" ... syscall=N`; run with `--seccomp-filter log` to
+//! collect every such call of a code path at once, and add each here with a comment saying
+//! who makes it.
+//!
+//! Argument checks where an argument decides what the call can do: `ioctl` request numbers per
+//! role, `mmap`/`mprotect` never executable, `clone` only for threads, `openat` read-only
+//! except for the one role that opens images, `fcntl` and `madvise` by command, `prctl` only to
+//! name a thread. No role may `execve`, `fork`, `ptrace`, create sockets, or mount anything.
+
+use std::collections::BTreeMap;
+
+use seccompiler::{SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition, SeccompRule};
+
+use crate::threads::Role;
+
+/// The ioctl request numbers fennec's filtered threads make.
+#[allow(non_snake_case, missing_docs)]
+pub mod ioctls {
+    use kvm_bindings::{
+        kvm_irqchip, kvm_lapic_state, kvm_mp_state, kvm_regs, kvm_sregs, kvm_vcpu_events, KVMIO,
+    };
+
+    vmm_sys_util::ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
+    vmm_sys_util::ioctl_ior_nr!(KVM_GET_REGS, KVMIO, 0x81, kvm_regs);
+    vmm_sys_util::ioctl_ior_nr!(KVM_GET_SREGS, KVMIO, 0x83, kvm_sregs);
+    vmm_sys_util::ioctl_ior_nr!(KVM_GET_LAPIC, KVMIO, 0x8e, kvm_lapic_state);
+    vmm_sys_util::ioctl_ior_nr!(KVM_GET_MP_STATE, KVMIO, 0x98, kvm_mp_state);
+    vmm_sys_util::ioctl_ior_nr!(KVM_GET_VCPU_EVENTS, KVMIO, 0x9f, kvm_vcpu_events);
+    vmm_sys_util::ioctl_iowr_nr!(KVM_GET_IRQCHIP, KVMIO, 0x62, kvm_irqchip);
+}
+
+/// A role's rules under construction: syscall number to the argument checks of which one must
+/// hold (none: always allowed).
+struct Rules(BTreeMap<i64, Vec<SeccompRule>>);
+
+impl Rules {
+    /// Allows `nr` whatever its arguments.
+    fn allow(&mut self, nr: i64) -> &mut Self {
+        self.0.insert(nr, Vec::new());
+        self
+    }
+
+    /// Allows `nr` when one of `alternatives` (each a list of conditions that must all hold)
+    /// holds. Adding alternatives to a syscall already allowed outright changes nothing.
+    fn allow_if(&mut self, nr: i64, alternatives: Vec<Vec<SeccompCondition>>) -> &mut Self {
+        if self.0.get(&nr).is_some_and(Vec::is_empty) {
+            return self;
+        }
+        let rules = self.0.entry(nr).or_default();
+        for conditions in alternatives {
+            rules.push(SeccompRule::new(conditions).expect("a rule has conditions"));
+        }
+        self
+    }
+
+    /// Allows `ioctl` with these request numbers.
+    fn ioctls(&mut self, requests: &[u64]) -> &mut Self {
+        let alternatives = requests.iter().map(|r| vec![arg_eq(1, *r)]).collect();
+        self.allow_if(libc::SYS_ioctl, alternatives)
+    }
+
+    /// Allows `fcntl` with these commands.
+    fn fcntls(&mut self, commands: &[libc::c_int]) -> &mut Self {
+        let alternatives = commands
+            .iter()
+            .map(|c| vec![arg_eq(1, *c as u64)])
+            .collect();
+        self.allow_if(libc::SYS_fcntl, alternatives)
+    }
+}
+
+/// Argument `index` (32 bits) equals `value`.
+fn arg_eq(index: u8, value: u64) -> SeccompCondition {
+    SeccompCondition::new(index, Len::Dword, Op::Eq, value).expect("a valid condition")
+}
+
+/// Argument `index` has none of the bits of `mask` set.
+fn arg_clear(index: u8, len: Len, mask: u64) -> SeccompCondition {
+    SeccompCondition::new(index, len, Op::MaskedEq(mask), 0).expect("a valid condition")
+}
+
+/// Argument `index` has every bit of `mask` set.
+fn arg_set(index: u8, len: Len, mask: u64) -> SeccompCondition {
+    SeccompCondition::new(index, len, Op::MaskedEq(mask), mask).expect("a valid condition")
+}
+
+/// Whether threads of `role` start threads (and so need [`thread_start`], and `clone3`
+/// answered with ENOSYS: see [`refusals`]).
+pub fn starts_threads(role: Role) -> bool {
+    matches!(role, Role::Api | Role::ApiService)
+}
+
+/// Syscalls `role` may make but that fail with an errno rather than kill the process, by
+/// errno: `clone3` for roles that start threads (it takes its flags in memory, where a filter
+/// cannot look; ENOSYS makes glibc fall back to `clone`, whose flags the allowlist checks);
+/// `openat` for roles that open no files (glibc's malloc may try to read
+/// /sys/devices/system/cpu/online in any thread, and does without it).
+pub fn refusals(role: Role) -> Vec<(i32, Vec<i64>)> {
+    let mut out = Vec::new();
+    if starts_threads(role) {
+        out.push((libc::ENOSYS, vec![libc::SYS_clone3]));
+    }
+    if !matches!(role, Role::Vmm | Role::ApiService) {
+        out.push((libc::EACCES, vec![libc::SYS_openat]));
+    }
+    out
+}
+
+/// The allowlist of `role`.
+pub fn allowlist(role: Role) -> BTreeMap<i64, Vec<SeccompRule>> {
+    let mut r = Rules(BTreeMap::new());
+    common(&mut r);
+    if starts_threads(role) {
+        thread_start(&mut r);
+    }
+    match role {
+        Role::Vcpu => vcpu(&mut r),
+        Role::Vmm => vmm(&mut r),
+        Role::Console => console(&mut r),
+        Role::Api => api(&mut r),
+        Role::ApiService => api_service(&mut r),
+        Role::Signals => signals(&mut r),
+    }
+    r.0
+}
+
+/// What every thread does: allocate, lock, read the clock, log, end.
+fn common(r: &mut Rules) {
+    let no_exec = || vec![vec![arg_clear(2, Len::Dword, libc::PROT_EXEC as u64)]];
+    // The allocator; Rust's std for thread stacks and signal stacks. Never executable memory.
+    r.allow_if(libc::SYS_mmap, no_exec())
+        .allow_if(libc::SYS_mprotect, no_exec())
+        .allow(libc::SYS_munmap)
+        .allow(libc::SYS_mremap)
+        .allow(libc::SYS_brk)
+        // glibc's free returns memory with MADV_DONTNEED, and so does a thread's exit (its stack).
+        .allow_if(
+            libc::SYS_madvise,
+            vec![vec![arg_eq(2, libc::MADV_DONTNEED as u64)]],
+        )
+        // glibc's malloc sizes its arenas by the CPUs this thread may run on: the affinity, or
+        // /sys/devices/system/cpu/online (openat below).
+        .allow(libc::SYS_sched_getaffinity)
+        // Mutexes, condition variables, channels.
+        .allow(libc::SYS_futex)
+        .allow(libc::SYS_sched_yield)
+        // The clock, where the vDSO cannot answer; sleeping (retry waits).
+        .allow(libc::SYS_clock_gettime)
+        .allow(libc::SYS_clock_nanosleep)
+        .allow(libc::SYS_nanosleep)
+        // HashMap's random keys, once per thread.
+        .allow(libc::SYS_getrandom)
+        // Logging to stderr; each role's own writes (eventfds, TAPs, sockets) too.
+        .allow(libc::SYS_write)
+        .allow(libc::SYS_gettid)
+        .allow(libc::SYS_getpid)
+        // Dropping files; in debug builds Rust checks each fd it closes with F_GETFD.
+        .allow(libc::SYS_close)
+        .fcntls(&[libc::F_GETFD])
+        // Read-only opens: /proc/self/task/*/schedstat (the VMM's halt detection); for the
+        // roles that open nothing, the arena sizing above, refused with EACCES (see
+        // `refusals`). Writable opens are the API service's alone.
+        .allow_if(libc::SYS_openat, read_only_open())
+        .allow(libc::SYS_read)
+        .allow(libc::SYS_statx)
+        .allow(libc::SYS_fstat)
+        .allow(libc::SYS_lseek)
+        // Signal handling (the vCPU kick), blocking signals around thread start and exit.
+        .allow(libc::SYS_rt_sigreturn)
+        .allow(libc::SYS_rt_sigprocmask)
+        // A thread's end: std frees its signal stack, glibc its robust list; the process's end.
+        .allow(libc::SYS_sigaltstack)
+        .allow(libc::SYS_exit)
+        .allow(libc::SYS_exit_group);
+}
+
+/// `openat(dirfd, path, flags, mode)` that cannot write or create: the access mode is
+/// O_RDONLY and none of O_CREAT, O_TRUNC, O_APPEND is set.
+fn read_only_open() -> Vec<Vec<SeccompCondition>> {
+    let writes = (libc::O_ACCMODE | libc::O_CREAT | libc::O_TRUNC | libc::O_APPEND) as u64;
+    vec![vec![arg_clear(2, Len::Dword, writes)]]
+}
+
+/// What a thread that starts threads needs, most of it made by the new thread before it
+/// installs a filter of its own.
+fn thread_start(r: &mut Rules) {
+    // pthread_create: clone with CLONE_THREAD only, never a new process. (clone3 gets ENOSYS
+    // from a second filter, so glibc falls back to clone.)
+    r.allow_if(
+        libc::SYS_clone,
+        vec![vec![arg_set(
+            0,
+            Len::Qword,
+            (libc::CLONE_THREAD | libc::CLONE_VM) as u64,
+        )]],
+    )
+    .allow(libc::SYS_clone3)
+    // The new thread: glibc registers its robust mutex list and restartable sequences, std
+    // names it (PR_SET_NAME only).
+    .allow(libc::SYS_set_robust_list)
+    .allow(libc::SYS_rseq)
+    .allow_if(
+        libc::SYS_prctl,
+        vec![vec![arg_eq(0, libc::PR_SET_NAME as u64)]],
+    );
+}
+
+/// A vCPU: `KVM_RUN`, and the port and MMIO accesses it exits for.
+fn vcpu(r: &mut Rules) {
+    r.ioctls(&[
+        // Running the guest.
+        ioctls::KVM_RUN(),
+        // Describe and Probe (a stalled guest's report, halt detection), internal errors.
+        ioctls::KVM_GET_REGS(),
+        ioctls::KVM_GET_SREGS(),
+        ioctls::KVM_GET_LAPIC(),
+        ioctls::KVM_GET_MP_STATE(),
+        ioctls::KVM_GET_VCPU_EVENTS(),
+        // A virtio-net device activated by the guest's DRIVER_OK sets the TAP's offloads.
+        libc::TUNSETOFFLOAD,
+    ]);
+    // The serial port writes the guest's output to the console's writer: a buffer (futex, in
+    // common), a tee file (write), or a socket a library caller gave (send).
+    r.allow(libc::SYS_sendto);
+}
+
+/// The VMM's event loop: queues, images, TAPs, console input, lifecycle.
+fn vmm(r: &mut Rules) {
+    // The event loop; a paused VM's loop is made when the VM pauses.
+    r.allow(libc::SYS_epoll_wait)
+        .allow(libc::SYS_epoll_pwait)
+        .allow(libc::SYS_epoll_ctl)
+        .allow(libc::SYS_epoll_create1)
+        .allow(libc::SYS_eventfd2)
+        // Frames to and from TAPs.
+        .allow(libc::SYS_readv)
+        .allow(libc::SYS_writev)
+        // Console input (read, in common), or recv from a socket a library caller gave.
+        .allow(libc::SYS_recvfrom)
+        // Block requests: straight between the image and guest memory; flush; discard and
+        // write-zeroes.
+        .allow(libc::SYS_preadv)
+        .allow(libc::SYS_pwritev)
+        .allow(libc::SYS_fdatasync)
+        .allow(libc::SYS_fsync)
+        .allow(libc::SYS_fallocate)
+        // Kicking vCPU threads (pthread_kill) to pause, resume, describe or probe them.
+        .allow(libc::SYS_tgkill)
+        // Describing the VM and pressing the power button read the IOAPIC's pins.
+        .ioctls(&[ioctls::KVM_GET_IRQCHIP()])
+        // Copies of eventfds for the paused VM's loop.
+        .fcntls(&[libc::F_DUPFD_CLOEXEC]);
+}
+
+/// Writing the guest's console output to stdout.
+fn console(r: &mut Rules) {
+    // Waiting for output (futex) and writing it (write), in common; send if stdout is a socket.
+    r.allow(libc::SYS_sendto);
+}
+
+/// The control socket: accepting connections, reading requests, writing answers.
+fn api(r: &mut Rules) {
+    r.allow(libc::SYS_accept4)
+        .allow(libc::SYS_recvfrom)
+        .allow(libc::SYS_sendto)
+        // Read and write timeouts on a connection.
+        .allow_if(
+            libc::SYS_setsockopt,
+            vec![
+                vec![
+                    arg_eq(1, libc::SOL_SOCKET as u64),
+                    arg_eq(2, libc::SO_RCVTIMEO as u64),
+                ],
+                vec![
+                    arg_eq(1, libc::SOL_SOCKET as u64),
+                    arg_eq(2, libc::SO_SNDTIMEO as u64),
+                ],
+            ],
+        )
+        .allow(libc::SYS_shutdown);
+}
+
+/// Driving a running VM: the control socket's requests, the CLI's main thread.
+fn api_service(r: &mut Rules) {
+    // Swapping a drive's image (PATCH /drives) opens it for writing and locks it: Landlock, not
+    // this filter, decides which files.
+    r.allow(libc::SYS_openat)
+        .allow(libc::SYS_flock)
+        .fcntls(&[libc::F_GETFL, libc::F_SETFL, libc::F_DUPFD_CLOEXEC])
+        // Pausing, resuming and describing kick the vCPU threads; so does stopping them.
+        .allow(libc::SYS_tgkill)
+        // A live snapshot flushes the drive's image before the store snapshots it.
+        .allow(libc::SYS_fdatasync)
+        .allow(libc::SYS_fsync)
+        // The storage helper: requests over its socket pair, and reaping it at the end.
+        .allow(libc::SYS_recvfrom)
+        .allow(libc::SYS_sendto)
+        .allow(libc::SYS_shutdown)
+        .allow(libc::SYS_wait4)
+        // Removing the control socket at exit.
+        .allow(libc::SYS_unlink)
+        .allow(libc::SYS_unlinkat)
+        // The CLI restores the terminal it put in raw mode (tcgetattr, tcsetattr).
+        .ioctls(&[libc::TCGETS, libc::TCSETS]);
+}
+
+/// Waiting for SIGTERM, SIGINT, SIGHUP and SIGUSR1, and passing them on.
+fn signals(r: &mut Rules) {
+    // sigwait; a stop writes an eventfd, SIGUSR1's report waits on the controller's channel
+    // (both in common).
+    r.allow(libc::SYS_rt_sigtimedwait);
+}

@@ -1,0 +1,402 @@
+//! fennec confines itself: every thread of a running fennec runs under its role's syscall
+//! filter, and the filters really apply.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{require_kvm, tiny, wait_with_timeout, TIMEOUT};
+use fennec::seccomp::{role_filters, SeccompLevel};
+use fennec::threads::Role;
+
+/// `ptrace` request that reads a task's seccomp filter (linux/ptrace.h).
+const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
+
+/// A fennec running a tiny guest that waits for console input, with its output collected.
+struct Running {
+    child: Child,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+fn collect(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = text.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    text
+}
+
+impl Running {
+    /// `fennec run EXTRA... --kernel pvh.elf` with an echoing guest, waiting for it to be up.
+    fn start(extra: &[&str], env: &[(&str, &str)]) -> Running {
+        require_kvm();
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fennec"));
+        cmd.args(["-v", "run"])
+            .args(extra)
+            .arg("--kernel")
+            .arg(tiny("pvh.elf"))
+            .args(["--cmdline", "console=ttyS0 tiny.mode=echo"])
+            .envs(env.iter().copied())
+            .current_dir(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn fennec");
+        let stdout = collect(child.stdout.take().unwrap());
+        let stderr = collect(child.stderr.take().unwrap());
+        Running {
+            child,
+            stdout,
+            stderr,
+            _dir: dir,
+        }
+    }
+
+    fn context(&self) -> String {
+        format!(
+            "--- console ---\n{}\n--- stderr ---\n{}",
+            self.stdout.lock().unwrap(),
+            self.stderr.lock().unwrap()
+        )
+    }
+
+    fn wait_for_console(&mut self, text: &str) {
+        let deadline = Instant::now() + TIMEOUT;
+        while !self.stdout.lock().unwrap().contains(text) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "fennec ended ({status}) before {text:?}\n{}",
+                    self.context()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{text:?} did not appear\n{}",
+                self.context()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn socket(&self) -> std::path::PathBuf {
+        self._dir.path().join("api.sock")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // Our own child, by PID.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The role a thread of fennec has, from its name (`comm`, 15 bytes at most).
+fn role_of(comm: &str) -> Role {
+    match comm {
+        "fennec" => Role::ApiService,
+        "fennec-vmm" => Role::Vmm,
+        "fennec-console" => Role::Console,
+        "fennec-signals" => Role::Signals,
+        "fennec-api" | "fennec-api-conn" => Role::Api,
+        c if c.starts_with("fennec-vcpu") => Role::Vcpu,
+        c if c.starts_with("fennec-api-") => Role::ApiService,
+        c => panic!("a thread of fennec with no known role: {c:?}"),
+    }
+}
+
+/// Whether a task of fennec's is a kernel worker that never runs user code (PF_USER_WORKER):
+/// KVM starts its NX huge page recovery worker, `kvm-nx-lpage-recovery`, in the VM's process.
+fn is_kernel_worker(pid: u32, tid: &str) -> bool {
+    const PF_USER_WORKER: u64 = 0x4000;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).unwrap();
+    // The fields after the command (which may hold spaces) start at the last ')'; flags is the
+    // ninth field, the seventh after it.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let flags: u64 = after.split(' ').nth(6).unwrap().parse().unwrap();
+    flags & PF_USER_WORKER != 0
+}
+
+/// The `Seccomp:` mode of a task, from its status.
+fn seccomp_mode(pid: u32, tid: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Seccomp:"))
+        .map(|v| v.trim().to_string())
+        .expect("Seccomp: in status")
+}
+
+/// The seccomp filters of thread `tid`, oldest first, as 8-byte BPF instructions: the thread
+/// is stopped for a moment with ptrace (fennec's vCPUs take that as a kick).
+fn filters_of(tid: i32) -> Vec<Vec<u64>> {
+    let mut filters = Vec::new();
+    // SAFETY: ptrace and waitpid on a thread of our own child, with valid (or null) pointers;
+    // each buffer holds the instruction count the kernel reported first.
+    unsafe {
+        assert_eq!(
+            libc::ptrace(libc::PTRACE_SEIZE, tid, 0, 0),
+            0,
+            "PTRACE_SEIZE {tid}: {}",
+            std::io::Error::last_os_error()
+        );
+        assert_eq!(libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0), 0);
+        let mut status = 0;
+        assert_eq!(libc::waitpid(tid, &mut status, libc::__WALL), tid);
+        for index in 0usize.. {
+            let count = libc::ptrace(
+                PTRACE_SECCOMP_GET_FILTER,
+                tid,
+                index,
+                std::ptr::null_mut::<u64>(),
+            );
+            if count <= 0 {
+                break;
+            }
+            let mut program = vec![0u64; count as usize];
+            let read = libc::ptrace(PTRACE_SECCOMP_GET_FILTER, tid, index, program.as_mut_ptr());
+            assert_eq!(read, count, "PTRACE_SECCOMP_GET_FILTER {tid} {index}");
+            filters.push(program);
+        }
+        libc::ptrace(libc::PTRACE_DETACH, tid, 0, 0);
+    }
+    filters
+}
+
+/// `role`'s filters at the default level, as the kernel returns them.
+fn expected_filters(role: Role) -> Vec<Vec<u64>> {
+    let instruction = |i: &seccompiler::sock_filter| {
+        u64::from(i.code) | u64::from(i.jt) << 16 | u64::from(i.jf) << 24 | u64::from(i.k) << 32
+    };
+    role_filters(role, SeccompLevel::Kill)
+        .unwrap()
+        .iter()
+        .map(|f| f.iter().map(instruction).collect())
+        .collect()
+}
+
+/// Checks every thread of `pid`: seccomp mode 2 and its role's filter. Returns the roles seen.
+fn assert_every_thread_filtered(vm: &Running) -> Vec<Role> {
+    let pid = vm.child.id();
+    let mut roles = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let tid = task.unwrap().file_name().to_string_lossy().into_owned();
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap();
+        let comm = comm.trim();
+        if is_kernel_worker(pid, &tid) {
+            continue;
+        }
+        let role = role_of(comm);
+        assert_eq!(
+            seccomp_mode(pid, &tid),
+            "2",
+            "thread {comm} ({tid}) runs without a syscall filter\n{}",
+            vm.context()
+        );
+        let installed = filters_of(tid.parse().unwrap());
+        let expected = expected_filters(role);
+        let sizes = |f: &[Vec<u64>]| f.iter().map(Vec::len).collect::<Vec<_>>();
+        assert!(
+            installed == expected,
+            "thread {comm} ({tid}) does not run under the {} filters: it has filters of {:?} \
+             instructions, the role's are {:?}",
+            role.name(),
+            sizes(&installed),
+            sizes(&expected)
+        );
+        roles.push(role);
+    }
+    roles.sort_by_key(|r| *r as usize);
+    roles.dedup();
+    roles
+}
+
+#[test]
+fn every_thread_of_a_running_fennec_runs_under_its_roles_filter() {
+    let mut vm = Running::start(&[], &[]);
+    vm.wait_for_console("TINY ready");
+    let roles = assert_every_thread_filtered(&vm);
+    assert_eq!(
+        roles,
+        [
+            Role::Vcpu,
+            Role::Vmm,
+            Role::Console,
+            Role::ApiService,
+            Role::Signals
+        ],
+        "{}",
+        vm.context()
+    );
+}
+
+#[test]
+fn every_thread_of_a_fennec_serving_its_control_socket_runs_under_its_roles_filter() {
+    let mut vm = Running::start(&["--api-socket", "api.sock"], &[]);
+    vm.wait_for_console("TINY ready");
+    // A pause and a resume start the action thread.
+    for state in ["Paused", "Resumed"] {
+        let (status, body) = common::api_call(
+            &vm.socket(),
+            "PATCH",
+            "/vm",
+            &format!(r#"{{"state": "{state}"}}"#),
+        );
+        assert_eq!(status, 204, "{body}");
+    }
+    let roles = assert_every_thread_filtered(&vm);
+    assert_eq!(
+        roles,
+        [
+            Role::Vcpu,
+            Role::Vmm,
+            Role::Console,
+            Role::Api,
+            Role::ApiService,
+            Role::Signals
+        ],
+        "{}",
+        vm.context()
+    );
+}
+
+#[test]
+fn seccomp_filter_off_installs_no_filters() {
+    let mut vm = Running::start(&["--seccomp-filter", "off"], &[]);
+    vm.wait_for_console("TINY ready");
+    let pid = vm.child.id();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let tid = task.unwrap().file_name().to_string_lossy().into_owned();
+        assert_eq!(seccomp_mode(pid, &tid), "0", "{}", vm.context());
+    }
+    assert!(
+        vm.stderr.lock().unwrap().contains("Syscall filters: off"),
+        "{}",
+        vm.context()
+    );
+}
+
+/// Runs fennec with the self-test hook making a `role` thread call uname(2), which its filter
+/// forbids, and returns how it ended.
+fn selftest(role: &str, extra: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut vm = Running::start(extra, &[("FENNEC_SECCOMP_SELFTEST", role)]);
+    let status = wait_with_timeout(&mut vm.child, TIMEOUT)
+        .unwrap_or_else(|| panic!("fennec did not end\n{}", vm.context()));
+    (status, vm.context())
+}
+
+#[test]
+fn a_forbidden_syscall_kills_fennec_with_sigsys_in_every_role() {
+    use std::os::unix::process::ExitStatusExt;
+    for (role, extra) in [
+        ("vcpu", &[][..]),
+        ("vmm", &[][..]),
+        ("console", &[][..]),
+        ("signals", &[][..]),
+        ("api", &["--api-socket", "api.sock"][..]),
+    ] {
+        let (status, context) = selftest(role, extra);
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGSYS),
+            "the {role} thread's forbidden syscall did not kill fennec ({status})\n{context}"
+        );
+        assert!(context.contains("Seccomp self-test"), "{context}");
+    }
+}
+
+#[test]
+fn with_seccomp_filter_log_a_forbidden_syscall_goes_through() {
+    let mut vm = Running::start(
+        &["--seccomp-filter", "log"],
+        &[("FENNEC_SECCOMP_SELFTEST", "vcpu")],
+    );
+    vm.wait_for_console("TINY ready");
+    assert!(
+        vm.stderr
+            .lock()
+            .unwrap()
+            .contains("Seccomp self-test: the vcpu thread calls uname(2)"),
+        "{}",
+        vm.context()
+    );
+    assert_eq!(vm.child.try_wait().unwrap(), None, "{}", vm.context());
+}
+
+/// A raw image of `sectors` 512-byte sectors at `path`.
+fn image(path: &std::path::Path, sectors: usize) {
+    std::fs::write(path, vec![0u8; sectors * 512]).unwrap();
+}
+
+#[test]
+fn a_running_vm_opens_only_its_drives_and_allowed_paths() {
+    let files = tempfile::tempdir().unwrap();
+    let (given, outside, allowed_dir) = (
+        files.path().join("given.img"),
+        files.path().join("outside.img"),
+        files.path().join("allowed"),
+    );
+    image(&given, 8);
+    image(&outside, 16);
+    std::fs::create_dir(&allowed_dir).unwrap();
+    let allowed = allowed_dir.join("new.img");
+    image(&allowed, 32);
+    let disk = format!("path={}", given.display());
+    let mut vm = Running::start(
+        &[
+            "--api-socket",
+            "api.sock",
+            "--disk",
+            &disk,
+            "--allow-path",
+            allowed_dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    vm.wait_for_console("TINY ready");
+    assert!(
+        vm.stderr.lock().unwrap().contains(
+            "Landlock: the running VM may open only its 1 drive images and 1 allowed paths"
+        ),
+        "this test needs a kernel with Landlock (5.13 or later, `landlock` in the lsm= boot \
+         parameter or CONFIG_LSM)\n{}",
+        vm.context()
+    );
+    let patch = |path: &std::path::Path| {
+        common::api_call(
+            &vm.socket(),
+            "PATCH",
+            "/drives/disk0",
+            &serde_json::json!({"drive_id": "disk0", "path_on_host": path}).to_string(),
+        )
+    };
+    // A file the configuration never named: refused by the kernel, the VM runs on.
+    let (status, body) = patch(&outside);
+    assert_eq!(status, 400, "{body}");
+    let fault = body["fault_message"].as_str().unwrap_or_default();
+    assert!(
+        fault.contains("Permission denied") && fault.contains("--allow-path"),
+        "{fault}"
+    );
+    // Beneath an allowed directory, and the drive's own image again: allowed.
+    let (status, body) = patch(&allowed);
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = patch(&given);
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(vm.child.try_wait().unwrap(), None, "{}", vm.context());
+}
