@@ -40,6 +40,7 @@ pub mod device_manager;
 pub mod firecracker;
 #[cfg(feature = "harness")]
 pub mod harness;
+pub mod jail;
 pub mod sandbox;
 pub mod seccomp;
 pub mod storage;

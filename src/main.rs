@@ -27,6 +27,7 @@ use fennec::threads::{self, Role};
 use fennec::{Console, ExitReason, VmBuilder, VmHandle};
 
 mod image;
+mod jail_cmd;
 
 /// Exit status when the guest halted for good instead of resetting or powering off.
 const EXIT_GUEST_HALTED: u8 = 3;
@@ -65,6 +66,18 @@ enum Command {
     /// Prints JSON answers on stdout. Exit status 0 on success, 1 with the socket's
     /// fault_message on stderr otherwise.
     Ctl(CtlArgs),
+
+    /// Run `fennec run` confined, as Firecracker's jailer does: a directory of the VM's own,
+    /// new mount and PID namespaces, cgroup v2 and rlimit limits, an unprivileged uid and gid,
+    /// no capabilities.
+    ///
+    /// Takes every option of `fennec run` plus the jail's own. The jail, BASE/ID/root, holds
+    /// the kernel and initrd (copied), the drives' images (bind-mounted, and given to the
+    /// VM's uid), /dev/kvm and /dev/net/tun, /proc, the configuration (vm.json) and the
+    /// control socket (--api-socket NAME). It is removed when the VM ends. Drives must be
+    /// image paths (clone templates first). Exit status: fennec's, or 1 with the reason on
+    /// stderr when the jail cannot be made.
+    Jail(Box<jail_cmd::JailArgs>),
 
     /// Manage disk images: templates, and VM disks cloned from them.
     ///
@@ -320,6 +333,13 @@ const HANDLED_SIGNALS: [libc::c_int; 4] =
 /// are then taken by [`on_signals`]. `fennec run` calls it before it starts any thread, so no
 /// thread can be killed by one. `None` if that fails (the defaults then apply).
 fn block_signals() -> Option<libc::sigset_t> {
+    // A handler that never runs (the signals stay blocked, sigwait takes them): as PID 1 of a
+    // PID namespace (in `fennec jail`), a process gets no signal whose action is the default.
+    extern "C" fn never_runs(_: libc::c_int) {}
+    for signo in HANDLED_SIGNALS {
+        // SAFETY: installs an async-signal-safe (empty) handler for a valid signal number.
+        unsafe { libc::signal(signo, never_runs as *const () as libc::sighandler_t) };
+    }
     // SAFETY: sigset_t is plain data; sigemptyset initialises it before use.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is a valid sigset_t owned by this frame; the signal numbers are valid.
@@ -600,10 +620,19 @@ fn ctl(args: &CtlArgs) -> ExitCode {
     }
 }
 
+/// The `-v` flag the command line gave, to pass on to a jailed fennec.
+fn verbosity_flag() -> Option<String> {
+    let count = VERBOSITY.load(std::sync::atomic::Ordering::Relaxed);
+    (count > 0).then(|| format!("-{}", "v".repeat(usize::from(count))))
+}
+
+static VERBOSITY: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
 fn main() -> ExitCode {
     // The guest's boot time counts from here.
     fennec::process_start();
     let cli = Cli::parse();
+    VERBOSITY.store(cli.verbose, std::sync::atomic::Ordering::Relaxed);
     let level = match cli.verbose {
         0 => "warn",
         1 => "info",
@@ -617,6 +646,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Ctl(args) => ctl(args),
         Command::Image(args) => image::image(args),
+        Command::Jail(args) => jail_cmd::jail(args),
     }
 }
 

@@ -3,108 +3,13 @@
 
 mod common;
 
-use std::io::Read;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-use common::{require_kvm, tiny, wait_with_timeout, TIMEOUT};
+use common::running::Running;
+use common::{wait_with_timeout, TIMEOUT};
 use fennec::seccomp::{role_filters, SeccompLevel};
 use fennec::threads::Role;
 
 /// `ptrace` request that reads a task's seccomp filter (linux/ptrace.h).
 const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
-
-/// A fennec running a tiny guest that waits for console input, with its output collected.
-struct Running {
-    child: Child,
-    stdout: Arc<Mutex<String>>,
-    stderr: Arc<Mutex<String>>,
-    _dir: tempfile::TempDir,
-}
-
-fn collect(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
-    let text = Arc::new(Mutex::new(String::new()));
-    let sink = text.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = pipe.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    text
-}
-
-impl Running {
-    /// `fennec run EXTRA... --kernel pvh.elf` with an echoing guest, waiting for it to be up.
-    fn start(extra: &[&str], env: &[(&str, &str)]) -> Running {
-        require_kvm();
-        let dir = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fennec"));
-        cmd.args(["-v", "run"])
-            .args(extra)
-            .arg("--kernel")
-            .arg(tiny("pvh.elf"))
-            .args(["--cmdline", "console=ttyS0 tiny.mode=echo"])
-            .envs(env.iter().copied())
-            .current_dir(dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn fennec");
-        let stdout = collect(child.stdout.take().unwrap());
-        let stderr = collect(child.stderr.take().unwrap());
-        Running {
-            child,
-            stdout,
-            stderr,
-            _dir: dir,
-        }
-    }
-
-    fn context(&self) -> String {
-        format!(
-            "--- console ---\n{}\n--- stderr ---\n{}",
-            self.stdout.lock().unwrap(),
-            self.stderr.lock().unwrap()
-        )
-    }
-
-    fn wait_for_console(&mut self, text: &str) {
-        let deadline = Instant::now() + TIMEOUT;
-        while !self.stdout.lock().unwrap().contains(text) {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "fennec ended ({status}) before {text:?}\n{}",
-                    self.context()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{text:?} did not appear\n{}",
-                self.context()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn socket(&self) -> std::path::PathBuf {
-        self._dir.path().join("api.sock")
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        // Our own child, by PID.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The role a thread of fennec has, from its name (`comm`, 15 bytes at most).
 fn role_of(comm: &str) -> Role {
@@ -122,39 +27,40 @@ fn role_of(comm: &str) -> Role {
 
 /// Whether a task of fennec's is a kernel worker that never runs user code (PF_USER_WORKER):
 /// KVM starts its NX huge page recovery worker, `kvm-nx-lpage-recovery`, in the VM's process.
-fn is_kernel_worker(pid: u32, tid: &str) -> bool {
+fn is_kernel_worker(pid: u32, tid: &str) -> Option<bool> {
     const PF_USER_WORKER: u64 = 0x4000;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
     // The fields after the command (which may hold spaces) start at the last ')'; flags is the
     // ninth field, the seventh after it.
     let after = &stat[stat.rfind(')').unwrap() + 2..];
     let flags: u64 = after.split(' ').nth(6).unwrap().parse().unwrap();
-    flags & PF_USER_WORKER != 0
+    Some(flags & PF_USER_WORKER != 0)
 }
 
-/// The `Seccomp:` mode of a task, from its status.
-fn seccomp_mode(pid: u32, tid: &str) -> String {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Seccomp:"))
-        .map(|v| v.trim().to_string())
-        .expect("Seccomp: in status")
+/// The `Seccomp:` mode of a task, from its status; `None` if the task has ended.
+fn seccomp_mode(pid: u32, tid: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
+    let mode = status.lines().find_map(|l| l.strip_prefix("Seccomp:"));
+    Some(mode.expect("Seccomp: in status").trim().to_string())
 }
 
 /// The seccomp filters of thread `tid`, oldest first, as 8-byte BPF instructions: the thread
-/// is stopped for a moment with ptrace (fennec's vCPUs take that as a kick).
-fn filters_of(tid: i32) -> Vec<Vec<u64>> {
+/// is stopped for a moment with ptrace (fennec's vCPUs take that as a kick). `None` if the
+/// thread has ended.
+fn filters_of(tid: i32) -> Option<Vec<Vec<u64>>> {
     let mut filters = Vec::new();
     // SAFETY: ptrace and waitpid on a thread of our own child, with valid (or null) pointers;
     // each buffer holds the instruction count the kernel reported first.
     unsafe {
-        assert_eq!(
-            libc::ptrace(libc::PTRACE_SEIZE, tid, 0, 0),
-            0,
-            "PTRACE_SEIZE {tid}: {}",
-            std::io::Error::last_os_error()
-        );
+        if libc::ptrace(libc::PTRACE_SEIZE, tid, 0, 0) != 0 {
+            let err = std::io::Error::last_os_error();
+            assert_eq!(
+                err.raw_os_error(),
+                Some(libc::ESRCH),
+                "PTRACE_SEIZE {tid}: {err}"
+            );
+            return None;
+        }
         assert_eq!(libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0), 0);
         let mut status = 0;
         assert_eq!(libc::waitpid(tid, &mut status, libc::__WALL), tid);
@@ -175,7 +81,7 @@ fn filters_of(tid: i32) -> Vec<Vec<u64>> {
         }
         libc::ptrace(libc::PTRACE_DETACH, tid, 0, 0);
     }
-    filters
+    Some(filters)
 }
 
 /// `role`'s filters at the default level, as the kernel returns them.
@@ -196,19 +102,27 @@ fn assert_every_thread_filtered(vm: &Running) -> Vec<Role> {
     let mut roles = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let tid = task.unwrap().file_name().to_string_lossy().into_owned();
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap();
+        // A connection's thread may end meanwhile: only threads still there are checked.
+        let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")) else {
+            continue;
+        };
         let comm = comm.trim();
-        if is_kernel_worker(pid, &tid) {
+        if is_kernel_worker(pid, &tid) == Some(true) {
             continue;
         }
         let role = role_of(comm);
+        let Some(mode) = seccomp_mode(pid, &tid) else {
+            continue;
+        };
         assert_eq!(
-            seccomp_mode(pid, &tid),
+            mode,
             "2",
             "thread {comm} ({tid}) runs without a syscall filter\n{}",
             vm.context()
         );
-        let installed = filters_of(tid.parse().unwrap());
+        let Some(installed) = filters_of(tid.parse().unwrap()) else {
+            continue;
+        };
         let expected = expected_filters(role);
         let sizes = |f: &[Vec<u64>]| f.iter().map(Vec::len).collect::<Vec<_>>();
         assert!(
@@ -282,7 +196,12 @@ fn seccomp_filter_off_installs_no_filters() {
     let pid = vm.child.id();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let tid = task.unwrap().file_name().to_string_lossy().into_owned();
-        assert_eq!(seccomp_mode(pid, &tid), "0", "{}", vm.context());
+        assert_eq!(
+            seccomp_mode(pid, &tid).as_deref(),
+            Some("0"),
+            "{}",
+            vm.context()
+        );
     }
     assert!(
         vm.stderr.lock().unwrap().contains("Syscall filters: off"),

@@ -6,6 +6,8 @@
 //! host (about a minute with the guest kernel cached); the others read their results from it.
 
 mod common;
+#[path = "linux/jail.rs"]
+mod jail;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -191,7 +193,14 @@ linux_test!(
         let (_dir, root) = rootfs_copy(g);
         let sockets = tempfile::tempdir().unwrap();
         let socket = sockets.path().join("api.sock");
-        let mut vm = Session::start(&["-v", "--api-socket", p(&socket)]);
+        // The image PATCHed in below lies beneath --allow-path: a running VM opens nothing else.
+        let mut vm = Session::start(&[
+            "-v",
+            "--api-socket",
+            p(&socket),
+            "--allow-path",
+            p(sockets.path()),
+        ]);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !socket.exists() {
             assert!(std::time::Instant::now() < deadline, "{}", vm.stderr());
@@ -670,4 +679,9 @@ linux_test!(
         assert_eq!(answer["exit"]["kind"], "power_off", "{answer}");
         debian.assert_powered_off_cleanly();
     }
+);
+
+linux_test!(
+    linux_jail_memory_limit_ends_the_vm_not_the_host,
+    jail::memory_limit_ends_the_vm_not_the_host
 );

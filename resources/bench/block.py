@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tinybench import add_vmm_args, build
+from tinybench import add_vmm_args, build, ratios, with_unfiltered
 
 PHASES = ("seqread", "seqwrite", "randread")
 IOS = 2000
@@ -77,6 +77,7 @@ def main():
                              "-drive", f"id=d0,file={image},format=raw,if=none",
                              "-device", "virtio-blk-device,drive=d0"],
         }
+        vmms = with_unfiltered(args, vmms)
         results = {name: [] for name in vmms}
         for _ in range(args.runs):
             for name, argv in vmms.items():
@@ -88,11 +89,11 @@ def main():
     med = {name: [statistics.median(c) for c in zip(*map(rates, rows))]
            for name, rows in results.items()}
     print(f"{args.runs} runs each, tiny PVH kernel, {args.mib} MiB image, 1 request in flight")
-    print(f"{'':14}{'seq read':>14}{'seq write':>14}{'4K rand read':>16}")
+    print(f"{'':16}{'seq read':>14}{'seq write':>14}{'4K rand read':>16}")
     for name, (r, w, iops) in med.items():
-        print(f"{name:14}{r:>9.1f} MiB/s{w:>9.1f} MiB/s{iops:>11.0f} IOPS")
-    f, q = med["fennec"], med["qemu-microvm"]
-    print(f"{'fennec/qemu':14}{f[0] / q[0]:>14.2f}{f[1] / q[1]:>14.2f}{f[2] / q[2]:>16.2f}")
+        print(f"{name:16}{r:>9.1f} MiB/s{w:>9.1f} MiB/s{iops:>11.0f} IOPS")
+    for label, f, q in ratios(med):
+        print(f"{label:16}{f[0] / q[0]:>14.2f}{f[1] / q[1]:>14.2f}{f[2] / q[2]:>16.2f}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-from tinybench import add_vmm_args, build
+from tinybench import add_vmm_args, build, ratios, with_unfiltered
 
 MARKER = b"TINY ready"
 CMDLINE = "tiny.mode=triple"
@@ -77,6 +77,7 @@ def main():
                          "-nographic", "-serial", "stdio", "-no-reboot", "-kernel", str(kernel),
                          "-append", CMDLINE],
     }
+    vmms = with_unfiltered(args, vmms)
     results = {name: [] for name in vmms}
     for _ in range(args.runs):
         for name, argv in vmms.items():
@@ -84,11 +85,11 @@ def main():
 
     med = {name: [statistics.median(col) for col in zip(*rows)] for name, rows in results.items()}
     print(f"{args.runs} runs each, tiny PVH kernel, {args.memory} MiB, 1 vCPU")
-    print(f"{'':14}{'start→marker':>14}{'start→exit':>14}{'peak RSS':>12}")
+    print(f"{'':16}{'start→marker':>14}{'start→exit':>14}{'peak RSS':>12}")
     for name, (marker, done, rss) in med.items():
-        print(f"{name:14}{marker * 1000:>11.1f} ms{done * 1000:>11.1f} ms{rss / 1024:>8.1f} MiB")
-    f, q = med["fennec"], med["qemu-microvm"]
-    print(f"{'fennec/qemu':14}{f[0] / q[0]:>14.2f}{f[1] / q[1]:>14.2f}{f[2] / q[2]:>12.2f}")
+        print(f"{name:16}{marker * 1000:>11.1f} ms{done * 1000:>11.1f} ms{rss / 1024:>8.1f} MiB")
+    for label, f, q in ratios(med):
+        print(f"{label:16}{f[0] / q[0]:>14.2f}{f[1] / q[1]:>14.2f}{f[2] / q[2]:>12.2f}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 
-from tinybench import add_vmm_args, build
+from tinybench import add_vmm_args, build, ratios, with_unfiltered
 
 ETHERTYPE = 0x88B5
 FRAME = 1514
@@ -113,6 +113,7 @@ def inside(args):
                          "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
                          "-device", f"virtio-net-device,netdev=n0,mac={mac}"],
     }
+    vmms = with_unfiltered(args, vmms)
     results = {name: [] for name in vmms}
     for _ in range(args.runs):
         for name, argv in vmms.items():
@@ -121,11 +122,11 @@ def inside(args):
     med = {name: [statistics.median(mib / t for t in c) for c in zip(*rows)]
            for name, rows in results.items()}
     print(f"{args.runs} runs each, tiny PVH kernel, {args.frames} frames of {FRAME} bytes each way")
-    print(f"{'':14}{'guest->host':>16}{'host->guest':>16}")
+    print(f"{'':16}{'guest->host':>16}{'host->guest':>16}")
     for name, (tx, rx) in med.items():
-        print(f"{name:14}{tx:>11.2f} MiB/s{rx:>11.2f} MiB/s")
-    f, q = med["fennec"], med["qemu-microvm"]
-    print(f"{'fennec/qemu':14}{f[0] / q[0]:>16.2f}{f[1] / q[1]:>16.2f}")
+        print(f"{name:16}{tx:>11.2f} MiB/s{rx:>11.2f} MiB/s")
+    for label, f, q in ratios(med):
+        print(f"{label:16}{f[0] / q[0]:>16.2f}{f[1] / q[1]:>16.2f}")
 
 
 def main():
@@ -152,7 +153,8 @@ def main():
         subprocess.run(ip + ["link", "set", "tap0", "up"], check=True)
         subprocess.run(["ip", "netns", "exec", ns, sys.executable, __file__, "--inside",
                         "--kernel", str(kernel), "--fennec", args.fennec, "--qemu", args.qemu,
-                        "--runs", str(args.runs), "--frames", str(args.frames)], check=True)
+                        "--runs", str(args.runs), "--frames", str(args.frames)]
+                       + (["--unfiltered"] if args.unfiltered else []), check=True)
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
 

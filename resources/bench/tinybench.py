@@ -11,6 +11,27 @@ def add_vmm_args(parser):
     parser.add_argument("--fennec",
                         help="fennec binary (default: build target/<triple>/release/fennec)")
     parser.add_argument("--qemu", default="qemu-system-x86_64")
+    parser.add_argument("--unfiltered", action="store_true",
+                        help="also run fennec with --seccomp-filter off (fennec-nofilter), "
+                             "to measure what its syscall filters cost")
+
+
+def with_unfiltered(args, vmms):
+    """`vmms`, plus fennec-nofilter right after fennec when --unfiltered was given."""
+    out = {}
+    for name, argv in vmms.items():
+        out[name] = argv
+        if name == "fennec" and args.unfiltered:
+            out["fennec-nofilter"] = argv + ["--seccomp-filter", "off"]
+    return out
+
+
+def ratios(med):
+    """The ratio rows to print: fennec/qemu, and with --unfiltered filters on/off."""
+    rows = [("fennec/qemu", med["fennec"], med["qemu-microvm"])]
+    if "fennec-nofilter" in med:
+        rows.append(("filters on/off", med["fennec"], med["fennec-nofilter"]))
+    return rows
 
 
 def build(args):

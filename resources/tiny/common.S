@@ -24,6 +24,7 @@
  *   counter (pvh.elf) print a tick counter until the keyboard sends Ctrl-Alt-Del, see counter.c
  *   disk    (pvh.elf) read and stamp the first block device for the image-store tests, see blk.c
  *   acpi    (pvh.elf) read and check the ACPI tables, then power off or reset through them, see acpi.c
+ *   fill    (pvh.elf) write to every page up to fill.mib MiB, then idle, see fill.c
  *   (none)  reset through the i8042
  */
 
@@ -70,6 +71,7 @@ s_m_spin:   .asciz "tiny.mode=spin"
 s_m_blk:    .asciz "tiny.mode=blk"
 s_m_net:    .asciz "tiny.mode=net"
 s_m_counter: .asciz "tiny.mode=counter"
+s_m_fill:   .asciz "tiny.mode=fill"
 s_m_disk:   .asciz "tiny.mode=disk"
 s_m_acpi:   .asciz "tiny.mode=acpi"
 s_nl:       .asciz "\n"
@@ -307,6 +309,11 @@ tiny_main:
     jnz virtio_mode
     mov rdi, [rip + info_cmdline]
     lea rsi, [rip + s_m_acpi]
+    call contains
+    test eax, eax
+    jnz virtio_mode
+    mov rdi, [rip + info_cmdline]
+    lea rsi, [rip + s_m_fill]
     call contains
     test eax, eax
     jnz virtio_mode

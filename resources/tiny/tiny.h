@@ -76,5 +76,6 @@ void tiny_blk(const char *cmdline);
 void tiny_net(const char *cmdline);
 void tiny_counter(const char *cmdline);
 void tiny_acpi(const char *cmdline);
+void tiny_fill(const char *cmdline);
 
 #endif

@@ -24,8 +24,15 @@ pub fn require_kvm() {
     }
 }
 
-/// Path of one tiny kernel (`pvh.elf`, `elf64.elf` or `bzImage`), built by the harness.
+/// Path of one tiny kernel (`pvh.elf`, `elf64.elf` or `bzImage`), built by the harness (inside
+/// the test host, which has no compiler: `tiny-NAME` from its guest directory).
 pub fn tiny(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("FENNEC_GUEST_DIR") {
+        let inside = Path::new(&dir).join(format!("tiny-{name}"));
+        if inside.exists() {
+            return inside;
+        }
+    }
     fennec::harness::tiny_kernel(name).unwrap()
 }
 
@@ -295,6 +302,7 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
 pub mod kernel_log;
 pub mod linux;
 pub mod netns;
+pub mod running;
 pub mod testhost;
 pub mod zfs;
 

@@ -189,6 +189,9 @@ fn boot_and_run(exe: &Path, tests: &[String], boot: usize) -> HostRun {
     ] {
         std::os::unix::fs::symlink(src, guest_dir.join(name)).unwrap();
     }
+    // The tiny kernels, for tests that need a guest but not Linux (the jail's limits).
+    let tiny = super::tiny("pvh.elf");
+    std::os::unix::fs::symlink(tiny, guest_dir.join("tiny-pvh.elf")).unwrap();
     let d = super::linux::debian();
     for (src, name) in [
         (&d.kernel, "debian-vmlinuz"),
