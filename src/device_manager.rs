@@ -24,6 +24,7 @@ use fennec_devices::legacy::i8042::I8042;
 use fennec_devices::legacy::serial::{
     ConsoleIn, ConsoleOut, SerialDevice, SerialInput, SerialMetrics,
 };
+use fennec_devices::rate_limiter::RateLimiter;
 use fennec_devices::virtio::block::{Block, BlockMetrics, BlockSpec, DiskError, DiskFile};
 use fennec_devices::virtio::mmio::MmioInterrupt;
 use fennec_devices::virtio::mmio::{self, MmioTransport};
@@ -129,7 +130,7 @@ pub struct VirtioSlot {
 }
 
 /// A network interface as the guest sees it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct NetInfo {
     /// Its ID.
     pub id: String,
@@ -143,6 +144,20 @@ pub struct NetInfo {
     pub irq: u32,
     /// Its counters.
     pub metrics: Arc<NetMetrics>,
+    /// The device, for what the VMM changes while the VM runs (rate limits).
+    pub(crate) device: Weak<Mutex<Net>>,
+}
+
+impl std::fmt::Debug for NetInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetInfo")
+            .field("id", &self.id)
+            .field("tap", &self.tap)
+            .field("mac", &self.mac)
+            .field("mmio_base", &self.mmio_base)
+            .field("irq", &self.irq)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The guest's console: where its serial output goes and where its input comes from.
@@ -408,13 +423,20 @@ impl DeviceManager {
             source,
         })?;
         let mac = cfg.guest_mac();
+        let limiter = |c: &Option<crate::config::RateLimiterConfig>| {
+            let (bandwidth, ops) = crate::config::rate_limiter_buckets(c.as_ref());
+            RateLimiter::new(bandwidth, ops)
+                .map_err(|e| DeviceError::EventFd("a rate limiter's timer", e))
+        };
         let net = Net::new(NetSpec {
             backend: Box::new(tap),
             mac,
+            rx_rate_limiter: limiter(&cfg.rx_rate_limiter)?,
+            tx_rate_limiter: limiter(&cfg.tx_rate_limiter)?,
         })
         .map_err(|e| DeviceError::EventFd("a network device", e))?;
         let metrics = net.metrics();
-        let (_, mmio_base, irq) = self.attach_virtio(vm, mem, &cfg.id, net)?;
+        let (device, mmio_base, irq) = self.attach_virtio(vm, mem, &cfg.id, net)?;
         log::info!(
             "Network interface {:?}: TAP {}, MAC {mac}, at {mmio_base:#x} IRQ {irq}, guest eth{}",
             cfg.id,
@@ -428,6 +450,7 @@ impl DeviceManager {
             mmio_base,
             irq,
             metrics,
+            device: Arc::downgrade(&device),
         });
         Ok(())
     }
@@ -445,12 +468,16 @@ impl DeviceManager {
         let disk = open_disk(&cfg.id, path, cfg.read_only)?;
         let size = disk.size();
         let discard = disk.supports_discard();
+        let (bandwidth, ops) = crate::config::rate_limiter_buckets(cfg.rate_limiter.as_ref());
+        let rate_limiter = RateLimiter::new(bandwidth, ops)
+            .map_err(|e| DeviceError::EventFd("a rate limiter's timer", e))?;
         let block = Block::new(BlockSpec {
             disk: Box::new(disk),
             size,
             read_only: cfg.read_only,
             id: cfg.id.clone(),
             discard,
+            rate_limiter,
         })
         .map_err(|e| DeviceError::EventFd("a block device", e))?;
         let sectors = block.capacity();

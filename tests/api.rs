@@ -309,10 +309,6 @@ fn api_firecracker_choices_parse_and_the_unsupported_are_refused_by_name() {
     let path = image.path().to_str().unwrap();
     for (field, value) in [
         ("io_engine", json!("Async")),
-        (
-            "rate_limiter",
-            json!({"ops": {"size": 10, "refill_time": 1000}}),
-        ),
         ("socket", json!("/run/vhost-user.sock")),
     ] {
         let mut drive = json!({"drive_id": "d", "path_on_host": path, "is_root_device": false});
@@ -330,7 +326,8 @@ fn api_firecracker_choices_parse_and_the_unsupported_are_refused_by_name() {
                       "track_dirty_pages": false, "cpu_template": "None", "huge_pages": "None"});
     assert_eq!(vm.curl("PUT", "/machine-config", Some(full)).0, 204);
     let drive = json!({"drive_id": "d", "path_on_host": path, "is_root_device": true,
-                       "cache_type": "Writeback", "io_engine": "Sync", "rate_limiter": {},
+                       "cache_type": "Writeback", "io_engine": "Sync",
+                       "rate_limiter": {"bandwidth": {"size": 1048576, "refill_time": 100}},
                        "partuuid": "0eaa91a0-01"});
     let (code, body) = vm.curl("PUT", "/drives/d", Some(drive));
     assert_eq!(code, 204, "{body}");
@@ -343,6 +340,10 @@ fn api_firecracker_choices_parse_and_the_unsupported_are_refused_by_name() {
                "track_dirty_pages": false, "huge_pages": "None"})
     );
     assert_eq!(config["drives"][0]["cache_type"], "Writeback");
+    assert_eq!(
+        config["drives"][0]["rate_limiter"],
+        json!({"bandwidth": {"size": 1048576, "refill_time": 100}})
+    );
     assert_eq!(config["drives"][0]["partuuid"], "0eaa91a0-01");
 }
 
@@ -487,6 +488,33 @@ fn api_bad_input_gets_4xx_and_the_vm_keeps_running() {
                 "PATCH",
                 "/drives/nope",
                 r#"{"drive_id": "nope", "path_on_host": "/dev/null"}"#,
+            ),
+            400,
+        ),
+        (
+            "rate limits of no network interface",
+            request(
+                "PATCH",
+                "/network-interfaces/nope",
+                r#"{"iface_id": "nope", "tx_rate_limiter": {"ops": {"size": 1, "refill_time": 1}}}"#,
+            ),
+            400,
+        ),
+        (
+            "rate limits with a field Firecracker does not have",
+            request(
+                "PATCH",
+                "/network-interfaces/nope",
+                r#"{"iface_id": "nope", "rate_limiter": {}}"#,
+            ),
+            400,
+        ),
+        (
+            "a bucket without its refill time",
+            request(
+                "PATCH",
+                "/drives/nope",
+                r#"{"drive_id": "nope", "rate_limiter": {"ops": {"size": 1}}}"#,
             ),
             400,
         ),

@@ -260,3 +260,67 @@ fn test_two_root_disks_rejected() {
         run.context()
     );
 }
+
+/// A drive's rate limiter (Firecracker's `rate_limiter`, ops bucket of one request per 100 ms)
+/// spaces the tiny driver's whole test sequence out, and the sequence comes out the same.
+#[test]
+fn test_rate_limited_drive_serves_at_its_rate_and_loses_nothing() {
+    use fennec::config::{BlockConfig, RateLimiterConfig, TokenBucketConfig};
+    use fennec::harness::TestVm;
+    use std::time::{Duration, Instant};
+
+    require_kvm();
+    let rw = pattern(128 * SECTOR, 7);
+    let (_d, path) = temp_file("rw.img", &rw);
+    let limiter = RateLimiterConfig {
+        bandwidth: None,
+        ops: Some(TokenBucketConfig {
+            size: 1,
+            one_time_burst: None,
+            refill_time: 100,
+        }),
+    };
+    let drive = BlockConfig {
+        rate_limiter: Some(limiter),
+        ..BlockConfig::path("tiny-root", &path)
+    };
+    let builder = fennec::VmBuilder::new(tiny("pvh.elf"))
+        .cmdline("console=ttyS0 tiny.mode=blk")
+        .drive(drive);
+    let started = Instant::now();
+    let mut vm = TestVm::boot(builder, Duration::from_secs(60)).unwrap();
+    vm.expect("TINY blk done").unwrap();
+    let elapsed = started.elapsed();
+    let console = vm.console();
+    let lines = blk_lines(&console);
+    assert_eq!(
+        lines.get("0 read").map(String::as_str),
+        Some(
+            format!(
+                "read fnv={:#018x} status=0 used=2049",
+                fnv1a(&rw[..4 * SECTOR])
+            )
+            .as_str()
+        ),
+        "{console}"
+    );
+    assert_eq!(
+        lines.get("0 write").map(String::as_str),
+        Some("write status=0 used=1")
+    );
+    let metrics = vm.vm().metrics();
+    let drive = &metrics.drives["tiny-root"];
+    let count = |k: &str| drive[k].as_u64().unwrap();
+    let served = count("read_count")
+        + count("write_count")
+        + count("flush_count")
+        + count("get_id_count")
+        + count("write_zeroes_count");
+    assert!(count("rate_limited") > 0, "{drive}");
+    // One request per 100 ms: the served ones cannot have taken less (the first is free).
+    let least = Duration::from_millis(100 * (served - 1));
+    assert!(
+        elapsed >= least,
+        "{served} requests in {elapsed:?}, under the {least:?} the limit allows"
+    );
+}

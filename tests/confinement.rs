@@ -317,5 +317,16 @@ fn a_running_vm_opens_only_its_drives_and_allowed_paths() {
     assert_eq!(status, 204, "{body}");
     let (status, body) = patch(&given);
     assert_eq!(status, 204, "{body}");
+    // New rate limits for the running drive, under the filters: taken and reported.
+    let limits = serde_json::json!({"bandwidth": {"size": 1048576, "refill_time": 100}});
+    let (status, body) = common::api_call(
+        &vm.socket(),
+        "PATCH",
+        "/drives/disk0",
+        &serde_json::json!({"drive_id": "disk0", "rate_limiter": limits}).to_string(),
+    );
+    assert_eq!(status, 204, "{body}");
+    let (_, config) = common::api_call(&vm.socket(), "GET", "/vm/config", "");
+    assert_eq!(config["drives"][0]["rate_limiter"], limits, "{config}");
     assert_eq!(vm.child.try_wait().unwrap(), None, "{}", vm.context());
 }

@@ -23,6 +23,7 @@ use vmm_sys_util::eventfd::EventFd;
 pub mod bus;
 pub mod guest_log;
 pub mod legacy;
+pub mod rate_limiter;
 pub mod virtio;
 
 pub use vm_superio::Trigger;

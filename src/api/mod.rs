@@ -45,6 +45,17 @@ pub enum ApiRequest {
         id: String,
         /// Its new image, if given.
         path: Option<PathBuf>,
+        /// Its new rate limits, if given.
+        rate_limiter: Option<crate::config::RateLimiterConfig>,
+    },
+    /// `PATCH /network-interfaces/{id}`: new rate limits for a running VM's interface.
+    PatchNetworkInterface {
+        /// The interface.
+        id: String,
+        /// New limits on what the guest receives, if given.
+        rx_rate_limiter: Option<crate::config::RateLimiterConfig>,
+        /// New limits on what the guest sends, if given.
+        tx_rate_limiter: Option<crate::config::RateLimiterConfig>,
     },
     /// `PUT /drives/{id}/snapshot` (extension): a live snapshot of a running VM's drive
     /// cloned from a template: pause, flush, snapshot in its store, resume.

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{ApiError, ApiRequest};
-use crate::config::{RateLimiterConfig, NO_RATE_LIMITS};
+use crate::config::RateLimiterConfig;
 use crate::firecracker;
 
 /// How long `Shutdown` waits for the guest when the body names no timeout.
@@ -61,6 +61,17 @@ struct PartialDrive {
     path_on_host: Option<std::path::PathBuf>,
     #[serde(default)]
     rate_limiter: Option<RateLimiterConfig>,
+}
+
+/// `PATCH /network-interfaces/{id}` body: Firecracker's `PartialNetworkInterface`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartialNet {
+    iface_id: String,
+    #[serde(default)]
+    rx_rate_limiter: Option<RateLimiterConfig>,
+    #[serde(default)]
+    tx_rate_limiter: Option<RateLimiterConfig>,
 }
 
 /// `PUT /drives/{id}/snapshot` body.
@@ -125,12 +136,10 @@ pub fn route(method: &str, target: &str, raw: &[u8]) -> Result<ApiRequest, ApiEr
         ("PATCH", ["drives", id]) => {
             let patch: PartialDrive = body(raw)?;
             same_id(id, &patch.drive_id)?;
-            if patch.rate_limiter.is_some_and(|r| r.limits()) {
-                return Err(bad(format!("drive {id:?}: rate_limiter: {NO_RATE_LIMITS}")));
-            }
             Ok(ApiRequest::PatchDrive {
                 id: patch.drive_id,
                 path: patch.path_on_host,
+                rate_limiter: patch.rate_limiter,
             })
         }
         (_, ["drives", _]) => Err(method_not_allowed(method, path, "PUT or PATCH")),
@@ -150,12 +159,16 @@ pub fn route(method: &str, target: &str, raw: &[u8]) -> Result<ApiRequest, ApiEr
             same_id(id, &net.id)?;
             Ok(ApiRequest::PutNetworkInterface(net))
         }
-        ("PATCH", ["network-interfaces", _]) => Err(bad(
-            "network interfaces have nothing to update after boot (rate limiters are not \
-             supported)"
-                .into(),
-        )),
-        (_, ["network-interfaces", _]) => Err(method_not_allowed(method, path, "PUT")),
+        ("PATCH", ["network-interfaces", id]) => {
+            let patch: PartialNet = body(raw)?;
+            same_id(id, &patch.iface_id)?;
+            Ok(ApiRequest::PatchNetworkInterface {
+                id: patch.iface_id,
+                rx_rate_limiter: patch.rx_rate_limiter,
+                tx_rate_limiter: patch.tx_rate_limiter,
+            })
+        }
+        (_, ["network-interfaces", _]) => Err(method_not_allowed(method, path, "PUT or PATCH")),
 
         ("PUT", ["actions"]) => {
             let action: ActionBody = body(raw)?;

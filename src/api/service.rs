@@ -359,6 +359,40 @@ impl VmService {
         ApiError::bad_request(one_line(&e))
     }
 
+    /// Firecracker's drive PATCH on a running VM: a new image, new rate limits, or both.
+    fn patch_drive(
+        &mut self,
+        id: String,
+        path: Option<PathBuf>,
+        rate_limiter: Option<crate::config::RateLimiterConfig>,
+    ) -> Result<ApiResponse, ApiError> {
+        let handle = self.running()?.clone();
+        if let Some(path) = path {
+            let confined = self.file_access.is_some();
+            handle.replace_drive_image(&id, &path).map_err(|e| {
+                let mut err = Self::vm_error(e);
+                if confined && err.message.contains("Permission denied") {
+                    err.message += " (a running VM opens only its drives' images and files \
+                                    beneath the directories fennec run --allow-path gives)";
+                }
+                err
+            })?;
+            if let Some(d) = self.config.drives.iter_mut().find(|d| d.id == id) {
+                d.source = DriveSource::Path(path);
+            }
+        }
+        if let Some(limiter) = rate_limiter {
+            let (bandwidth, ops) = limiter.buckets();
+            handle
+                .set_drive_rate_limits(&id, bandwidth, ops)
+                .map_err(Self::vm_error)?;
+            if let Some(d) = self.config.drives.iter_mut().find(|d| d.id == id) {
+                d.rate_limiter = Some(limiter);
+            }
+        }
+        Ok(ApiResponse::Empty)
+    }
+
     /// Serves one request.
     pub fn serve_request(&mut self, request: ApiRequest) -> Result<ApiResponse, ApiError> {
         match request {
@@ -410,22 +444,25 @@ impl VmService {
                     None => c.drives.push(*drive),
                 })
             }
-            ApiRequest::PatchDrive { id, path } => {
-                let handle = self.running()?;
-                let Some(path) = path else {
-                    return Ok(ApiResponse::Empty);
+            ApiRequest::PatchDrive {
+                id,
+                path,
+                rate_limiter,
+            } => self.patch_drive(id, path, rate_limiter),
+            ApiRequest::PatchNetworkInterface {
+                id,
+                rx_rate_limiter,
+                tx_rate_limiter,
+            } => {
+                let buckets = |l: &Option<crate::config::RateLimiterConfig>| {
+                    l.as_ref().map(crate::config::RateLimiterConfig::buckets)
                 };
-                let confined = self.file_access.is_some();
-                handle.replace_drive_image(&id, &path).map_err(|e| {
-                    let mut err = Self::vm_error(e);
-                    if confined && err.message.contains("Permission denied") {
-                        err.message += " (a running VM opens only its drives' images and files \
-                                        beneath the directories fennec run --allow-path gives)";
-                    }
-                    err
-                })?;
-                if let Some(d) = self.config.drives.iter_mut().find(|d| d.id == id) {
-                    d.source = DriveSource::Path(path);
+                self.running()?
+                    .set_net_rate_limits(&id, buckets(&rx_rate_limiter), buckets(&tx_rate_limiter))
+                    .map_err(Self::vm_error)?;
+                if let Some(n) = self.config.net.iter_mut().find(|n| n.id == id) {
+                    n.rx_rate_limiter = rx_rate_limiter.or(n.rx_rate_limiter.take());
+                    n.tx_rate_limiter = tx_rate_limiter.or(n.tx_rate_limiter.take());
                 }
                 Ok(ApiResponse::Empty)
             }

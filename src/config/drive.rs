@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::options::{self, refuse, CacheType, IoEngine, RateLimiterConfig, Unsupported};
+use super::options::{refuse, CacheType, IoEngine, RateLimiterConfig, Unsupported};
 use super::{valid_id, ConfigError};
 
 /// Where a drive's image comes from: a path, or a template in an image store. One or the
@@ -312,11 +312,6 @@ impl BlockConfig {
             self.io_engine != IoEngine::Sync,
             "io_engine",
             "only the \"Sync\" engine is supported",
-        )?;
-        refuse(
-            options::limits(&self.rate_limiter),
-            "rate_limiter",
-            options::NO_RATE_LIMITS,
         )
     }
 }

@@ -17,9 +17,9 @@ mod options;
 
 pub use drive::{BlockConfig, DriveSource, TemplateDrive, BOTH_SOURCES};
 pub use net::NetConfig;
+pub use options::buckets as rate_limiter_buckets;
 pub use options::{
     CacheType, CpuTemplate, HugePages, IoEngine, RateLimiterConfig, TokenBucketConfig, Unsupported,
-    NO_RATE_LIMITS,
 };
 
 /// Kernel command line used when the user gives none.

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use fennec_devices::virtio::net::{tap, MacAddr};
 
-use super::options::{self, refuse, RateLimiterConfig};
+use super::options::RateLimiterConfig;
 use super::{valid_id, ConfigError};
 
 /// A virtio-net interface on a TAP. Field names are Firecracker's (`iface_id`,
@@ -86,17 +86,6 @@ impl NetConfig {
                 id: self.id.clone(),
                 mac,
             });
-        }
-        for (field, limiter) in [
-            ("rx_rate_limiter", &self.rx_rate_limiter),
-            ("tx_rate_limiter", &self.tx_rate_limiter),
-        ] {
-            refuse(options::limits(limiter), field, options::NO_RATE_LIMITS).map_err(|error| {
-                ConfigError::Unsupported {
-                    what: format!("network interface {:?}", self.id),
-                    error,
-                }
-            })?;
         }
         Ok(())
     }

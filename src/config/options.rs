@@ -5,6 +5,7 @@
 //! The values fennec serves are the defaults. Others parse and are then refused with a reason:
 //! a client learns that the VM would not be what it asked for, instead of getting it silently.
 
+use fennec_devices::rate_limiter::BucketSpec;
 use serde::{Deserialize, Serialize};
 
 /// Firecracker's `cpu_template`: a CPUID and MSR mask that makes hosts of one family look alike.
@@ -84,6 +85,25 @@ impl RateLimiterConfig {
     pub fn limits(&self) -> bool {
         self.bandwidth.is_some() || self.ops.is_some()
     }
+
+    /// The device's buckets: bandwidth (bytes) and ops (requests or frames). A bucket of size 0
+    /// or refill time 0 limits nothing, as in Firecracker.
+    pub fn buckets(&self) -> (Option<BucketSpec>, Option<BucketSpec>) {
+        let spec = |b: &TokenBucketConfig| BucketSpec {
+            size: b.size,
+            one_time_burst: b.one_time_burst.unwrap_or(0),
+            refill_ms: b.refill_time,
+        };
+        (
+            self.bandwidth.as_ref().map(spec),
+            self.ops.as_ref().map(spec),
+        )
+    }
+}
+
+/// The device's buckets for an optional rate limiter (none: unlimited).
+pub fn buckets(limiter: Option<&RateLimiterConfig>) -> (Option<BucketSpec>, Option<BucketSpec>) {
+    limiter.map(RateLimiterConfig::buckets).unwrap_or_default()
 }
 
 /// One token bucket.
@@ -120,13 +140,4 @@ pub(super) fn refuse(
     } else {
         Ok(())
     }
-}
-
-/// The refusal every rate limiter that limits gets.
-pub const NO_RATE_LIMITS: &str =
-    "rate limiters are not supported; leave it out, null, or with no bucket";
-
-/// Whether an optional rate limiter limits anything.
-pub(super) fn limits(limiter: &Option<RateLimiterConfig>) -> bool {
-    limiter.as_ref().is_some_and(RateLimiterConfig::limits)
 }

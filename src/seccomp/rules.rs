@@ -254,7 +254,9 @@ fn vmm(r: &mut Rules) {
         // Describing the VM and pressing the power button read the IOAPIC's pins.
         .ioctls(&[ioctls::KVM_GET_IRQCHIP()])
         // Copies of eventfds for the paused VM's loop.
-        .fcntls(&[libc::F_DUPFD_CLOEXEC]);
+        .fcntls(&[libc::F_DUPFD_CLOEXEC])
+        // A device's rate limiter arms its timer when a request must wait.
+        .allow(libc::SYS_timerfd_settime);
 }
 
 /// Writing the guest's console output to stdout.
@@ -294,6 +296,8 @@ fn api_service(r: &mut Rules) {
         .fcntls(&[libc::F_GETFL, libc::F_SETFL, libc::F_DUPFD_CLOEXEC])
         // Pausing, resuming and describing kick the vCPU threads; so does stopping them.
         .allow(libc::SYS_tgkill)
+        // New rate limits (PATCH /drives) re-arm a waiting device's timer.
+        .allow(libc::SYS_timerfd_settime)
         // A live snapshot flushes the drive's image before the store snapshots it.
         .allow(libc::SYS_fdatasync)
         .allow(libc::SYS_fsync)

@@ -14,6 +14,7 @@ use vmm_sys_util::eventfd::EventFd;
 use fennec_devices::legacy::boot_timer::BootTime;
 use fennec_devices::legacy::i8042::I8042;
 use fennec_devices::legacy::serial::SerialMetrics;
+use fennec_devices::rate_limiter::{BucketSpec, Buckets};
 use fennec_devices::virtio::block::Block;
 use fennec_devices::EventFdTrigger;
 
@@ -273,6 +274,40 @@ impl VmHandle {
             .ok_or_else(|| Error::NoSuchDrive(id.to_string()))?;
         let device = drive.device.upgrade().ok_or(Error::NotRunning)?;
         Ok((drive, device))
+    }
+
+    /// Sets drive `id`'s rate limits (Firecracker's drive PATCH with `rate_limiter`); the
+    /// buckets start full.
+    pub fn set_drive_rate_limits(
+        &self,
+        id: &str,
+        bandwidth: Option<BucketSpec>,
+        ops: Option<BucketSpec>,
+    ) -> Result<(), Error> {
+        let (_, device) = self.drive_device(id)?;
+        fennec_devices::lock(&device).set_rate_limits(bandwidth, ops);
+        log::info!("Drive {id:?}: rate limits bandwidth {bandwidth:?}, ops {ops:?}");
+        Ok(())
+    }
+
+    /// Sets network interface `id`'s rate limits on what the guest receives and sends
+    /// (Firecracker's network interface PATCH); `None` keeps a direction's.
+    pub fn set_net_rate_limits(
+        &self,
+        id: &str,
+        rx: Option<Buckets>,
+        tx: Option<Buckets>,
+    ) -> Result<(), Error> {
+        let net = self
+            .0
+            .nets
+            .iter()
+            .find(|n| n.id == id)
+            .ok_or_else(|| Error::NoSuchNet(id.to_string()))?;
+        let device = net.device.upgrade().ok_or(Error::NotRunning)?;
+        fennec_devices::lock(&device).set_rate_limits(rx, tx);
+        log::info!("Network interface {id:?}: rate limits rx {rx:?}, tx {tx:?}");
+        Ok(())
     }
 
     /// Swaps the image behind drive `id` for the file at `path` (Firecracker's drive PATCH),

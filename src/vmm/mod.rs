@@ -207,6 +207,9 @@ pub enum Error {
     /// No drive has the given ID.
     #[error("No drive has the ID {0:?}")]
     NoSuchDrive(String),
+    /// No network interface has this ID.
+    #[error("No network interface has the ID {0:?}")]
+    NoSuchNet(String),
 }
 
 /// Opens the kernel or initrd at `path`, which must be a regular file, naming it in the error.

@@ -5,7 +5,7 @@
 use std::num::Wrapping;
 use std::sync::atomic::Ordering;
 
-use virtio_queue::{DescriptorChain, Queue, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryMmap;
 
 /// What one [`drain`] did.
@@ -19,6 +19,9 @@ pub struct Drained {
     pub broken: bool,
     /// The guest wants an interrupt for what was used.
     pub notify: bool,
+    /// A chain had to wait (its rate limiter had no tokens) and was put back: call again when
+    /// the limiter allows.
+    pub throttled: bool,
 }
 
 /// Whether the driver's available index is one a driver could have written: at most a queue's
@@ -43,8 +46,19 @@ pub fn drain(
 pub fn drain_bytes(
     queue: &mut Queue,
     mem: &GuestMemoryMmap,
-    mut bytes: u64,
+    bytes: u64,
     mut serve: impl FnMut(DescriptorChain<&GuestMemoryMmap>) -> (u32, u64),
+) -> Drained {
+    drain_limited(queue, mem, bytes, |chain| Some(serve(chain)))
+}
+
+/// [`drain_bytes`] where `serve` may answer `None`: not now. That chain goes back on the queue
+/// (it is taken again next time) and the drain stops with [`Drained::throttled`].
+pub fn drain_limited(
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+    mut bytes: u64,
+    mut serve: impl FnMut(DescriptorChain<&GuestMemoryMmap>) -> Option<(u32, u64)>,
 ) -> Drained {
     let mut out = Drained::default();
     let mut budget = queue.size();
@@ -61,9 +75,13 @@ pub fn drain_bytes(
             let Some(chain) = queue.pop_descriptor_chain(mem) else {
                 break;
             };
-            budget -= 1;
             let head = chain.head_index();
-            let (len, moved) = serve(chain);
+            let Some((len, moved)) = serve(chain) else {
+                queue.go_to_previous_position();
+                out.throttled = true;
+                break 'drain;
+            };
+            budget -= 1;
             // Only a head index past the queue fails here: there is nothing to return.
             if queue.add_used(mem, head, len).is_ok() {
                 out.used_any = true;

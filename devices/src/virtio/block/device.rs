@@ -12,7 +12,8 @@ use super::request::{
     MAX_DISCARD_SEGMENTS,
 };
 use super::BlockMetrics;
-use crate::virtio::queue::drain_bytes;
+use crate::rate_limiter::{BucketSpec, RateLimiter};
+use crate::virtio::queue::drain_limited;
 use crate::virtio::{
     features, read_config_bytes, ActivateError, ActiveQueues, InterruptKind, VirtioDevice,
 };
@@ -56,6 +57,8 @@ pub struct BlockSpec {
     pub id: String,
     /// Offer DISCARD and WRITE_ZEROES.
     pub discard: bool,
+    /// Limits on bytes and requests per second (an unlimited one limits nothing).
+    pub rate_limiter: RateLimiter,
 }
 
 /// A virtio-blk device.
@@ -74,6 +77,8 @@ pub struct Block {
     pub(super) metrics: Arc<BlockMetrics>,
     /// The most data one [`Block::process_queue`] moves before it lets the loop serve others.
     drain_bytes: u64,
+    /// Bytes and requests per second; its timer brings the device back to a waiting request.
+    pub(super) limiter: RateLimiter,
 }
 
 /// The most data one pass over the queue moves (a queue's worth of the largest requests would
@@ -117,7 +122,13 @@ impl Block {
             broken: false,
             metrics: Arc::new(BlockMetrics::default()),
             drain_bytes: DRAIN_BYTES,
+            limiter: spec.rate_limiter,
         })
+    }
+
+    /// Sets new rate limits (Firecracker's drive PATCH with `rate_limiter`).
+    pub fn set_rate_limits(&mut self, bandwidth: Option<BucketSpec>, ops: Option<BucketSpec>) {
+        self.limiter.update(bandwidth, ops);
     }
 
     /// The device's counters.
@@ -159,11 +170,19 @@ impl Block {
         let Some(active) = self.active.as_mut() else {
             return;
         };
+        if self.limiter.is_blocked() {
+            // The limiter's timer calls again.
+            return;
+        }
         let mem = &active.mem;
         let (disk, drive, metrics) = (&mut self.disk, &self.drive, &self.metrics);
-        let drained = drain_bytes(&mut active.queues[0], mem, self.drain_bytes, |chain| {
-            serve(chain, mem, disk.as_mut(), drive, metrics)
+        let limiter = &mut self.limiter;
+        let drained = drain_limited(&mut active.queues[0], mem, self.drain_bytes, |chain| {
+            serve(chain, mem, disk.as_mut(), drive, metrics, limiter)
         });
+        if drained.throttled {
+            self.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+        }
         if drained.more {
             // Come back after the loop has served everything else.
             let _ = self.queue_events[0].write(1);
@@ -181,14 +200,15 @@ impl Block {
 }
 
 /// Serves one chain; returns the used length (bytes written to the guest's buffers) and the
-/// data bytes it moved.
+/// data bytes it moved, or `None` when `limiter` makes the request wait.
 fn serve(
     chain: virtio_queue::DescriptorChain<&GuestMemoryMmap>,
     mem: &GuestMemoryMmap,
     disk: &mut dyn DiskBackend,
     drive: &DriveView,
     metrics: &BlockMetrics,
-) -> (u32, u64) {
+    limiter: &mut RateLimiter,
+) -> Option<(u32, u64)> {
     let request = match request::parse(chain, drive.capacity) {
         Ok(r) => r,
         Err(Malformed {
@@ -197,7 +217,7 @@ fn serve(
         }) => {
             log::debug!("virtio-blk: dropping chain: {error}");
             metrics.dropped_chains.fetch_add(1, Ordering::Relaxed);
-            return (0, 0);
+            return Some((0, 0));
         }
         Err(Malformed {
             status: Some(at),
@@ -207,9 +227,13 @@ fn serve(
             metrics.invalid_requests.fetch_add(1, Ordering::Relaxed);
             // `at` was checked to lie in guest memory when the chain was parsed.
             let _ = mem.write_obj(request::status::IOERR, at);
-            return (1, 0);
+            return Some((1, 0));
         }
     };
+    // Every request costs an op; those that move data, their bytes too.
+    if !limiter.consume(request.data_len) {
+        return None;
+    }
     let outcome = request.execute(mem, disk, drive);
     metrics.count(&request, &outcome);
     match &outcome {
@@ -226,7 +250,7 @@ fn serve(
         Outcome::Unsupported | Outcome::Ok(_) => {}
     }
     let _ = mem.write_obj(outcome.status(), request.status);
-    (outcome.data_written() + 1, request.data_len)
+    Some((outcome.data_written() + 1, request.data_len))
 }
 
 impl BlockMetrics {
@@ -361,6 +385,7 @@ mod tests {
             read_only,
             id: "test-disk".into(),
             discard: true,
+            rate_limiter: RateLimiter::unlimited().unwrap(),
         })
         .unwrap();
         let queue = queue_with_chain(&mem, descs);
@@ -463,6 +488,36 @@ mod tests {
         assert_eq!(s.block.queue_events[0].read().unwrap(), 1, "and comes back");
         s.block.process_queue();
         assert_eq!(used_idx(&s), 2, "the second pass serves the rest");
+    }
+
+    /// A request the rate limiter has no tokens for waits on the queue, not served and not
+    /// lost, until the limiter's timer lets it go.
+    #[test]
+    fn test_block_rate_limited_request_waits_for_the_timer() {
+        let first = [(0x4_0000, 16, R), (0x5_0000, 512, W), (0x6_0000, 1, W)];
+        let second = [(0x4_1000, 16, R), (0x5_1000, 512, W), (0x6_1000, 1, W)];
+        let mut s = setup(false, &[]);
+        s.block.active.as_mut().unwrap().queues[0] = queue_with_chains(&s.mem, &[&first, &second]);
+        for i in 0..2u64 {
+            header(&s.mem, 0x4_0000 + i * 0x1000, req_type::IN, i);
+        }
+        // One request per 10 ms.
+        let ops = BucketSpec {
+            size: 1,
+            one_time_burst: 0,
+            refill_ms: 10,
+        };
+        s.block.set_rate_limits(None, Some(ops));
+        s.block.process_queue();
+        assert_eq!(used_idx(&s), 1, "the second request waits");
+        assert_eq!(s.block.metrics.rate_limited.load(Ordering::Relaxed), 1);
+        s.block.process_queue();
+        assert_eq!(used_idx(&s), 1, "still waiting: the timer has not fired");
+        // What the event loop does when the timer fires (on_timer waits for it here).
+        s.block.limiter.on_timer();
+        s.block.process_queue();
+        assert_eq!(used_idx(&s), 2, "served once the tokens are back");
+        assert_eq!(s.block.metrics.read_count.load(Ordering::Relaxed), 2);
     }
 
     #[test]

@@ -99,6 +99,7 @@ pub fn scenario(memory: &[u8], read_only: bool) -> (GuestMemoryMmap, Block) {
         read_only,
         id: "fuzz".into(),
         discard: true,
+        rate_limiter: crate::rate_limiter::RateLimiter::unlimited().expect("a timerfd"),
     })
     .expect("eventfds");
     (mem, block)

@@ -52,4 +52,6 @@ pub struct BlockMetrics {
     pub notifications: AtomicU64,
     /// Interrupts raised.
     pub interrupts: AtomicU64,
+    /// Times a request waited for the rate limiter.
+    pub rate_limited: AtomicU64,
 }

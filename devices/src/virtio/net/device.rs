@@ -20,7 +20,8 @@ use super::frame::{
     self, buffers_needed, FrameError, RxBuffer, ETH_HLEN, MAX_FRAME_LEN, VNET_HDR_LEN,
 };
 use super::{MacAddr, NetBackend, NetMetrics};
-use crate::virtio::queue::{avail_sane, drain};
+use crate::rate_limiter::{Buckets, RateLimiter};
+use crate::virtio::queue::{avail_sane, drain_limited};
 use crate::virtio::{
     features, read_config_bytes, ActivateError, ActiveQueues, InterruptKind, QueueT, VirtioDevice,
     VirtioInterrupt,
@@ -48,6 +49,10 @@ pub struct NetSpec {
     pub backend: Box<dyn NetBackend>,
     /// The guest's MAC address.
     pub mac: MacAddr,
+    /// Limits on what the guest receives (bytes and frames per second).
+    pub rx_rate_limiter: RateLimiter,
+    /// Limits on what the guest sends.
+    pub tx_rate_limiter: RateLimiter,
 }
 
 /// How receive went.
@@ -73,6 +78,10 @@ pub struct Net {
     /// The frame being received (header included) and its length, while it waits for buffers.
     rx_frame: Vec<u8>,
     rx_pending: Option<usize>,
+    /// The waiting frame has been charged to the receive limiter.
+    rx_charged: bool,
+    pub(super) rx_limiter: RateLimiter,
+    pub(super) tx_limiter: RateLimiter,
     /// Receive buffers popped from the queue but not used yet.
     held: VecDeque<RxBuffer>,
     rx_broken: bool,
@@ -119,6 +128,9 @@ impl Net {
             // One byte more than a frame can be, so a frame too large for any guest shows.
             rx_frame: vec![0; MAX_FRAME_LEN + 1],
             rx_pending: None,
+            rx_charged: false,
+            rx_limiter: spec.rx_rate_limiter,
+            tx_limiter: spec.tx_rate_limiter,
             held: VecDeque::new(),
             rx_broken: false,
             tx_frame: vec![0; MAX_FRAME_LEN],
@@ -129,18 +141,30 @@ impl Net {
         })
     }
 
+    /// Sets new rate limits on what the guest receives and sends (Firecracker's network
+    /// interface PATCH); `None` leaves that direction's limits as they are.
+    pub fn set_rate_limits(&mut self, rx: Option<Buckets>, tx: Option<Buckets>) {
+        if let Some((bandwidth, ops)) = rx {
+            self.rx_limiter.update(bandwidth, ops);
+        }
+        if let Some((bandwidth, ops)) = tx {
+            self.tx_limiter.update(bandwidth, ops);
+        }
+    }
+
     /// The device's counters.
     pub fn metrics(&self) -> Arc<NetMetrics> {
         self.metrics.clone()
     }
 
-    /// Whether the event loop should watch the backend: the device runs and no frame waits for
-    /// receive buffers.
+    /// Whether the event loop should watch the backend: the device runs, no frame waits for
+    /// receive buffers, and the receive rate limiter is not waiting for its timer.
     pub(super) fn wants_backend(&self) -> bool {
         self.active.is_some()
             && !self.rx_broken
             && self.rx_pending.is_none()
             && !self.backend_failed
+            && !self.rx_limiter.is_blocked()
     }
 
     /// Moves frames from the backend to the guest until the backend is empty, the guest has no
@@ -163,6 +187,10 @@ impl Net {
         let _ = rx.queue.disable_notification(rx.mem);
         let mut frames = 0;
         loop {
+            if self.rx_limiter.is_blocked() {
+                // Its timer calls again; a frame read meanwhile waits, and the TAP is unwatched.
+                break;
+            }
             let len = match self.rx_pending {
                 Some(len) => len,
                 None if frames == RX_BUDGET || self.backend_failed => break,
@@ -187,11 +215,20 @@ impl Net {
                 self.rx_pending = None;
                 continue;
             }
+            if !self.rx_charged {
+                if !self.rx_limiter.consume((len - VNET_HDR_LEN) as u64) {
+                    NetMetrics::add(&self.metrics.rx_rate_limited, 1);
+                    self.rx_pending = Some(len);
+                    break;
+                }
+                self.rx_charged = true;
+            }
             match rx.deliver(&mut self.rx_frame[..len]) {
                 Deliver::Delivered => {
                     NetMetrics::add(&self.metrics.rx_packets, 1);
                     NetMetrics::add(&self.metrics.rx_bytes, (len - VNET_HDR_LEN) as u64);
                     self.rx_pending = None;
+                    self.rx_charged = false;
                     // Tell the guest now, not after the batch, so it processes this frame
                     // while the next is copied; with EVENT_IDX it asks for as few as it needs.
                     rx.notify(&*active.interrupt);
@@ -200,6 +237,7 @@ impl Net {
                     log::debug!("virtio-net: a {len}-byte frame fits no receive buffer; dropped");
                     NetMetrics::add(&self.metrics.rx_dropped, 1);
                     self.rx_pending = None;
+                    self.rx_charged = false;
                 }
                 Deliver::NoRoom => {
                     if self.rx_pending.is_none() {
@@ -231,10 +269,23 @@ impl Net {
         let Some(active) = self.active.as_mut() else {
             return;
         };
+        if self.tx_limiter.is_blocked() {
+            // Its timer calls again.
+            return;
+        }
         let (backend, frame, metrics) = (&mut self.backend, &mut self.tx_frame, &self.metrics);
-        let drained = drain(&mut active.queues[TX_QUEUE], &active.mem, |chain| {
+        let limiter = &mut self.tx_limiter;
+        let queue = &mut active.queues[TX_QUEUE];
+        let drained = drain_limited(queue, &active.mem, u64::MAX, |chain| {
             match frame::read_tx_chain(chain, frame) {
-                Ok(len) => send(backend.as_mut(), &frame[..len], metrics),
+                Ok(len) => {
+                    // Charged for what goes on the wire; a frame that must wait is read again.
+                    if !limiter.consume((len - VNET_HDR_LEN) as u64) {
+                        NetMetrics::add(&metrics.tx_rate_limited, 1);
+                        return None;
+                    }
+                    send(backend.as_mut(), &frame[..len], metrics)
+                }
                 Err(e) => {
                     log::debug!("virtio-net: dropping a transmit chain: {e}");
                     NetMetrics::add(&metrics.tx_dropped, 1);
@@ -243,7 +294,7 @@ impl Net {
                     }
                 }
             }
-            0
+            Some((0, 0))
         });
         if drained.more {
             let _ = self.queue_events[TX_QUEUE].write(1);
@@ -462,343 +513,12 @@ impl VirtioDevice for Net {
         if self.rx_pending.take().is_some() {
             NetMetrics::add(&self.metrics.rx_dropped, 1);
         }
+        self.rx_charged = false;
         self.rx_broken = false;
         self.tx_broken = false;
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::os::fd::{AsRawFd, RawFd};
-    use std::os::unix::net::UnixDatagram;
-    use std::sync::atomic::AtomicU32;
-
-    use vm_memory::{Bytes, GuestAddress};
-
-    use super::*;
-    use crate::virtio::mmio::MmioInterrupt;
-    use crate::virtio::test_utils::{memory, TestRing, WRITE};
-    use crate::EventFdTrigger;
-
-    /// A TAP stand-in: a datagram socket pair keeps frame boundaries as a TAP does.
-    struct SocketBackend {
-        sock: UnixDatagram,
-        offloads: Arc<AtomicU32>,
-    }
-
-    impl AsRawFd for SocketBackend {
-        fn as_raw_fd(&self) -> RawFd {
-            self.sock.as_raw_fd()
-        }
-    }
-
-    impl NetBackend for SocketBackend {
-        fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            self.sock.recv(buf)
-        }
-        fn send(&mut self, frame: &[u8]) -> io::Result<usize> {
-            self.sock.send(frame)
-        }
-        fn set_offload(&mut self, flags: u32) -> io::Result<()> {
-            self.offloads.store(flags, Ordering::SeqCst);
-            Ok(())
-        }
-    }
-
-    const RING_SIZE: u16 = 16;
-    const BUFS: u64 = 0x1_0000;
-
-    struct Fixture {
-        mem: GuestMemoryMmap,
-        net: Net,
-        rx: TestRing,
-        tx: TestRing,
-        peer: UnixDatagram,
-        irq: EventFd,
-        offloads: Arc<AtomicU32>,
-    }
-
-    fn fixture(acked: u64) -> Fixture {
-        let mem = memory();
-        let (ours, peer) = UnixDatagram::pair().unwrap();
-        ours.set_nonblocking(true).unwrap();
-        peer.set_nonblocking(true).unwrap();
-        let offloads = Arc::new(AtomicU32::new(u32::MAX));
-        let backend = SocketBackend {
-            sock: ours,
-            offloads: offloads.clone(),
-        };
-        let mut net = Net::new(NetSpec {
-            backend: Box::new(backend),
-            mac: MacAddr([2, 0xfc, 0, 0, 0, 1]),
-        })
-        .unwrap();
-        let rx = TestRing::new(&mem, 0, RING_SIZE);
-        let tx = TestRing::new(&mem, 0x1000, RING_SIZE);
-        let irq = EventFd::new(EFD_NONBLOCK).unwrap();
-        let interrupt = Arc::new(MmioInterrupt::new(EventFdTrigger::new(
-            irq.try_clone().unwrap(),
-        )));
-        net.activate(ActiveQueues {
-            mem: mem.clone(),
-            queues: vec![rx.queue(false), tx.queue(false)],
-            acked_features: features::VERSION_1 | acked,
-            interrupt,
-        })
-        .unwrap();
-        Fixture {
-            mem,
-            net,
-            rx,
-            tx,
-            peer,
-            irq,
-            offloads,
-        }
-    }
-
-    /// A frame with a zero header and `len - 12` bytes of a pattern seeded by `seed`.
-    fn frame(len: usize, seed: u8) -> Vec<u8> {
-        let mut f = vec![0u8; len];
-        for (i, b) in f.iter_mut().enumerate().skip(VNET_HDR_LEN) {
-            *b = seed.wrapping_add(i as u8);
-        }
-        f
-    }
-
-    fn read(mem: &GuestMemoryMmap, addr: u64, len: usize) -> Vec<u8> {
-        let mut v = vec![0u8; len];
-        mem.read_slice(&mut v, GuestAddress(addr)).unwrap();
-        v
-    }
-
-    fn peer_frames(peer: &UnixDatagram) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        let mut buf = vec![0u8; 70000];
-        while let Ok(n) = peer.recv(&mut buf) {
-            out.push(buf[..n].to_vec());
-        }
-        out
-    }
-
-    #[test]
-    fn test_net_tx_gathers_chain_into_one_frame() {
-        let mut f = fixture(0);
-        let data = frame(72, 7);
-        f.mem.write_slice(&data[..12], GuestAddress(BUFS)).unwrap();
-        f.mem
-            .write_slice(&data[12..], GuestAddress(BUFS + 0x100))
-            .unwrap();
-        let head = f.tx.post(&f.mem, &[(BUFS, 12, 0), (BUFS + 0x100, 60, 0)]);
-        f.net.process_tx();
-        assert_eq!(peer_frames(&f.peer), vec![data]);
-        assert_eq!(f.tx.take_used(&f.mem), vec![(u32::from(head), 0)]);
-        assert_eq!(f.irq.read().unwrap(), 1);
-        let m = f.net.metrics();
-        assert_eq!(m.tx_packets.load(Ordering::Relaxed), 1);
-        assert_eq!(m.tx_bytes.load(Ordering::Relaxed), 60);
-    }
-
-    #[test]
-    fn test_net_tx_hostile_chains_dropped_and_device_keeps_serving() {
-        let mut f = fixture(0);
-        let good = frame(60, 1);
-        f.mem.write_slice(&good, GuestAddress(BUFS)).unwrap();
-        // Device-writable buffer, too long, outside memory, shorter than header + Ethernet.
-        f.tx.post(&f.mem, &[(BUFS, 60, WRITE)]);
-        f.tx.post(&f.mem, &[(BUFS, 70_000, 0)]);
-        f.tx.post(&f.mem, &[(0xffff_0000, 60, 0)]);
-        f.tx.post(&f.mem, &[(BUFS, 20, 0)]);
-        // A chain that loops on itself.
-        let head = f.tx.post(&f.mem, &[(BUFS, 60, 0)]);
-        f.tx.write_desc(&f.mem, head, BUFS, 60, 1, head);
-        f.tx.post(&f.mem, &[(BUFS, 60, 0)]);
-        f.net.process_tx();
-        assert_eq!(peer_frames(&f.peer), vec![good]);
-        assert_eq!(f.tx.take_used(&f.mem).len(), 6, "every chain is returned");
-        let m = f.net.metrics();
-        assert_eq!(m.tx_dropped.load(Ordering::Relaxed), 5);
-        assert_eq!(
-            m.bad_chains.load(Ordering::Relaxed),
-            4,
-            "too long is not a bad chain"
-        );
-        assert_eq!(m.tx_packets.load(Ordering::Relaxed), 1);
-    }
-
-    #[test]
-    fn test_net_tx_corrupt_avail_index_stops_queue_until_reset() {
-        let mut f = fixture(0);
-        f.mem
-            .write_slice(&frame(60, 1), GuestAddress(BUFS))
-            .unwrap();
-        f.tx.set_avail_idx(&f.mem, 1000);
-        f.net.process_tx();
-        f.net.process_tx();
-        assert!(peer_frames(&f.peer).is_empty());
-        assert_eq!(f.net.metrics().bad_chains.load(Ordering::Relaxed), 1);
-        f.net.reset();
-        let mut tx = TestRing::new(&f.mem, 0x1000, RING_SIZE);
-        f.net
-            .activate(ActiveQueues {
-                mem: f.mem.clone(),
-                queues: vec![f.rx.queue(false), tx.queue(false)],
-                acked_features: features::VERSION_1,
-                interrupt: Arc::new(MmioInterrupt::new(EventFdTrigger::new(
-                    f.irq.try_clone().unwrap(),
-                ))),
-            })
-            .unwrap();
-        tx.post(&f.mem, &[(BUFS, 60, 0)]);
-        f.net.process_tx();
-        assert_eq!(peer_frames(&f.peer).len(), 1);
-    }
-
-    #[test]
-    fn test_net_rx_frame_fills_one_buffer_with_num_buffers_one() {
-        let mut f = fixture(0);
-        let head = f.rx.post(&f.mem, &[(BUFS, 2048, WRITE)]);
-        let data = frame(100, 3);
-        f.peer.send(&data).unwrap();
-        f.net.process_rx();
-        assert_eq!(f.rx.take_used(&f.mem), vec![(u32::from(head), 100)]);
-        let mut want = data.clone();
-        want[10] = 1;
-        assert_eq!(read(&f.mem, BUFS, 100), want);
-        assert_eq!(f.irq.read().unwrap(), 1);
-        let m = f.net.metrics();
-        assert_eq!(m.rx_packets.load(Ordering::Relaxed), 1);
-        assert_eq!(m.rx_bytes.load(Ordering::Relaxed), 88);
-    }
-
-    #[test]
-    fn test_net_rx_mergeable_frame_spans_buffers() {
-        let mut f = fixture(feature::MRG_RXBUF);
-        let heads: Vec<u16> = (0..5)
-            .map(|i| f.rx.post(&f.mem, &[(BUFS + i * 0x1000, 100, WRITE)]))
-            .collect();
-        let data = frame(250, 9);
-        f.peer.send(&data).unwrap();
-        f.net.process_rx();
-        let used = f.rx.take_used(&f.mem);
-        assert_eq!(
-            used,
-            vec![
-                (u32::from(heads[0]), 100),
-                (u32::from(heads[1]), 100),
-                (u32::from(heads[2]), 50)
-            ]
-        );
-        let mut got = read(&f.mem, BUFS, 100);
-        got.extend(read(&f.mem, BUFS + 0x1000, 100));
-        got.extend(read(&f.mem, BUFS + 0x2000, 50));
-        let mut want = data;
-        want[10] = 3;
-        assert_eq!(got, want);
-    }
-
-    #[test]
-    fn test_net_rx_waits_for_buffers_then_delivers_in_order() {
-        let mut f = fixture(0);
-        f.peer.send(&frame(60, 1)).unwrap();
-        f.peer.send(&frame(61, 2)).unwrap();
-        f.net.process_rx();
-        assert!(
-            !f.net.wants_backend(),
-            "a waiting frame takes the TAP off the loop"
-        );
-        assert_eq!(f.net.metrics().rx_buffer_waits.load(Ordering::Relaxed), 1);
-        f.net.process_rx();
-        assert_eq!(f.net.metrics().rx_buffer_waits.load(Ordering::Relaxed), 1);
-        f.rx.post(&f.mem, &[(BUFS, 2048, WRITE)]);
-        f.rx.post(&f.mem, &[(BUFS + 0x1000, 2048, WRITE)]);
-        f.net.process_rx();
-        let used = f.rx.take_used(&f.mem);
-        assert_eq!(used.iter().map(|u| u.1).collect::<Vec<_>>(), [60, 61]);
-        assert!(f.net.wants_backend());
-        assert_eq!(f.net.metrics().rx_dropped.load(Ordering::Relaxed), 0);
-    }
-
-    #[test]
-    fn test_net_rx_frame_larger_than_buffer_dropped_buffer_kept() {
-        let mut f = fixture(0);
-        let head = f.rx.post(&f.mem, &[(BUFS, 64, WRITE)]);
-        f.peer.send(&frame(100, 1)).unwrap();
-        f.peer.send(&frame(40, 2)).unwrap();
-        f.net.process_rx();
-        assert_eq!(f.rx.take_used(&f.mem), vec![(u32::from(head), 40)]);
-        assert_eq!(f.net.metrics().rx_dropped.load(Ordering::Relaxed), 1);
-    }
-
-    #[test]
-    fn test_net_rx_unusable_buffers_returned_empty() {
-        let mut f = fixture(0);
-        let readable = f.rx.post(&f.mem, &[(BUFS, 2048, 0)]);
-        let tiny = f.rx.post(&f.mem, &[(BUFS, 8, WRITE)]);
-        let outside = f.rx.post(&f.mem, &[(0xfff_0000, 2048, WRITE)]);
-        let good = f.rx.post(&f.mem, &[(BUFS, 2048, WRITE)]);
-        f.peer.send(&frame(60, 1)).unwrap();
-        f.net.process_rx();
-        let used = f.rx.take_used(&f.mem);
-        assert_eq!(
-            used,
-            vec![
-                (u32::from(readable), 0),
-                (u32::from(tiny), 0),
-                (u32::from(outside), 0),
-                (u32::from(good), 60)
-            ]
-        );
-        assert_eq!(f.net.metrics().bad_chains.load(Ordering::Relaxed), 3);
-    }
-
-    #[test]
-    fn test_net_rx_mergeable_frame_no_full_queue_can_hold_dropped() {
-        let mut f = fixture(feature::MRG_RXBUF);
-        for i in 0..u64::from(RING_SIZE) {
-            f.rx.post(&f.mem, &[(BUFS + i * 0x100, 16, WRITE)]);
-        }
-        f.peer.send(&frame(1000, 1)).unwrap();
-        f.peer.send(&frame(60, 2)).unwrap();
-        f.net.process_rx();
-        let used = f.rx.take_used(&f.mem);
-        assert_eq!(
-            used.iter().map(|u| u.1).collect::<Vec<_>>(),
-            [16, 16, 16, 12]
-        );
-        assert_eq!(f.net.metrics().rx_dropped.load(Ordering::Relaxed), 1);
-    }
-
-    #[test]
-    fn test_net_rx_reset_drops_waiting_frame() {
-        let mut f = fixture(0);
-        f.peer.send(&frame(60, 1)).unwrap();
-        f.net.process_rx();
-        f.net.reset();
-        assert!(!f.net.wants_backend());
-        assert_eq!(f.net.metrics().rx_dropped.load(Ordering::Relaxed), 1);
-    }
-
-    #[test]
-    fn test_net_offloads_follow_guest_features() {
-        let f = fixture(feature::GUEST_CSUM | feature::GUEST_TSO4 | feature::GUEST_TSO6);
-        assert_eq!(
-            f.offloads.load(Ordering::SeqCst),
-            libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6
-        );
-        let f = fixture(feature::GUEST_TSO4);
-        assert_eq!(
-            f.offloads.load(Ordering::SeqCst),
-            0,
-            "TSO needs checksum offload"
-        );
-    }
-
-    #[test]
-    fn test_net_config_has_mac_and_link_up() {
-        let f = fixture(0);
-        let mut c = [0u8; 10];
-        f.net.read_config(0, &mut c);
-        assert_eq!(c, [2, 0xfc, 0, 0, 0, 1, 1, 0, 1, 0]);
-    }
-}
+#[path = "device_tests.rs"]
+mod tests;

@@ -4,6 +4,8 @@
 //! waits for receive buffers takes the TAP off the loop until the guest posts more, so a
 //! readable TAP the device cannot serve never spins the loop.
 
+use std::os::fd::AsRawFd;
+
 use event_manager::{EventOps, Events, MutEventSubscriber};
 use vmm_sys_util::epoll::EventSet;
 
@@ -15,6 +17,8 @@ const PROCESS_ACTIVATE: u32 = 0;
 const PROCESS_RX_QUEUE: u32 = 1;
 const PROCESS_TX_QUEUE: u32 = 2;
 const PROCESS_BACKEND: u32 = 3;
+const PROCESS_RX_LIMITER: u32 = 4;
+const PROCESS_TX_LIMITER: u32 = 5;
 
 impl Net {
     fn backend_events(&self) -> Events {
@@ -72,22 +76,33 @@ impl MutEventSubscriber for Net {
                     self.process_rx();
                 }
             }
+            // A frame waiting for tokens may go now.
+            PROCESS_RX_LIMITER => {
+                self.rx_limiter.on_timer();
+                self.process_rx();
+            }
+            PROCESS_TX_LIMITER => {
+                self.tx_limiter.on_timer();
+                self.process_tx();
+            }
             other => log::debug!("virtio-net: unexpected event {other}"),
         }
         self.watch_backend(ops);
     }
 
-    /// Registers the activation and queue eventfds for the device's whole life; the TAP joins
-    /// when the driver activates the device.
+    /// Registers the activation and queue eventfds and the rate limiters' timers for the
+    /// device's whole life; the TAP joins when the driver activates the device.
     fn init(&mut self, ops: &mut EventOps) {
         let [rx, tx] = [&self.queue_events()[0], &self.queue_events()[1]];
         for (fd, data) in [
-            (&self.activate_evt, PROCESS_ACTIVATE),
-            (rx, PROCESS_RX_QUEUE),
-            (tx, PROCESS_TX_QUEUE),
+            (self.activate_evt.as_raw_fd(), PROCESS_ACTIVATE),
+            (rx.as_raw_fd(), PROCESS_RX_QUEUE),
+            (tx.as_raw_fd(), PROCESS_TX_QUEUE),
+            (self.rx_limiter.as_raw_fd(), PROCESS_RX_LIMITER),
+            (self.tx_limiter.as_raw_fd(), PROCESS_TX_LIMITER),
         ] {
-            if let Err(e) = ops.add(Events::with_data(fd, data, EventSet::IN)) {
-                log::error!("virtio-net: failed to register an eventfd: {e:?}");
+            if let Err(e) = ops.add(Events::with_data_raw(fd, data, EventSet::IN)) {
+                log::error!("virtio-net: failed to register an event source: {e:?}");
             }
         }
     }

@@ -106,6 +106,10 @@ pub struct NetMetrics {
     pub tx_notifications: AtomicU64,
     /// Interrupts raised.
     pub interrupts: AtomicU64,
+    /// Times a received frame waited for the receive rate limiter.
+    pub rx_rate_limited: AtomicU64,
+    /// Times a frame to send waited for the transmit rate limiter.
+    pub tx_rate_limited: AtomicU64,
 }
 
 impl NetMetrics {

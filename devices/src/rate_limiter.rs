@@ -1,0 +1,288 @@
+//! Token-bucket rate limiters for the devices (Firecracker's `rate_limiter`: a bandwidth
+//! bucket of bytes and an ops bucket of requests, each refilled at `size` tokens per
+//! `refill_time`, with an optional one-time burst on top).
+//!
+//! A device asks [`RateLimiter::consume`] before serving each request. When a bucket lacks the
+//! tokens, the request waits (the device puts it back and stops serving that queue) and the
+//! limiter's timerfd fires when the bucket will have refilled enough; the device then serves
+//! the queue again. A request bigger than a whole bucket goes through once the bucket is full,
+//! leaving it in debt: the next one waits until the debt is repaid.
+
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use vmm_sys_util::timerfd::TimerFd;
+
+/// One bucket's settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BucketSpec {
+    /// Tokens the bucket holds when full.
+    pub size: u64,
+    /// Tokens granted once, on top of the first full bucket.
+    pub one_time_burst: u64,
+    /// How long an empty bucket takes to fill up, in milliseconds.
+    pub refill_ms: u64,
+}
+
+/// A limiter's two buckets: bandwidth (bytes) and ops (requests or frames).
+pub type Buckets = (Option<BucketSpec>, Option<BucketSpec>);
+
+/// A token bucket, refilled from the clock at each use.
+#[derive(Debug)]
+struct TokenBucket {
+    spec: BucketSpec,
+    /// Tokens available; negative while a request bigger than the bucket is being repaid.
+    budget: i128,
+    /// What is left of the one-time burst.
+    burst: u64,
+    /// When `budget` was last brought up to date.
+    updated: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket; `None` if it would limit nothing (size or refill time 0).
+    fn new(spec: BucketSpec, now: Instant) -> Option<Self> {
+        (spec.size > 0 && spec.refill_ms > 0).then(|| TokenBucket {
+            spec,
+            budget: i128::from(spec.size),
+            burst: spec.one_time_burst,
+            updated: now,
+        })
+    }
+
+    /// Adds the tokens earned since the last update, up to a full bucket.
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.updated).as_nanos() as i128;
+        let period = i128::from(self.spec.refill_ms) * 1_000_000;
+        let earned = elapsed * i128::from(self.spec.size) / period;
+        if earned > 0 {
+            self.budget = (self.budget + earned).min(i128::from(self.spec.size));
+            // Keep the remainder of a token's time for the next refill.
+            let used = earned * period / i128::from(self.spec.size);
+            self.updated += Duration::from_nanos(used as u64);
+            if self.budget == i128::from(self.spec.size) {
+                self.updated = now;
+            }
+        }
+    }
+
+    /// Whether `tokens` can be taken now.
+    fn can_take(&self, tokens: u64) -> bool {
+        let wanted = i128::from(tokens.min(self.spec.size));
+        self.budget + i128::from(self.burst) >= wanted
+    }
+
+    /// Takes `tokens` (checked by `can_take`): from the burst first, then the bucket.
+    fn take(&mut self, tokens: u64) {
+        let from_burst = tokens.min(self.burst);
+        self.burst -= from_burst;
+        self.budget -= i128::from(tokens - from_burst);
+    }
+
+    /// How long until `tokens` can be taken.
+    fn wait_for(&self, tokens: u64) -> Duration {
+        let wanted = i128::from(tokens.min(self.spec.size));
+        let missing = wanted - self.budget - i128::from(self.burst);
+        if missing <= 0 {
+            return Duration::ZERO;
+        }
+        let period = i128::from(self.spec.refill_ms) * 1_000_000;
+        let size = i128::from(self.spec.size);
+        let nanos = (missing * period + size - 1) / size;
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+}
+
+/// A bandwidth bucket and an ops bucket, and the timer that says when a waiting request may go.
+#[derive(Debug)]
+pub struct RateLimiter {
+    bandwidth: Option<TokenBucket>,
+    ops: Option<TokenBucket>,
+    timer: TimerFd,
+    /// A request waits for the timer.
+    blocked: bool,
+}
+
+impl RateLimiter {
+    /// A limiter with the given buckets (either may be absent).
+    pub fn new(bandwidth: Option<BucketSpec>, ops: Option<BucketSpec>) -> std::io::Result<Self> {
+        let now = Instant::now();
+        Ok(RateLimiter {
+            bandwidth: bandwidth.and_then(|b| TokenBucket::new(b, now)),
+            ops: ops.and_then(|b| TokenBucket::new(b, now)),
+            timer: TimerFd::new().map_err(std::io::Error::from)?,
+            blocked: false,
+        })
+    }
+
+    /// A limiter that limits nothing (until [`RateLimiter::update`] gives it buckets).
+    pub fn unlimited() -> std::io::Result<Self> {
+        Self::new(None, None)
+    }
+
+    /// Replaces the buckets (full again), keeping the timer; a waiting request is let go at the
+    /// timer's next tick, or at once with no limits.
+    pub fn update(&mut self, bandwidth: Option<BucketSpec>, ops: Option<BucketSpec>) {
+        let now = Instant::now();
+        self.bandwidth = bandwidth.and_then(|b| TokenBucket::new(b, now));
+        self.ops = ops.and_then(|b| TokenBucket::new(b, now));
+        if self.blocked {
+            let _ = self.timer.reset(Duration::from_micros(100), None);
+        }
+    }
+
+    /// Takes `bytes` from the bandwidth bucket and one op from the ops bucket, both or neither.
+    /// On false the request must wait: the limiter is blocked until its timer fires.
+    pub fn consume(&mut self, bytes: u64) -> bool {
+        self.consume_at(bytes, Instant::now())
+    }
+
+    fn consume_at(&mut self, bytes: u64, now: Instant) -> bool {
+        if self.blocked {
+            return false;
+        }
+        for (bucket, _) in self.buckets(bytes) {
+            bucket.refill(now);
+        }
+        let fits = self.buckets(bytes).all(|(b, tokens)| b.can_take(tokens));
+        if fits {
+            for (bucket, tokens) in self.buckets(bytes) {
+                bucket.take(tokens);
+            }
+            return true;
+        }
+        let wait = self
+            .buckets(bytes)
+            .map(|(b, tokens)| b.wait_for(tokens))
+            .max()
+            .unwrap_or_default()
+            .max(Duration::from_micros(100));
+        self.blocked = true;
+        if let Err(e) = self.timer.reset(wait, None) {
+            // Without a timer the device would wait forever: let the request through.
+            log::error!("Rate limiter: cannot arm its timer ({e}); not limiting");
+            self.blocked = false;
+            return true;
+        }
+        false
+    }
+
+    fn buckets(&mut self, bytes: u64) -> impl Iterator<Item = (&mut TokenBucket, u64)> {
+        let bandwidth = self.bandwidth.as_mut().map(|b| (b, bytes));
+        let ops = self.ops.as_mut().map(|b| (b, 1));
+        bandwidth.into_iter().chain(ops)
+    }
+
+    /// Whether a request waits for the timer.
+    pub fn is_blocked(&self) -> bool {
+        self.blocked
+    }
+
+    /// The timer fired: waiting requests may try again.
+    pub fn on_timer(&mut self) {
+        let _ = self.timer.wait();
+        self.blocked = false;
+    }
+
+    /// The timerfd, for the event loop.
+    pub fn timer_fd(&self) -> &TimerFd {
+        &self.timer
+    }
+
+    /// Whether it limits anything at all.
+    pub fn limits(&self) -> bool {
+        self.bandwidth.is_some() || self.ops.is_some()
+    }
+}
+
+impl AsRawFd for RateLimiter {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.timer.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bucket(size: u64, burst: u64, refill_ms: u64) -> Option<BucketSpec> {
+        Some(BucketSpec {
+            size,
+            one_time_burst: burst,
+            refill_ms,
+        })
+    }
+
+    #[test]
+    fn test_a_full_bucket_serves_its_size_then_waits_for_the_refill() {
+        let mut l = RateLimiter::new(bucket(1000, 0, 100), None).unwrap();
+        let t0 = Instant::now();
+        assert!(l.consume_at(600, t0));
+        assert!(l.consume_at(400, t0));
+        assert!(!l.consume_at(100, t0));
+        assert!(l.is_blocked());
+        // Blocked until the timer fires, whatever the clock says.
+        assert!(!l.consume_at(100, t0 + Duration::from_secs(1)));
+        l.blocked = false;
+        // 10 ms refill 100 tokens of a 1000-per-100-ms bucket.
+        assert!(l.consume_at(100, t0 + Duration::from_millis(10)));
+        assert!(!l.consume_at(1, t0 + Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn test_the_timer_is_armed_for_when_the_tokens_are_there() {
+        let mut l = RateLimiter::new(bucket(1000, 0, 1000), None).unwrap();
+        let t0 = Instant::now();
+        assert!(l.consume_at(1000, t0));
+        let bw = l.bandwidth.as_ref().unwrap();
+        assert_eq!(bw.wait_for(250), Duration::from_millis(250));
+        assert!(!l.consume_at(250, t0));
+        assert!(l.timer.is_armed().unwrap(), "the timer is armed");
+    }
+
+    #[test]
+    fn test_ops_and_bandwidth_are_taken_together_or_not_at_all() {
+        let mut l = RateLimiter::new(bucket(1000, 0, 100), bucket(2, 0, 100)).unwrap();
+        let t0 = Instant::now();
+        assert!(l.consume_at(100, t0));
+        assert!(l.consume_at(100, t0));
+        // The ops bucket is empty: no bytes are taken either.
+        assert!(!l.consume_at(100, t0));
+        assert_eq!(l.bandwidth.as_ref().unwrap().budget, 800);
+    }
+
+    #[test]
+    fn test_the_one_time_burst_comes_first_and_only_once() {
+        let mut l = RateLimiter::new(bucket(100, 500, 1000), None).unwrap();
+        let t0 = Instant::now();
+        assert!(l.consume_at(500, t0));
+        assert!(l.consume_at(100, t0));
+        assert!(!l.consume_at(1, t0));
+        l.blocked = false;
+        // A second later: the bucket again, no burst.
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(l.consume_at(100, t1));
+        assert!(!l.consume_at(1, t1));
+    }
+
+    #[test]
+    fn test_a_request_bigger_than_the_bucket_goes_when_full_and_leaves_debt() {
+        let mut l = RateLimiter::new(bucket(100, 0, 100), None).unwrap();
+        let t0 = Instant::now();
+        assert!(l.consume_at(1000, t0));
+        l.blocked = false;
+        // 900 tokens of debt: 900 ms until anything goes again.
+        assert!(!l.consume_at(1, t0 + Duration::from_millis(850)));
+        l.blocked = false;
+        assert!(l.consume_at(1, t0 + Duration::from_millis(910)));
+    }
+
+    #[test]
+    fn test_empty_buckets_limit_nothing() {
+        let mut l = RateLimiter::new(bucket(0, 0, 100), bucket(10, 0, 0)).unwrap();
+        assert!(!l.limits());
+        for _ in 0..1000 {
+            assert!(l.consume(u64::MAX));
+        }
+    }
+}
