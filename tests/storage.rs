@@ -9,140 +9,13 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use common::store::{walk, Backend, TestStore, SECTOR, TEMPLATE_LEN};
 use common::zfs::TestPool;
 use common::*;
-
-const SECTOR: usize = 512;
-const TEMPLATE_LEN: usize = 1 << 20;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Backend {
-    Zfs,
-    Dir,
-}
-
-/// A store for one test: a pool (ZFS) or a temp dir.
-struct TestStore {
-    spec: String,
-    pool: Option<TestPool>,
-    /// Scratch space for the test's files.
-    dir: tempfile::TempDir,
-}
-
-impl TestStore {
-    fn new(backend: Backend) -> Self {
-        require_kvm();
-        let dir = tempfile::tempdir().unwrap();
-        match backend {
-            Backend::Zfs => {
-                let pool = TestPool::new(128);
-                TestStore {
-                    spec: pool.spec(),
-                    pool: Some(pool),
-                    dir,
-                }
-            }
-            Backend::Dir => {
-                let store = dir.path().join("store");
-                std::fs::create_dir(&store).unwrap();
-                TestStore {
-                    spec: format!("dir:{}", store.display()),
-                    pool: None,
-                    dir,
-                }
-            }
-        }
-    }
-
-    /// Everything the store holds: `zfs list -t all`, or every file under the directory
-    /// with its size.
-    fn state(&self) -> String {
-        match &self.pool {
-            Some(pool) => pool.listing(),
-            None => {
-                let mut lines = Vec::new();
-                walk(
-                    Path::new(self.spec.strip_prefix("dir:").unwrap()),
-                    &mut lines,
-                );
-                lines.sort();
-                lines.join("\n")
-            }
-        }
-    }
-
-    /// `fennec image --store SPEC ARGS...`.
-    fn image(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_fennec"))
-            .args(["image", "--store", &self.spec])
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    /// `fennec image ...`, which must succeed; its stdout.
-    fn image_ok(&self, args: &[&str]) -> String {
-        let out = self.image(args);
-        assert!(
-            out.status.success(),
-            "fennec image {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    /// `fennec image ...`, which must fail with `message` on stderr and change nothing.
-    fn image_refused(&self, args: &[&str], message: &str) {
-        let before = self.state();
-        let out = self.image(args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "{args:?} did not fail: {stderr}"
-        );
-        assert!(
-            stderr.contains(message),
-            "{args:?}: expected {message:?} in: {stderr}"
-        );
-        assert_eq!(self.state(), before, "{args:?} changed the store");
-    }
-
-    /// Imports the standard 1 MiB template as `name`; returns its bytes.
-    fn import(&self, name: &str) -> Vec<u8> {
-        let bytes = pattern(TEMPLATE_LEN, 42);
-        let file = self.dir.path().join(format!("{name}.img"));
-        std::fs::write(&file, &bytes).unwrap();
-        self.image_ok(&["import", name, file.to_str().unwrap()]);
-        bytes
-    }
-
-    fn path(&self, disk: &str) -> PathBuf {
-        PathBuf::from(self.image_ok(&["path", disk]))
-    }
-
-    /// The `--disk` argument for template `t` kept as VM `vm`'s disk0.
-    fn disk_arg(&self, template: &str, vm: &str) -> String {
-        format!("template={template},store={},vm={vm}", self.spec)
-    }
-}
-
-fn walk(dir: &Path, out: &mut Vec<String>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let entry = entry.unwrap();
-        let meta = entry.metadata().unwrap();
-        if meta.is_dir() {
-            out.push(format!("{}/", entry.path().display()));
-            walk(&entry.path(), out);
-        } else {
-            out.push(format!("{} {}", entry.path().display(), meta.len()));
-        }
-    }
-}
 
 /// Boots the tiny disk guest on `disk` (a `--disk` argument) with extra command-line words.
 fn run_disk_guest(disk: &str, extra: &str) -> Run {
@@ -569,7 +442,7 @@ fn bad_input(backend: Backend) {
     store.image_refused(
         &["receive", "vm5/disk0", "-i", garbage.to_str().unwrap()],
         match backend {
-            Backend::Zfs => "zfs receive",
+            Backend::Zfs => "0 bytes is not a zfs send stream",
             Backend::Dir => "not a fennec disk",
         },
     );
@@ -577,7 +450,7 @@ fn bad_input(backend: Backend) {
         std::fs::write(&garbage, pattern(4096, 3)).unwrap();
         store.image_refused(
             &["receive", "vm5/disk0", "-i", garbage.to_str().unwrap()],
-            "zfs receive",
+            "not a zfs send stream (no stream magic)",
         );
     }
     // A drive naming a bad template is refused before anything is made.
@@ -749,31 +622,5 @@ fn test_dir_store_keeps_images_and_directories_private() {
         checked >= 12,
         "only {checked} checked:\n{}",
         lines.join("\n")
-    );
-}
-
-/// A ZFS stream whose disk.img is a link to something of the receiving host's (here a file
-/// outside the store; a device or a secret would do as well) is refused and leaves nothing.
-#[test]
-fn test_zfs_received_disk_image_that_is_a_link_is_refused() {
-    let store = TestStore::new(Backend::Zfs);
-    store.import("base");
-    let pool = store.pool.as_ref().unwrap();
-    let evil = format!("{}/evil", pool.name);
-    common::zfs::must("zfs", &["create", &evil]);
-    let target = store.dir.path().join("host-secret");
-    std::fs::write(&target, b"host data").unwrap();
-    std::os::unix::fs::symlink(&target, pool.mountpoint().join("evil/disk.img")).unwrap();
-    common::zfs::must("zfs", &["snapshot", &format!("{evil}@s")]);
-    let stream = store.dir.path().join("evil.stream");
-    let out = Command::new("zfs")
-        .args(["send", &format!("{evil}@s")])
-        .stdout(std::fs::File::create(&stream).unwrap())
-        .status()
-        .unwrap();
-    assert!(out.success(), "zfs send failed");
-    store.image_refused(
-        &["receive", "vm9/disk0", "-i", stream.to_str().unwrap()],
-        "not a fennec disk",
     );
 }

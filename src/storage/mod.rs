@@ -125,6 +125,14 @@ pub enum StorageError {
     /// A disk is open by a running VM.
     #[error("Disk {0:?} is open by a running VM; stop the VM first, or pass --force")]
     DiskInUse(String),
+    /// A stream to receive is not one fennec takes.
+    #[error("The stream for disk {disk:?} is refused: {why}")]
+    BadStream {
+        /// The disk it was to become.
+        disk: String,
+        /// Why.
+        why: String,
+    },
     /// A received stream did not hold a fennec disk.
     #[error(
         "The stream received as {0:?} holds no {IMAGE_FILE} of its own (a regular file): it is \

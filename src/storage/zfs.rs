@@ -604,7 +604,14 @@ impl DiskStore for ZfsStore {
         let mut undo = Undo::default();
         self.ensure(&format!("{}/vms", self.parent), &mut undo)?;
         self.ensure(&self.vm_ds(&disk.vm), &mut undo)?;
-        let received = self.zfs.zfs_from(&["receive", &ds], input);
+        // What a stream may set is checked before ZFS sees it: a stream with properties could
+        // mount itself anywhere as it arrives.
+        let head = stream_head(input).map_err(|why| StorageError::BadStream {
+            disk: disk.to_string(),
+            why,
+        })?;
+        let mut stream = io::Cursor::new(head).chain(input);
+        let received = self.zfs.zfs_from(&["receive", &ds], &mut stream);
         // Whatever a failed receive left (zfs-fuse may leave a partial dataset) goes too.
         self.undo_destroy(&ds, &mut undo);
         received?;
@@ -618,5 +625,96 @@ impl DiskStore for ZfsStore {
         }
         undo.commit();
         Ok(image)
+    }
+}
+
+/// The first record of a `zfs send` stream (`DRR_BEGIN` in a `dmu_replay_record`): its type
+/// and payload length, the magic, the version and feature word, ..., 312 bytes in all.
+const BEGIN_RECORD_LEN: usize = 312;
+/// `DMU_BACKUP_MAGIC`.
+const STREAM_MAGIC: u64 = 0x2_f5ba_cbac;
+/// The stream kind in the low bits of the version word: one dataset's changes, or a compound
+/// stream (`zfs send -p` or `-R`) that carries properties and may hold many datasets.
+const COMPOUND_STREAM: u64 = 2;
+
+/// Reads the first record of a stream and checks it is one `fennec image send` writes: a plain
+/// stream of one dataset, without properties (which could set its own mountpoint and mount
+/// itself over any directory of this host as it arrives, or share itself). Returns the bytes
+/// read, to give to `zfs receive` before the rest.
+fn stream_head(input: &mut dyn Read) -> std::result::Result<Vec<u8>, String> {
+    let mut head = vec![0u8; BEGIN_RECORD_LEN];
+    let mut got = 0;
+    while got < head.len() {
+        match input.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("cannot read it: {e}")),
+        }
+    }
+    if got < BEGIN_RECORD_LEN {
+        return Err(format!("{got} bytes is not a zfs send stream"));
+    }
+    let word = |at: usize| u64::from_le_bytes(head[at..at + 8].try_into().expect("8 bytes"));
+    let (magic, version) = (word(8), word(16));
+    let version = if magic == STREAM_MAGIC {
+        version
+    } else if magic.swap_bytes() == STREAM_MAGIC {
+        version.swap_bytes()
+    } else {
+        return Err("it is not a zfs send stream (no stream magic)".into());
+    };
+    if head[0..4] != [0; 4] {
+        return Err("it does not begin with a stream's first record".into());
+    }
+    if version & 3 == COMPOUND_STREAM {
+        return Err(
+            "it carries dataset properties or more than one dataset (zfs send -p or \
+             -R); fennec takes plain streams, as fennec image send writes them"
+                .into(),
+        );
+    }
+    Ok(head)
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+
+    fn record(magic: u64, version: u64) -> Vec<u8> {
+        let mut r = vec![0u8; BEGIN_RECORD_LEN + 100];
+        r[8..16].copy_from_slice(&magic.to_le_bytes());
+        r[16..24].copy_from_slice(&version.to_le_bytes());
+        r
+    }
+
+    #[test]
+    fn test_plain_streams_pass_and_compound_or_foreign_ones_are_refused() {
+        let plain = record(STREAM_MAGIC, 0x11 << 2 | 1);
+        assert_eq!(
+            stream_head(&mut &plain[..]).unwrap(),
+            plain[..BEGIN_RECORD_LEN]
+        );
+        // The other byte order.
+        let mut swapped = record(STREAM_MAGIC.swap_bytes(), (1u64).swap_bytes());
+        assert!(stream_head(&mut &swapped[..]).is_ok());
+        swapped[16..24].copy_from_slice(&2u64.swap_bytes().to_le_bytes());
+        assert!(stream_head(&mut &swapped[..])
+            .unwrap_err()
+            .contains("zfs send -p"));
+        let compound = record(STREAM_MAGIC, 0x11 << 2 | COMPOUND_STREAM);
+        assert!(stream_head(&mut &compound[..])
+            .unwrap_err()
+            .contains("properties"));
+        let foreign = record(0x1234, 1);
+        assert!(stream_head(&mut &foreign[..])
+            .unwrap_err()
+            .contains("no stream magic"));
+        assert!(stream_head(&mut &[0u8; 100][..])
+            .unwrap_err()
+            .contains("100 bytes"));
+        let mut not_first = plain.clone();
+        not_first[0] = 7;
+        assert!(stream_head(&mut &not_first[..]).is_err());
     }
 }

@@ -303,6 +303,7 @@ pub mod kernel_log;
 pub mod linux;
 pub mod netns;
 pub mod running;
+pub mod store;
 pub mod testhost;
 pub mod zfs;
 

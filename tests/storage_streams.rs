@@ -1,0 +1,77 @@
+//! Hostile `zfs send` streams given to `fennec image receive`: refused before ZFS applies
+//! anything of theirs, and nothing of them is left (zfs-fuse pools on file vdevs).
+
+mod common;
+
+use std::process::Command;
+
+use common::store::{Backend, TestStore};
+
+/// `zfs send ARGS` into a file in the store's scratch directory; its path.
+fn send(store: &TestStore, args: &[&str], name: &str) -> String {
+    let stream = store.dir.path().join(name);
+    let out = Command::new("zfs")
+        .arg("send")
+        .args(args)
+        .stdout(std::fs::File::create(&stream).unwrap())
+        .status()
+        .unwrap();
+    assert!(out.success(), "zfs send {args:?} failed");
+    stream.to_str().unwrap().to_string()
+}
+
+/// A ZFS stream whose disk.img is a link to something of the receiving host's (here a file
+/// outside the store; a device or a secret would do as well) is refused and leaves nothing.
+#[test]
+fn test_zfs_received_disk_image_that_is_a_link_is_refused() {
+    let store = TestStore::new(Backend::Zfs);
+    store.import("base");
+    let pool = store.pool.as_ref().unwrap();
+    let evil = format!("{}/evil", pool.name);
+    common::zfs::must("zfs", &["create", &evil]);
+    let target = store.dir.path().join("host-secret");
+    std::fs::write(&target, b"host data").unwrap();
+    std::os::unix::fs::symlink(&target, pool.mountpoint().join("evil/disk.img")).unwrap();
+    common::zfs::must("zfs", &["snapshot", &format!("{evil}@s")]);
+    let stream = send(&store, &[&format!("{evil}@s")], "evil.stream");
+    store.image_refused(
+        &["receive", "vm9/disk0", "-i", &stream],
+        "not a fennec disk",
+    );
+}
+
+/// A stream that carries its dataset's properties (`zfs send -p`), here a mountpoint over a
+/// directory of the host's, is refused before `zfs receive` runs: nothing is mounted there and
+/// no dataset is made.
+#[test]
+fn test_zfs_stream_with_properties_is_refused_before_it_can_mount_itself() {
+    let store = TestStore::new(Backend::Zfs);
+    store.import("base");
+    let pool = store.pool.as_ref().unwrap();
+    let evil = format!("{}/evil", pool.name);
+    let target = store.dir.path().join("host-dir");
+    std::fs::create_dir(&target).unwrap();
+    common::zfs::must("zfs", &["create", &evil]);
+    std::fs::write(pool.mountpoint().join("evil/disk.img"), vec![0u8; 4096]).unwrap();
+    common::zfs::must("zfs", &["snapshot", &format!("{evil}@s")]);
+    common::zfs::must(
+        "zfs",
+        &["set", &format!("mountpoint={}", target.display()), &evil],
+    );
+    common::zfs::must("zfs", &["unmount", &evil]);
+    let stream = send(&store, &["-p", &format!("{evil}@s")], "props.stream");
+    store.image_refused(
+        &["receive", "vm9/disk0", "-i", &stream],
+        "carries dataset properties",
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(target.to_str().unwrap()),
+        "something is mounted on the host's directory:\n{mounts}"
+    );
+    assert_eq!(std::fs::read_dir(&target).unwrap().count(), 0);
+    // The same dataset sent plainly is taken.
+    common::zfs::must("zfs", &["inherit", "mountpoint", &evil]);
+    let plain = send(&store, &[&format!("{evil}@s")], "plain.stream");
+    store.image_ok(&["receive", "vm9/disk0", "-i", &plain]);
+}
