@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use common::running::collect;
 use common::*;
 
 const COUNTER_ARGS: &str = "tiny.mode=counter counter.delay=2000";
@@ -27,23 +28,6 @@ struct ApiVm {
     console: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
     _dir: tempfile::TempDir,
-}
-
-fn collect(mut from: impl Read + Send + 'static) -> Arc<Mutex<String>> {
-    let text = Arc::new(Mutex::new(String::new()));
-    let sink = text.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = from.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    text
 }
 
 impl ApiVm {

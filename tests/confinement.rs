@@ -4,7 +4,7 @@
 mod common;
 
 use common::running::Running;
-use common::{wait_with_timeout, TIMEOUT};
+use common::TIMEOUT;
 use fennec::seccomp::{role_filters, SeccompLevel};
 use fennec::threads::Role;
 
@@ -214,7 +214,8 @@ fn seccomp_filter_off_installs_no_filters() {
 /// forbids, and returns how it ended.
 fn selftest(role: &str, extra: &[&str]) -> (std::process::ExitStatus, String) {
     let mut vm = Running::start(extra, &[("FENNEC_SECCOMP_SELFTEST", role)]);
-    let status = wait_with_timeout(&mut vm.child, TIMEOUT)
+    let status = vm
+        .wait(TIMEOUT)
         .unwrap_or_else(|| panic!("fennec did not end\n{}", vm.context()));
     (status, vm.context())
 }

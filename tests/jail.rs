@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::running::Running;
-use common::{wait_with_timeout, TIMEOUT};
+use common::TIMEOUT;
 
 /// The uid and gid the jailed VMs run as (Debian's nobody and nogroup).
 const NOBODY: &str = "65534";
@@ -135,7 +135,7 @@ fn a_tiny_guest_boots_in_a_jail_as_an_unprivileged_user_with_nothing_else() {
     // jail is removed.
     // SAFETY: kill on our own child's PID.
     unsafe { libc::kill(vm.child.id() as i32, libc::SIGTERM) };
-    let status = wait_with_timeout(&mut vm.child, TIMEOUT).expect("the jail ends");
+    let status = vm.wait(TIMEOUT).expect("the jail ends");
     assert!(status.success(), "{status}\n{}", vm.context());
     assert!(
         !base.path().join("jailed").exists(),
@@ -150,62 +150,29 @@ fn a_tiny_guest_boots_in_a_jail_as_an_unprivileged_user_with_nothing_else() {
 fn a_jail_refuses_root_template_drives_and_host_paths_with_one_line() {
     let base = tempfile::tempdir().unwrap();
     let kernel = common::tiny("pvh.elf");
-    let k = kernel.to_str().unwrap();
-    let b = base.path().to_str().unwrap();
-    for (args, expected) in [
+    let (k, b) = (kernel.to_str().unwrap(), base.path().to_str().unwrap());
+    let nobody = ["--uid", NOBODY, "--gid", NOBODY];
+    for (ids, extra, expected) in [
         (
-            vec![
-                "jail", "--uid", "0", "--gid", "0", "--base", b, "--kernel", k,
-            ],
+            ["--uid", "0", "--gid", "0"],
+            &[][..],
             "may not run as uid or gid 0",
         ),
         (
-            vec![
-                "jail",
-                "--uid",
-                NOBODY,
-                "--gid",
-                NOBODY,
-                "--base",
-                b,
-                "--kernel",
-                k,
-                "--disk",
-                "template=debian",
-            ],
+            nobody,
+            &["--disk", "template=debian"][..],
             "cloned from a template",
         ),
+        (nobody, &["--allow-path", "/srv"][..], "host paths"),
         (
-            vec![
-                "jail",
-                "--uid",
-                NOBODY,
-                "--gid",
-                NOBODY,
-                "--base",
-                b,
-                "--kernel",
-                k,
-                "--allow-path",
-                "/srv",
-            ],
-            "host paths",
-        ),
-        (
-            vec![
-                "jail",
-                "--uid",
-                NOBODY,
-                "--gid",
-                NOBODY,
-                "--base",
-                b,
-                "--kernel",
-                "/nonexistent/vmlinux",
-            ],
-            "/nonexistent/vmlinux",
+            nobody,
+            &["--initrd", "/nonexistent/initrd"][..],
+            "/nonexistent/initrd",
         ),
     ] {
+        let mut args = vec!["jail", "--base", b, "--kernel", k];
+        args.extend(ids);
+        args.extend(extra);
         let run = common::fennec(&args);
         assert_ne!(run.code, Some(0), "{args:?}");
         assert!(run.stderr.contains(expected), "{args:?}: {}", run.stderr);
@@ -242,10 +209,10 @@ fn jail_cgroup_limits_apply_on_cgroup_v2_and_are_a_clear_error_without_it() {
         assert!(read("cgroup.procs").contains(&pid.to_string()));
         // SAFETY: kill on our own child's PID.
         unsafe { libc::kill(vm.child.id() as i32, libc::SIGTERM) };
-        wait_with_timeout(&mut vm.child, TIMEOUT).expect("the jail ends");
+        vm.wait(TIMEOUT).expect("the jail ends");
         assert!(!cgroup.exists(), "the cgroup was left behind");
     } else {
-        let status = wait_with_timeout(&mut vm.child, TIMEOUT).expect("the jail ends");
+        let status = vm.wait(TIMEOUT).expect("the jail ends");
         assert_eq!(status.code(), Some(1), "{}", vm.context());
         assert!(
             vm.stderr

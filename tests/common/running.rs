@@ -4,6 +4,7 @@
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::{require_kvm, tiny, TIMEOUT};
@@ -14,12 +15,20 @@ pub struct Running {
     pub stdout: Arc<Mutex<String>>,
     pub stderr: Arc<Mutex<String>>,
     pub dir: tempfile::TempDir,
+    /// The threads reading stdout and stderr, which end at their pipes' ends.
+    readers: Vec<JoinHandle<()>>,
 }
 
-pub fn collect(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+/// Collects what `pipe` gives into a string as it comes.
+pub fn collect(pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    collect_joinable(pipe).0
+}
+
+/// [`collect`], and the reading thread, which ends at the pipe's end.
+fn collect_joinable(mut pipe: impl Read + Send + 'static) -> (Arc<Mutex<String>>, JoinHandle<()>) {
     let text = Arc::new(Mutex::new(String::new()));
     let sink = text.clone();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
         while let Ok(n) = pipe.read(&mut buf) {
             if n == 0 {
@@ -30,7 +39,7 @@ pub fn collect(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
                 .push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     });
-    text
+    (text, reader)
 }
 
 impl Running {
@@ -57,14 +66,25 @@ impl Running {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn fennec");
-        let stdout = collect(child.stdout.take().unwrap());
-        let stderr = collect(child.stderr.take().unwrap());
+        let (stdout, out_reader) = collect_joinable(child.stdout.take().unwrap());
+        let (stderr, err_reader) = collect_joinable(child.stderr.take().unwrap());
         Running {
             child,
             stdout,
             stderr,
             dir,
+            readers: vec![out_reader, err_reader],
         }
+    }
+
+    /// Waits up to `timeout` for fennec to end (killing it then), and for everything it wrote
+    /// to be collected; its status, `None` if it was killed.
+    pub fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let status = super::wait_with_timeout(&mut self.child, timeout);
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        status
     }
 
     pub fn context(&self) -> String {

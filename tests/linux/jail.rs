@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::common::linux::Guest;
 use crate::common::running::Running;
-use crate::common::{wait_with_timeout, TIMEOUT};
+use crate::common::TIMEOUT;
 
 /// `fennec jail` on the tiny kernel filling `fill_mib` MiB of its 128, under `memory_max`.
 fn filling_jail(base: &Path, id: &str, memory_max: &str, fill_mib: u32) -> Running {
@@ -44,7 +44,8 @@ pub fn memory_limit_ends_the_vm_not_the_host(_guest: &Guest) {
     let base = tempfile::tempdir().unwrap();
     // 48 MiB for a guest that touches 112: the kernel kills the VM, the jail says why.
     let mut vm = filling_jail(base.path(), "small", "48M", 112);
-    let status = wait_with_timeout(&mut vm.child, TIMEOUT * 4)
+    let status = vm
+        .wait(TIMEOUT * 4)
         .unwrap_or_else(|| panic!("the jail did not end\n{}", vm.context()));
     assert_eq!(status.code(), Some(1), "{}", vm.context());
     let stderr = vm.stderr.lock().unwrap().clone();
@@ -71,6 +72,6 @@ pub fn memory_limit_ends_the_vm_not_the_host(_guest: &Guest) {
     );
     // SAFETY: kill on our own child's PID.
     unsafe { libc::kill(vm.child.id() as i32, libc::SIGTERM) };
-    let status = wait_with_timeout(&mut vm.child, TIMEOUT).expect("the jail ends");
+    let status = vm.wait(TIMEOUT).expect("the jail ends");
     assert!(status.success(), "{status}\n{}", vm.context());
 }

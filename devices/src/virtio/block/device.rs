@@ -469,11 +469,8 @@ mod tests {
         }
     }
 
-    /// One pass moves at most the byte budget, then asks to be called again (its queue event
-    /// signalled) and the next pass serves the rest.
-    #[test]
-    fn test_block_pass_stops_at_its_byte_budget_and_comes_back() {
-        // Two reads of 512 bytes, each chain header, data, status.
+    /// A device with two reads of 512 bytes queued, each chain header, data, status.
+    fn two_reads() -> Setup {
         let first = [(0x4_0000, 16, R), (0x5_0000, 512, W), (0x6_0000, 1, W)];
         let second = [(0x4_1000, 16, R), (0x5_1000, 512, W), (0x6_1000, 1, W)];
         let mut s = setup(false, &[]);
@@ -481,6 +478,14 @@ mod tests {
         for i in 0..2u64 {
             header(&s.mem, 0x4_0000 + i * 0x1000, req_type::IN, i);
         }
+        s
+    }
+
+    /// One pass moves at most the byte budget, then asks to be called again (its queue event
+    /// signalled) and the next pass serves the rest.
+    #[test]
+    fn test_block_pass_stops_at_its_byte_budget_and_comes_back() {
+        let mut s = two_reads();
         s.block.drain_bytes = 512;
         let _ = s.block.queue_events[0].read();
         s.block.process_queue();
@@ -494,13 +499,7 @@ mod tests {
     /// lost, until the limiter's timer lets it go.
     #[test]
     fn test_block_rate_limited_request_waits_for_the_timer() {
-        let first = [(0x4_0000, 16, R), (0x5_0000, 512, W), (0x6_0000, 1, W)];
-        let second = [(0x4_1000, 16, R), (0x5_1000, 512, W), (0x6_1000, 1, W)];
-        let mut s = setup(false, &[]);
-        s.block.active.as_mut().unwrap().queues[0] = queue_with_chains(&s.mem, &[&first, &second]);
-        for i in 0..2u64 {
-            header(&s.mem, 0x4_0000 + i * 0x1000, req_type::IN, i);
-        }
+        let mut s = two_reads();
         // One request per 10 ms.
         let ops = BucketSpec {
             size: 1,
