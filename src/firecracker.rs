@@ -88,6 +88,10 @@ pub fn network_interface(value: Value) -> Result<NetConfig, BodyError> {
     Ok(net)
 }
 
+/// The Firecracker release whose API and process flags fennec follows: `GET /version` and
+/// `firecracker --version` report it.
+pub const FIRECRACKER_VERSION: &str = "1.10.1";
+
 /// A whole configuration, as Firecracker's `--config-file` takes it (`boot-source`,
 /// `machine-config`, `drives`, `network-interfaces`); validated when the VM is built.
 pub fn vm_config(text: &str) -> Result<VmConfig, BodyError> {

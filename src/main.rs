@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
 use fennec::api::http::ApiServer;
-use fennec::api::service::{self, one_line, Event, VmService};
+use fennec::api::service::{self, one_line, Event, MetricsSink, VmService};
 use fennec::api::{client, routes};
 use fennec::config::{
     BlockConfig, BootSourceConfig, MachineConfig, NetConfig, VmConfig, MAX_MEM_MIB, MIN_MEM_MIB,
@@ -26,6 +26,8 @@ use fennec::terminal::RawTerminal;
 use fennec::threads::{self, Role};
 use fennec::{Console, ExitReason, VmBuilder, VmHandle};
 
+mod fc_args;
+mod fc_mode;
 mod image;
 mod jail_cmd;
 
@@ -78,6 +80,18 @@ enum Command {
     /// image paths (clone templates first). Exit status: fennec's, or 1 with the reason on
     /// stderr when the jail cannot be made.
     Jail(Box<jail_cmd::JailArgs>),
+
+    /// Run as the `firecracker` binary: Firecracker's flags (--api-sock, --id, --config-file,
+    /// --no-api, --log-path, --level, --metrics-path, --no-seccomp, ...) with their meaning.
+    ///
+    /// The same as starting fennec through a symlink named `firecracker`, so engines that spawn
+    /// Firecracker (its SDKs, firecracker-containerd, Kata) can spawn fennec. `--help` lists
+    /// every flag; errors and exit statuses are Firecracker's (153 for a bad command line).
+    Firecracker {
+        /// Firecracker's flags.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 
     /// Manage disk images: templates, and VM disks cloned from them.
     ///
@@ -172,6 +186,39 @@ struct RunArgs {
     /// running VM's drive is switched to (PATCH /drives).
     #[arg(long, value_name = "DIR")]
     allow_path: Vec<PathBuf>,
+
+    /// Write the VM's counters to this file or FIFO (which must exist), one JSON object a
+    /// line: once the guest runs, and when it ends (Firecracker's --metrics-path).
+    #[arg(long, value_name = "PATH")]
+    metrics_path: Option<PathBuf>,
+
+    /// The largest control-socket request body taken, in bytes (`fennec firecracker`'s
+    /// --http-api-max-payload-size).
+    #[arg(skip)]
+    api_max_body: Option<usize>,
+}
+
+impl Default for RunArgs {
+    /// What `fennec run` takes when given no flags.
+    fn default() -> Self {
+        RunArgs {
+            kernel: None,
+            config_file: None,
+            api_socket: None,
+            id: "fennec".into(),
+            initrd: None,
+            cmdline: fennec::config::DEFAULT_BOOT_ARGS.into(),
+            vcpus: fennec::config::DEFAULT_VCPUS,
+            memory: 128,
+            no_acpi: false,
+            disk: Vec::new(),
+            net: Vec::new(),
+            seccomp_filter: SeccompLevel::Kill,
+            allow_path: Vec::new(),
+            metrics_path: None,
+            api_max_body: None,
+        }
+    }
 }
 
 /// Parses a memory size in MiB: `512`, `512M`, `512MiB`, `2G`, `2GiB`.
@@ -427,6 +474,18 @@ fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let metrics = match args
+        .metrics_path
+        .as_deref()
+        .map(fc_mode::open_sink)
+        .transpose()
+    {
+        Ok(file) => file.map(MetricsSink::new),
+        Err(e) => {
+            eprintln!("fennec: cannot open the metrics file: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     seccomp::set_level(args.seccomp_filter);
     if args.seccomp_filter != SeccompLevel::Kill {
         log::warn!(
@@ -439,7 +498,7 @@ fn run(args: &RunArgs) -> ExitCode {
         );
     }
     match &args.api_socket {
-        Some(path) => exit_status(run_with_api(path, args, config, block_signals())),
+        Some(path) => exit_status(run_with_api(path, args, config, block_signals(), metrics)),
         None => {
             // Before any thread starts: the template clones are destroyed in this forked helper
             // after the VM ends, since by then this thread runs under a filter without execve.
@@ -458,6 +517,7 @@ fn run(args: &RunArgs) -> ExitCode {
                 &args.allow_path,
                 block_signals(),
                 helper,
+                metrics,
             ))
         }
     }
@@ -469,13 +529,16 @@ fn run_with_api(
     args: &RunArgs,
     config: VmConfig,
     signals: Option<libc::sigset_t>,
+    metrics: Option<MetricsSink>,
 ) -> Result<ExitReason, String> {
     // Before any thread starts: live snapshots run in this forked helper, so this process
     // executes no program once its VM runs.
     let helper =
         StorageHelper::start().map_err(|e| format!("cannot start the storage helper: {e}"))?;
     let (events, incoming) = mpsc::channel();
-    let server = ApiServer::start(path, events.clone()).map_err(|e| one_line(&e))?;
+    let max_body = args.api_max_body.unwrap_or(fennec::api::http::MAX_BODY);
+    let server =
+        ApiServer::start_with_limit(path, events.clone(), max_body).map_err(|e| one_line(&e))?;
     if let Some(signals) = signals {
         let events = events.clone();
         on_signals(signals, move |signo| {
@@ -492,9 +555,12 @@ fn run_with_api(
             .push(pump);
         Ok(console)
     };
-    let vm = VmService::new(args.id.clone(), config, Box::new(make_console), events)
+    let mut vm = VmService::new(args.id.clone(), config, Box::new(make_console), events)
         .with_storage_helper(helper)
         .with_file_access(args.allow_path.clone(), path.to_path_buf());
+    if let Some(sink) = metrics {
+        vm = vm.with_metrics(sink);
+    }
     let result = service::serve(vm, incoming, boot_now);
     server.drain(service::DRAIN_TIMEOUT);
     drop(server);
@@ -513,6 +579,7 @@ fn run_direct(
     allowed: &[PathBuf],
     signals: Option<libc::sigset_t>,
     helper: Option<Arc<StorageHelper>>,
+    mut metrics: Option<MetricsSink>,
 ) -> Result<ExitReason, String> {
     let target = Arc::new(Mutex::new(SignalTarget::default()));
     if let Some(signals) = signals {
@@ -548,7 +615,13 @@ fn run_direct(
                 return Err(fennec::StartError::Vm(fennec::Error::Seccomp(e)));
             }
             SignalTarget::started(&target, &vm)?;
+            if let Some(sink) = metrics.as_mut() {
+                sink.write(&vm);
+            }
             let ended = vm.wait();
+            if let Some(sink) = metrics.as_mut() {
+                sink.write(&vm);
+            }
             target.lock().unwrap_or_else(PoisonError::into_inner).handle = None;
             // Dropping `vm` destroys the ephemeral template clones, after the VM.
             Ok(ended?)
@@ -631,6 +704,18 @@ static VERBOSITY: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new
 fn main() -> ExitCode {
     // The guest's boot time counts from here.
     fennec::process_start();
+    // Started as `firecracker`, or as `fennec firecracker`: Firecracker's flags, parsed as
+    // Firecracker parses them (clap's rules differ).
+    let args: Vec<String> = std::env::args().collect();
+    if args
+        .first()
+        .is_some_and(|a| fc_mode::started_as_firecracker(a))
+    {
+        return fc_mode::main(args[1..].to_vec());
+    }
+    if args.get(1).is_some_and(|a| a == "firecracker") {
+        return fc_mode::main(args[2..].to_vec());
+    }
     let cli = Cli::parse();
     VERBOSITY.store(cli.verbose, std::sync::atomic::Ordering::Relaxed);
     let level = match cli.verbose {
@@ -647,6 +732,8 @@ fn main() -> ExitCode {
         Command::Ctl(args) => ctl(args),
         Command::Image(args) => image::image(args),
         Command::Jail(args) => jail_cmd::jail(args),
+        // Taken by `main` before clap sees it; listed for --help.
+        Command::Firecracker { args } => fc_mode::main(args.clone()),
     }
 }
 

@@ -4,8 +4,16 @@
 mod common;
 
 use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
 
 use common::store::{Backend, TestStore};
+
+/// One test of this file at a time: zfs-fuse has left a `zfs unmount` in one pool and a `zfs
+/// create` (a mount) in another, at once, waiting for each other for good.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// `zfs send ARGS` into a file in the store's scratch directory; its path.
 fn send(store: &TestStore, args: &[&str], name: &str) -> String {
@@ -24,6 +32,7 @@ fn send(store: &TestStore, args: &[&str], name: &str) -> String {
 /// outside the store; a device or a secret would do as well) is refused and leaves nothing.
 #[test]
 fn test_zfs_received_disk_image_that_is_a_link_is_refused() {
+    let _serial = one_at_a_time();
     let store = TestStore::new(Backend::Zfs);
     store.import("base");
     let pool = store.pool.as_ref().unwrap();
@@ -45,19 +54,18 @@ fn test_zfs_received_disk_image_that_is_a_link_is_refused() {
 /// no dataset is made.
 #[test]
 fn test_zfs_stream_with_properties_is_refused_before_it_can_mount_itself() {
+    let _serial = one_at_a_time();
     let store = TestStore::new(Backend::Zfs);
     store.import("base");
     let pool = store.pool.as_ref().unwrap();
     let evil = format!("{}/evil", pool.name);
     let target = store.dir.path().join("host-dir");
     std::fs::create_dir(&target).unwrap();
-    common::zfs::must("zfs", &["create", &evil]);
-    std::fs::write(pool.mountpoint().join("evil/disk.img"), vec![0u8; 4096]).unwrap();
+    // A dataset whose own mountpoint is a directory of the host's, sent with its properties.
+    let mountpoint = format!("mountpoint={}", target.display());
+    common::zfs::must("zfs", &["create", "-o", &mountpoint, &evil]);
+    std::fs::write(target.join("disk.img"), vec![0u8; 4096]).unwrap();
     common::zfs::must("zfs", &["snapshot", &format!("{evil}@s")]);
-    common::zfs::must(
-        "zfs",
-        &["set", &format!("mountpoint={}", target.display()), &evil],
-    );
     common::zfs::must("zfs", &["unmount", &evil]);
     let stream = send(&store, &["-p", &format!("{evil}@s")], "props.stream");
     store.image_refused(

@@ -75,11 +75,21 @@ impl ApiServer {
     /// sending each request to `calls` as an [`Event::Call`]. A socket left by a dead process is replaced; a live
     /// one, or a path that is not a socket, is refused.
     pub fn start(path: &Path, calls: mpsc::Sender<Event>) -> Result<Self, ServerError> {
+        Self::start_with_limit(path, calls, MAX_BODY)
+    }
+
+    /// [`ApiServer::start`] taking request bodies of at most `max_body` bytes (Firecracker's
+    /// `--http-api-max-payload-size`).
+    pub fn start_with_limit(
+        path: &Path,
+        calls: mpsc::Sender<Event>,
+        max_body: usize,
+    ) -> Result<Self, ServerError> {
         let listener = bind(path)?;
         let in_flight = Arc::new(AtomicUsize::new(0));
         let counter = in_flight.clone();
         let spawned = threads::spawn(Role::Api, "api", move || {
-            accept_loop(listener, calls, counter)
+            accept_loop(listener, calls, counter, max_body)
         });
         if let Err(source) = spawned {
             let _ = fs::remove_file(path);
@@ -158,7 +168,12 @@ fn bind(path: &Path) -> Result<UnixListener, ServerError> {
     Ok(listener)
 }
 
-fn accept_loop(listener: UnixListener, calls: mpsc::Sender<Event>, in_flight: Arc<AtomicUsize>) {
+fn accept_loop(
+    listener: UnixListener,
+    calls: mpsc::Sender<Event>,
+    in_flight: Arc<AtomicUsize>,
+    max_body: usize,
+) {
     let connections = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
         let mut stream = match stream {
@@ -185,6 +200,7 @@ fn accept_loop(listener: UnixListener, calls: mpsc::Sender<Event>, in_flight: Ar
             let _slot = slot;
             Connection {
                 stream,
+                max_body,
                 buf: Vec::new(),
                 calls,
                 in_flight,
@@ -239,6 +255,8 @@ fn reject(status: u16, message: impl Into<String>) -> ReadError {
 
 struct Connection {
     stream: UnixStream,
+    /// The largest request body taken.
+    max_body: usize,
     /// Bytes read and not yet consumed (the start of a pipelined request).
     buf: Vec<u8>,
     calls: mpsc::Sender<Event>,
@@ -328,7 +346,7 @@ impl Connection {
             let mut parsed = httparse::Request::new(&mut headers);
             match parsed.parse(&self.buf) {
                 Ok(httparse::Status::Complete(n)) => {
-                    let (request, length) = head(&parsed)?;
+                    let (request, length) = head(&parsed, self.max_body)?;
                     break (n, request, length);
                 }
                 Ok(httparse::Status::Partial) if self.buf.len() >= MAX_HEAD => {
@@ -359,7 +377,10 @@ struct BodyLength {
     expect_continue: bool,
 }
 
-fn head(parsed: &httparse::Request<'_, '_>) -> Result<(Request, BodyLength), ReadError> {
+fn head(
+    parsed: &httparse::Request<'_, '_>,
+    max_body: usize,
+) -> Result<(Request, BodyLength), ReadError> {
     let mut length = BodyLength {
         bytes: 0,
         expect_continue: false,
@@ -373,10 +394,10 @@ fn head(parsed: &httparse::Request<'_, '_>) -> Result<(Request, BodyLength), Rea
             length.bytes = value
                 .parse()
                 .map_err(|_| reject(400, format!("Bad Content-Length {value:?}")))?;
-            if length.bytes > MAX_BODY {
+            if length.bytes > max_body {
                 return Err(reject(
                     413,
-                    format!("Request body of {} bytes; at most {MAX_BODY}", length.bytes),
+                    format!("Request body of {} bytes; at most {max_body}", length.bytes),
                 ));
             }
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {

@@ -29,6 +29,8 @@ pub mod service;
 pub enum ApiRequest {
     /// `GET /`: Firecracker's instance information.
     GetInstanceInfo,
+    /// `GET /version`: the Firecracker API version fennec follows, and fennec's own.
+    GetVersion,
     /// `PUT /boot-source`.
     PutBootSource(BootSourceConfig),
     /// `GET /machine-config`.

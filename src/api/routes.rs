@@ -114,6 +114,8 @@ pub fn route(method: &str, target: &str, raw: &[u8]) -> Result<ApiRequest, ApiEr
     let bad = |message: String| ApiError::bad_request(message);
     match (method, segments.as_slice()) {
         ("GET", [] | [""]) => Ok(ApiRequest::GetInstanceInfo),
+        ("GET", ["version"]) => Ok(ApiRequest::GetVersion),
+        (_, ["version"]) => Err(method_not_allowed(method, path, "GET")),
         (_, [] | [""]) => Err(method_not_allowed(method, path, "GET")),
 
         ("PUT", ["boot-source"]) => firecracker::boot_source(json(raw)?)

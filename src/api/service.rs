@@ -46,6 +46,8 @@ pub struct VmService {
     helper: Option<Arc<StorageHelper>>,
     /// Directories allowed besides the drives, and the control socket, once the VM is built.
     file_access: Option<(Vec<PathBuf>, PathBuf)>,
+    /// Where the VM's metrics go, a JSON line at a time (Firecracker's `--metrics-path`).
+    metrics: Option<MetricsSink>,
     /// The thread that runs pauses, resumes and live snapshots, in order, once the VM runs.
     actions: Option<mpsc::Sender<(Action, Reply)>>,
 }
@@ -171,7 +173,21 @@ impl VmService {
             events,
             helper: None,
             file_access: None,
+            metrics: None,
             actions: None,
+        }
+    }
+
+    /// Writes the VM's metrics to `sink`: a line once the VM runs, and one when it ends.
+    pub fn with_metrics(mut self, sink: MetricsSink) -> Self {
+        self.metrics = Some(sink);
+        self
+    }
+
+    /// Writes a metrics line now, if there is a sink and a VM.
+    pub fn flush_metrics(&mut self) {
+        if let (Some(sink), Some(vm)) = (self.metrics.as_mut(), self.instance.as_ref()) {
+            sink.write(vm.handle());
         }
     }
 
@@ -322,6 +338,7 @@ impl VmService {
         log::info!("VM {:?} started", self.id);
         self.config = instance.config().clone();
         self.instance = Some(instance);
+        self.flush_metrics();
         Ok(())
     }
 
@@ -396,6 +413,10 @@ impl VmService {
     /// Serves one request.
     pub fn serve_request(&mut self, request: ApiRequest) -> Result<ApiResponse, ApiError> {
         match request {
+            ApiRequest::GetVersion => Ok(ApiResponse::Json(json!({
+                "firecracker_version": firecracker::FIRECRACKER_VERSION,
+                "fennec_version": env!("CARGO_PKG_VERSION"),
+            }))),
             ApiRequest::GetInstanceInfo => Ok(ApiResponse::Json(json!({
                 "app_name": "fennec",
                 "id": self.id,
@@ -566,7 +587,39 @@ pub fn serve(
         // Each ends once the guest has: it was waiting for exactly that.
         let _ = action.join();
     }
+    service.flush_metrics();
     result
+}
+
+/// A file or FIFO the VM's metrics go to, one JSON object a line: `utc_timestamp_ms` and every
+/// counter of [`VmHandle::metrics`]. Written without blocking: a line a stalled reader cannot
+/// take is dropped and logged.
+pub struct MetricsSink(std::fs::File);
+
+impl MetricsSink {
+    /// Writes to `file` (opened non-blocking).
+    pub fn new(file: std::fs::File) -> Self {
+        MetricsSink(file)
+    }
+
+    /// Writes one line of `handle`'s metrics.
+    pub fn write(&mut self, handle: &VmHandle) {
+        use std::io::Write;
+        let mut line = match serde_json::to_value(handle.metrics()) {
+            Ok(Value::Object(map)) => map,
+            _ => return,
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        line.insert("utc_timestamp_ms".into(), json!(now));
+        let mut text = Value::Object(line).to_string();
+        text.push('\n');
+        if let Err(e) = self.0.write_all(text.as_bytes()) {
+            log::warn!("Metrics line dropped: {e}");
+        }
+    }
 }
 
 fn serve_events(

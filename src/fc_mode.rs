@@ -1,0 +1,191 @@
+//! fennec as a drop-in for the `firecracker` binary: started under that name (a symlink) or as
+//! `fennec firecracker ...`, it takes Firecracker's flags with their meaning and runs the VM as
+//! `fennec run` does.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use fennec::seccomp::SeccompLevel;
+
+use crate::fc_args::{self, FcArgs, EXIT_ARG_PARSING, EXIT_BAD_CONFIGURATION};
+use crate::RunArgs;
+
+use fennec::firecracker::FIRECRACKER_VERSION;
+
+/// Whether this process was started under Firecracker's name.
+pub fn started_as_firecracker(argv0: &str) -> bool {
+    std::path::Path::new(argv0)
+        .file_name()
+        .is_some_and(|n| n == "firecracker")
+}
+
+/// An error of the kind Firecracker reports after parsing: one line, and its exit status.
+struct Refusal(String, u8);
+
+fn bad_config(message: impl Into<String>) -> Refusal {
+    Refusal(message.into(), EXIT_BAD_CONFIGURATION)
+}
+
+/// Runs `fennec` as `firecracker ARGS` (without the program name).
+pub fn main(args: Vec<String>) -> ExitCode {
+    let fc = match fc_args::parse(&args) {
+        Ok(fc) => fc,
+        Err(e) => {
+            eprintln!("Error: Arguments parsing error: {e}\n\nFor more information try --help.");
+            return ExitCode::from(EXIT_ARG_PARSING);
+        }
+    };
+    if fc.help {
+        println!(
+            "Firecracker v{FIRECRACKER_VERSION} (fennec {})\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        print!("{}", fc_args::help());
+        return ExitCode::SUCCESS;
+    }
+    if fc.version {
+        println!("Firecracker v{FIRECRACKER_VERSION}\n");
+        return ExitCode::SUCCESS;
+    }
+    match prepare(&fc) {
+        Ok(run) => {
+            log::info!(
+                "Running as Firecracker v{FIRECRACKER_VERSION} (fennec {}), flags: {}",
+                env!("CARGO_PKG_VERSION"),
+                fc.given().copied().collect::<Vec<_>>().join(" ")
+            );
+            crate::run(&run)
+        }
+        Err(Refusal(message, status)) => {
+            eprintln!("Error: {message}");
+            ExitCode::from(status)
+        }
+    }
+}
+
+/// Checks the flags, sets up the logger, and makes the `fennec run` they mean.
+fn prepare(fc: &FcArgs) -> Result<RunArgs, Refusal> {
+    for (flag, why) in [
+        (
+            "seccomp-filter",
+            "fennec's syscall filters are one allowlist per thread role, built in; --no-seccomp \
+             turns them off",
+        ),
+        ("metadata", "fennec has no MMDS yet"),
+        ("snapshot-version", "fennec has no snapshots yet"),
+        ("describe-snapshot", "fennec has no snapshots yet"),
+        ("enable-pci", "fennec's devices are virtio-mmio"),
+    ] {
+        if fc.present(flag) {
+            return Err(Refusal(format!("--{flag} is not supported: {why}"), 1));
+        }
+    }
+    let id = fc.value("id").unwrap_or_default().to_string();
+    if !(1..=64).contains(&id.len()) || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(bad_config(format!(
+            "Invalid instance ID {id:?}: 1 to 64 letters, digits or '-'"
+        )));
+    }
+    for name in [
+        "http-api-max-payload-size",
+        "mmds-size-limit",
+        "start-time-us",
+        "start-time-cpu-us",
+        "parent-cpu-time-us",
+    ] {
+        if let Some(v) = fc.value(name) {
+            v.parse::<u64>().map_err(|_| {
+                bad_config(format!(
+                    "'{name}' parameter expected to be of 'usize' type."
+                ))
+            })?;
+        }
+    }
+    init_logger(fc, &id)?;
+    let max_body = fc
+        .value("http-api-max-payload-size")
+        .and_then(|v| v.parse::<usize>().ok());
+    // Opened by `fennec run`, once: a FIFO's reader sees its end when the last writer closes.
+    let metrics_path = fc.value("metrics-path").map(PathBuf::from);
+    Ok(RunArgs {
+        config_file: fc.value("config-file").map(PathBuf::from),
+        api_socket: (!fc.present("no-api"))
+            .then(|| PathBuf::from(fc.value("api-sock").unwrap_or_default())),
+        id,
+        seccomp_filter: if fc.present("no-seccomp") {
+            SeccompLevel::Off
+        } else {
+            SeccompLevel::Kill
+        },
+        metrics_path,
+        api_max_body: max_body,
+        ..RunArgs::default()
+    })
+}
+
+/// Opens a log or metrics file or FIFO as Firecracker does: it must exist; read and write, so
+/// a FIFO without a reader yet does not block, and non-blocking, so a stalled reader never
+/// stops the VMM.
+pub fn open_sink(path: &std::path::Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+}
+
+/// Firecracker's logger: to `--log-path` (else stderr) at `--level`, each line
+/// `TIMESTAMP [ID:THREAD(:LEVEL)(:FILE:LINE)] MESSAGE`.
+fn init_logger(fc: &FcArgs, id: &str) -> Result<(), Refusal> {
+    let level = match fc.value("level").unwrap_or("Warning") {
+        l if l.eq_ignore_ascii_case("error") => log::LevelFilter::Error,
+        l if l.eq_ignore_ascii_case("warning") || l.eq_ignore_ascii_case("warn") => {
+            log::LevelFilter::Warn
+        }
+        l if l.eq_ignore_ascii_case("info") => log::LevelFilter::Info,
+        l if l.eq_ignore_ascii_case("debug") => log::LevelFilter::Debug,
+        l if l.eq_ignore_ascii_case("trace") => log::LevelFilter::Trace,
+        l if l.eq_ignore_ascii_case("off") => log::LevelFilter::Off,
+        other => {
+            return Err(bad_config(format!(
+                "Invalid value for logger level: {other}.Possible values: [Error, Warning, Info, \
+                 Debug]"
+            )))
+        }
+    };
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(level);
+    if let Some(module) = fc.value("module") {
+        builder.filter_level(log::LevelFilter::Off);
+        builder.filter_module(module, level);
+    }
+    if let Some(path) = fc.value("log-path") {
+        let file = open_sink(std::path::Path::new(path))
+            .map_err(|e| Refusal(format!("Could not initialize logger: {path}: {e}"), 1))?;
+        builder.target(env_logger::Target::Pipe(Box::new(file)));
+    }
+    let (id, show_level, show_origin) = (
+        id.to_string(),
+        fc.present("show-level"),
+        fc.present("show-log-origin"),
+    );
+    builder.format(move |buf, record| {
+        let mut tag = format!("{id}:{}", std::thread::current().name().unwrap_or("main"));
+        if show_level {
+            tag += &format!(":{}", record.level());
+        }
+        if show_origin {
+            tag += &format!(
+                ":{}:{}",
+                record.file().unwrap_or("?"),
+                record.line().unwrap_or(0)
+            );
+        }
+        writeln!(buf, "{} [{tag}] {}", buf.timestamp_nanos(), record.args())
+    });
+    builder.init();
+    Ok(())
+}

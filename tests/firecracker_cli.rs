@@ -1,0 +1,356 @@
+//! fennec as a drop-in for the `firecracker` binary: started through a symlink of that name
+//! with Firecracker's flags, driven by the requests Firecracker's SDKs send.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::running::collect;
+use common::{api_call, request, require_kvm, tiny, wait_with_timeout, TIMEOUT};
+
+/// A directory with a symlink `firecracker` to the fennec binary.
+fn firecracker_link() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("firecracker");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_fennec"), &link).unwrap();
+    (dir, link)
+}
+
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+/// `firecracker ARGS`: its exit status, stdout and stderr.
+fn firecracker(args: &[&str]) -> (Option<i32>, String, String) {
+    let (_dir, link) = firecracker_link();
+    let out = Command::new(&link)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn firecracker_flags_errors_and_exit_statuses_are_firecrackers() {
+    for (args, status, says) in [
+        (
+            &["--api-socket", "/tmp/x"][..],
+            153,
+            "Found argument 'api-socket' which wasn't expected",
+        ),
+        (
+            &["--no-api"][..],
+            153,
+            "Argument 'config-file' required, but not found.",
+        ),
+        (
+            &["--id"][..],
+            153,
+            "The argument 'id' requires a value, but none was supplied.",
+        ),
+        (
+            &["--boot-timer", "--boot-timer"][..],
+            153,
+            "was provided more than once",
+        ),
+        (
+            &["--api-sock=/tmp/x"][..],
+            153,
+            "Found argument 'api-sock=/tmp/x'",
+        ),
+        (
+            &["--no-seccomp", "--seccomp-filter", "f"][..],
+            153,
+            "cannot be used together",
+        ),
+        (
+            &["--level", "Loud"][..],
+            152,
+            "Invalid value for logger level: Loud",
+        ),
+        (&["--id", "no_underscores"][..], 152, "Invalid instance ID"),
+        (
+            &["--http-api-max-payload-size", "lots"][..],
+            152,
+            "expected to be of 'usize' type",
+        ),
+        (
+            &["--seccomp-filter", "/tmp/f.bpf"][..],
+            1,
+            "--seccomp-filter is not supported",
+        ),
+        (&["--metadata", "/tmp/m.json"][..], 1, "no MMDS yet"),
+        (
+            &["--log-path", "/nonexistent/log"][..],
+            1,
+            "Could not initialize logger",
+        ),
+    ] {
+        let (code, _, stderr) = firecracker(args);
+        assert_eq!(code, Some(status), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        if status == 153 {
+            assert!(
+                stderr.contains("For more information try --help."),
+                "{stderr}"
+            );
+        }
+    }
+    let (code, stdout, _) = firecracker(&["--id", "x", "--version"]);
+    assert_eq!(
+        (code, stdout.as_str()),
+        (Some(0), "Firecracker v1.10.1\n\n")
+    );
+    let (code, stdout, _) = firecracker(&["--nonsense", "--help"]);
+    assert_eq!(code, Some(0));
+    for flag in [
+        "--api-sock <api-sock>",
+        "--no-api",
+        "--metrics-path <metrics-path>",
+        "--boot-timer",
+    ] {
+        assert!(stdout.contains(flag), "{flag} missing from:\n{stdout}");
+    }
+    // `fennec firecracker` is the same.
+    let out = Command::new(env!("CARGO_BIN_EXE_fennec"))
+        .args(["firecracker", "--version"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Firecracker v1.10.1\n\n"
+    );
+}
+
+/// Started as firecracker-python starts Firecracker (`--api-sock S --id ID --log-path FILE`),
+/// then driven with the requests Firecracker's Go SDK sends for a boot: machine, boot source,
+/// start, then pause, resume, and Ctrl-Alt-Del to end it.
+#[test]
+fn firecracker_symlink_boots_pauses_resumes_and_stops_as_the_sdks_drive_it() {
+    require_kvm();
+    let (dir, link) = firecracker_link();
+    let socket = dir.path().join("fc.sock");
+    let log = dir.path().join("fc.log");
+    std::fs::write(&log, b"").unwrap();
+    let mut child = Command::new(&link)
+        .args([
+            "--api-sock",
+            socket.to_str().unwrap(),
+            "--id",
+            "sdk-vm",
+            "--log-path",
+        ])
+        .arg(&log)
+        .args(["--level", "Info"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let console = collect(child.stdout.take().unwrap());
+    let stderr = collect(child.stderr.take().unwrap());
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !socket.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            stderr.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let call = |method: &str, path: &str, body: serde_json::Value| {
+        let body = if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        };
+        api_call(&socket, method, path, &body)
+    };
+    let kernel = tiny("pvh.elf");
+    for (method, path, body, want) in [
+        ("GET", "/", serde_json::Value::Null, 200),
+        ("GET", "/version", serde_json::Value::Null, 200),
+        (
+            "PUT",
+            "/machine-config",
+            serde_json::json!({"vcpu_count": 1, "mem_size_mib": 128, "smt": false}),
+            204,
+        ),
+        (
+            "PUT",
+            "/boot-source",
+            serde_json::json!({"kernel_image_path": kernel,
+                               "boot_args": "console=ttyS0 tiny.mode=counter counter.delay=200000"}),
+            204,
+        ),
+        (
+            "PUT",
+            "/actions",
+            serde_json::json!({"action_type": "InstanceStart"}),
+            204,
+        ),
+        ("PATCH", "/vm", serde_json::json!({"state": "Paused"}), 204),
+        ("PATCH", "/vm", serde_json::json!({"state": "Resumed"}), 204),
+    ] {
+        let (status, answer) = call(method, path, body);
+        assert_eq!(status, want, "{method} {path}: {answer}");
+        if path == "/version" {
+            assert_eq!(answer["firecracker_version"], "1.10.1", "{answer}");
+        }
+        if path == "/" {
+            assert_eq!(answer["id"], "sdk-vm", "{answer}");
+        }
+    }
+    let (_, info) = call("GET", "/", serde_json::Value::Null);
+    assert_eq!(info["state"], "Running", "{info}");
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !console.lock().unwrap().contains("TINY tick 2") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            console.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (status, answer) = call(
+        "PUT",
+        "/actions",
+        serde_json::json!({"action_type": "SendCtrlAltDel"}),
+    );
+    assert_eq!(status, 204, "{answer}");
+    let status = wait_with_timeout(&mut child, TIMEOUT).expect("fennec ends after Ctrl-Alt-Del");
+    assert!(status.success(), "{status}: {}", stderr.lock().unwrap());
+    assert!(console.lock().unwrap().contains("TINY ctrl-alt-del"));
+    // The log went to --log-path, as Firecracker writes it: `TIMESTAMP [ID:THREAD] MESSAGE`.
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains("[sdk-vm:main] Running as Firecracker v1.10.1"),
+        "{log}"
+    );
+    assert!(log.contains("[sdk-vm:"), "{log}");
+    assert!(!stderr.lock().unwrap().contains("Running as Firecracker"));
+}
+
+/// `--no-api --config-file` boots at once; `--metrics-path` to a FIFO gets JSON lines, the log
+/// shows level and origin when asked, and every other flag is taken.
+#[test]
+fn firecracker_no_api_config_file_with_metrics_fifo_and_every_logging_flag() {
+    require_kvm();
+    let (dir, link) = firecracker_link();
+    let config = dir.path().join("vm.json");
+    std::fs::write(
+        &config,
+        serde_json::json!({
+            "boot-source": {"kernel_image_path": tiny("pvh.elf"), "boot_args": "console=ttyS0"},
+            "machine-config": {"vcpu_count": 1, "mem_size_mib": 64},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let fifo = dir.path().join("metrics.fifo");
+    mkfifo(&fifo);
+    let log = dir.path().join("fc.log");
+    std::fs::write(&log, b"").unwrap();
+    // Read the FIFO as a metrics collector would, from before fennec starts.
+    let reader_path = fifo.clone();
+    let reader = std::thread::spawn(move || {
+        let file = std::fs::File::open(reader_path).unwrap();
+        BufReader::new(file)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    let args = [
+        "--no-api",
+        "--config-file",
+        config.to_str().unwrap(),
+        "--boot-timer",
+        "--metrics-path",
+        fifo.to_str().unwrap(),
+        "--log-path",
+        log.to_str().unwrap(),
+        "--level",
+        "Debug",
+        "--show-level",
+        "--show-log-origin",
+        "--id",
+        "batch-1",
+        "--start-time-us",
+        "1",
+        "--start-time-cpu-us",
+        "2",
+        "--parent-cpu-time-us",
+        "3",
+        "--http-api-max-payload-size",
+        "4096",
+        "--mmds-size-limit",
+        "1000",
+        "--module",
+        "fennec",
+        "--no-seccomp",
+    ];
+    let mut child = Command::new(&link)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = collect(child.stderr.take().unwrap());
+    let status = wait_with_timeout(&mut child, TIMEOUT).expect("the tiny guest resets");
+    assert!(status.success(), "{status}: {}", stderr.lock().unwrap());
+    let lines = reader.join().unwrap();
+    assert!(lines.len() >= 2, "metrics lines: {lines:?}");
+    for line in &lines {
+        let m: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(m["utc_timestamp_ms"].as_u64().unwrap() > 0, "{line}");
+        assert!(m["vcpus"].is_array(), "{line}");
+    }
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("[batch-1:main:INFO:src/"), "{log}");
+    assert!(
+        log.contains("Guest boot time"),
+        "the boot timer's line: {log}"
+    );
+    assert!(log.contains(":DEBUG:"), "{log}");
+}
+
+/// `--http-api-max-payload-size` is the control socket's body limit.
+#[test]
+fn firecracker_api_payload_limit_applies() {
+    let (dir, link) = firecracker_link();
+    let socket = dir.path().join("fc.sock");
+    let mut child = Command::new(&link)
+        .args([
+            "--api-sock",
+            socket.to_str().unwrap(),
+            "--http-api-max-payload-size",
+            "100",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !socket.exists() {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let big = format!(r#"{{"kernel_image_path": "{}"}}"#, "k".repeat(200));
+    let answer = common::raw(&socket, &request("PUT", "/boot-source", &big), TIMEOUT);
+    assert_eq!(common::status_of(&answer), 413, "{answer}");
+    let (status, _) = api_call(&socket, "PUT", "/actions", r#"{"action_type": "Stop"}"#);
+    assert_eq!(status, 200);
+    wait_with_timeout(&mut child, TIMEOUT).expect("fennec exits after Stop");
+}
