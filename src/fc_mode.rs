@@ -2,9 +2,7 @@
 //! `fennec firecracker ...`, it takes Firecracker's flags with their meaning and runs the VM as
 //! `fennec run` does.
 
-use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -126,17 +124,6 @@ fn prepare(fc: &FcArgs) -> Result<RunArgs, Refusal> {
     })
 }
 
-/// Opens a log or metrics file or FIFO as Firecracker does: it must exist; read and write, so
-/// a FIFO without a reader yet does not block, and non-blocking, so a stalled reader never
-/// stops the VMM.
-pub fn open_sink(path: &std::path::Path) -> std::io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-}
-
 /// Firecracker's logger: to `--log-path` (else stderr) at `--level`, each line
 /// `TIMESTAMP [ID:THREAD(:LEVEL)(:FILE:LINE)] MESSAGE`.
 fn init_logger(fc: &FcArgs, id: &str) -> Result<(), Refusal> {
@@ -163,7 +150,7 @@ fn init_logger(fc: &FcArgs, id: &str) -> Result<(), Refusal> {
         builder.filter_module(module, level);
     }
     if let Some(path) = fc.value("log-path") {
-        let file = open_sink(std::path::Path::new(path))
+        let file = fennec::api::service::open_sink(std::path::Path::new(path))
             .map_err(|e| Refusal(format!("Could not initialize logger: {path}: {e}"), 1))?;
         builder.target(env_logger::Target::Pipe(Box::new(file)));
     }

@@ -477,7 +477,7 @@ fn run(args: &RunArgs) -> ExitCode {
     let metrics = match args
         .metrics_path
         .as_deref()
-        .map(fc_mode::open_sink)
+        .map(service::open_sink)
         .transpose()
     {
         Ok(file) => file.map(MetricsSink::new),
@@ -616,11 +616,11 @@ fn run_direct(
             }
             SignalTarget::started(&target, &vm)?;
             if let Some(sink) = metrics.as_mut() {
-                sink.write(&vm);
+                sink.write(Some(&vm));
             }
             let ended = vm.wait();
             if let Some(sink) = metrics.as_mut() {
-                sink.write(&vm);
+                sink.write(Some(&vm));
             }
             target.lock().unwrap_or_else(PoisonError::into_inner).handle = None;
             // Dropping `vm` destroys the ephemeral template clones, after the VM.

@@ -142,6 +142,8 @@ fn firecracker_symlink_boots_pauses_resumes_and_stops_as_the_sdks_drive_it() {
     let socket = dir.path().join("fc.sock");
     let log = dir.path().join("fc.log");
     std::fs::write(&log, b"").unwrap();
+    let metrics = dir.path().join("fc.metrics");
+    std::fs::write(&metrics, b"").unwrap();
     let mut child = Command::new(&link)
         .args([
             "--api-sock",
@@ -193,6 +195,25 @@ fn firecracker_symlink_boots_pauses_resumes_and_stops_as_the_sdks_drive_it() {
                                "boot_args": "console=ttyS0 tiny.mode=counter counter.delay=200000"}),
             204,
         ),
+        // Nothing to flush yet; then the metrics file, once.
+        (
+            "PUT",
+            "/actions",
+            serde_json::json!({"action_type": "FlushMetrics"}),
+            400,
+        ),
+        (
+            "PUT",
+            "/metrics",
+            serde_json::json!({"metrics_path": metrics}),
+            204,
+        ),
+        (
+            "PUT",
+            "/metrics",
+            serde_json::json!({"metrics_path": metrics}),
+            400,
+        ),
         (
             "PUT",
             "/actions",
@@ -201,6 +222,12 @@ fn firecracker_symlink_boots_pauses_resumes_and_stops_as_the_sdks_drive_it() {
         ),
         ("PATCH", "/vm", serde_json::json!({"state": "Paused"}), 204),
         ("PATCH", "/vm", serde_json::json!({"state": "Resumed"}), 204),
+        (
+            "PUT",
+            "/actions",
+            serde_json::json!({"action_type": "FlushMetrics"}),
+            204,
+        ),
     ] {
         let (status, answer) = call(method, path, body);
         assert_eq!(status, want, "{method} {path}: {answer}");
@@ -239,6 +266,13 @@ fn firecracker_symlink_boots_pauses_resumes_and_stops_as_the_sdks_drive_it() {
     );
     assert!(log.contains("[sdk-vm:"), "{log}");
     assert!(!stderr.lock().unwrap().contains("Running as Firecracker"));
+    // A line at the start, one flushed, one at the end.
+    let lines = std::fs::read_to_string(&metrics).unwrap();
+    assert_eq!(lines.lines().count(), 3, "{lines}");
+    for line in lines.lines() {
+        let m: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(m["uptime_ms"].is_u64(), "{line}");
+    }
 }
 
 /// `--no-api --config-file` boots at once; `--metrics-path` to a FIFO gets JSON lines, the log

@@ -29,6 +29,10 @@ pub mod service;
 pub enum ApiRequest {
     /// `GET /`: Firecracker's instance information.
     GetInstanceInfo,
+    /// `PUT /metrics`: a file or FIFO for the VM's metrics, a JSON line at a time (once).
+    PutMetrics(PathBuf),
+    /// `PUT /actions` `FlushMetrics`: write a metrics line now.
+    FlushMetrics,
     /// `GET /version`: the Firecracker API version fennec follows, and fennec's own.
     GetVersion,
     /// `PUT /boot-source`.

@@ -27,14 +27,19 @@ const FIRECRACKER_ONLY: &[&str] = &[
     "entropy",
     "hotplug",
     "logger",
-    "metrics",
     "mmds",
     "pmem",
     "serial",
     "snapshot",
-    "version",
     "vsock",
 ];
+
+/// `PUT /metrics` body: Firecracker's `Metrics`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsBody {
+    metrics_path: std::path::PathBuf,
+}
 
 /// `PUT /actions` body: Firecracker's `InstanceActionInfo`, plus fennec's `timeout_ms`.
 #[derive(Deserialize)]
@@ -198,13 +203,10 @@ pub fn route(method: &str, target: &str, raw: &[u8]) -> Result<ApiRequest, ApiEr
                     }
                     Ok(ApiRequest::Shutdown { timeout })
                 }
-                "FlushMetrics" => Err(bad(
-                    "fennec has no metrics file to flush; read the metrics with GET /metrics"
-                        .into(),
-                )),
+                "FlushMetrics" => Ok(ApiRequest::FlushMetrics),
                 other => Err(bad(format!(
                     "Unknown action_type {other:?}: use InstanceStart, SendCtrlAltDel, \
-                     Shutdown or Stop"
+                     FlushMetrics, Shutdown or Stop"
                 ))),
             }
         }
@@ -227,6 +229,11 @@ pub fn route(method: &str, target: &str, raw: &[u8]) -> Result<ApiRequest, ApiEr
 
         ("GET", ["status"]) => Ok(ApiRequest::GetStatus),
         ("GET", ["metrics"]) => Ok(ApiRequest::GetMetrics),
+        ("PUT", ["metrics"]) => {
+            let metrics: MetricsBody = body(raw)?;
+            Ok(ApiRequest::PutMetrics(metrics.metrics_path))
+        }
+        (_, ["metrics"]) => Err(method_not_allowed(method, path, "GET or PUT")),
         (_, ["status"]) => Err(method_not_allowed(method, path, "GET")),
 
         (_, [first, ..]) if FIRECRACKER_ONLY.contains(first) => Err(bad(format!(

@@ -187,7 +187,7 @@ impl VmService {
     /// Writes a metrics line now, if there is a sink and a VM.
     pub fn flush_metrics(&mut self) {
         if let (Some(sink), Some(vm)) = (self.metrics.as_mut(), self.instance.as_ref()) {
-            sink.write(vm.handle());
+            sink.write(Some(vm.handle()));
         }
     }
 
@@ -413,6 +413,30 @@ impl VmService {
     /// Serves one request.
     pub fn serve_request(&mut self, request: ApiRequest) -> Result<ApiResponse, ApiError> {
         match request {
+            ApiRequest::PutMetrics(path) => {
+                if self.metrics.is_some() {
+                    return Err(ApiError::bad_request(
+                        "Reinitialization of metrics not allowed: they already go to a file",
+                    ));
+                }
+                let file = open_sink(&path).map_err(|e| {
+                    ApiError::bad_request(format!(
+                        "Cannot open the metrics file {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                self.metrics = Some(MetricsSink::new(file));
+                Ok(ApiResponse::Empty)
+            }
+            ApiRequest::FlushMetrics => match self.metrics.as_mut() {
+                None => Err(ApiError::bad_request(
+                    "No metrics file to flush: PUT /metrics first (or fennec run --metrics-path)",
+                )),
+                Some(sink) => {
+                    sink.write(self.instance.as_ref().map(|vm| vm.handle()));
+                    Ok(ApiResponse::Empty)
+                }
+            },
             ApiRequest::GetVersion => Ok(ApiResponse::Json(json!({
                 "firecracker_version": firecracker::FIRECRACKER_VERSION,
                 "fennec_version": env!("CARGO_PKG_VERSION"),
@@ -591,6 +615,18 @@ pub fn serve(
     result
 }
 
+/// Opens a log or metrics file or FIFO as Firecracker does: it must exist; read and write, so
+/// a FIFO without a reader yet does not block; non-blocking, so a stalled reader never stops
+/// the VMM.
+pub fn open_sink(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+}
+
 /// A file or FIFO the VM's metrics go to, one JSON object a line: `utc_timestamp_ms` and every
 /// counter of [`VmHandle::metrics`]. Written without blocking: a line a stalled reader cannot
 /// take is dropped and logged.
@@ -602,12 +638,14 @@ impl MetricsSink {
         MetricsSink(file)
     }
 
-    /// Writes one line of `handle`'s metrics.
-    pub fn write(&mut self, handle: &VmHandle) {
+    /// Writes one line of `handle`'s metrics (only the time and state before the VM starts).
+    pub fn write(&mut self, handle: Option<&VmHandle>) {
         use std::io::Write;
-        let mut line = match serde_json::to_value(handle.metrics()) {
-            Ok(Value::Object(map)) => map,
-            _ => return,
+        let metrics = handle.map_or(json!({"state": "Not started"}), |h| {
+            serde_json::to_value(h.metrics()).unwrap_or(Value::Null)
+        });
+        let Value::Object(mut line) = metrics else {
+            return;
         };
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
