@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use fennec::seccomp::SeccompLevel;
 
 use crate::fc_args::{self, FcArgs, EXIT_ARG_PARSING, EXIT_BAD_CONFIGURATION};
+use crate::fc_logger::{self, parse_level, FcLogger, Settings};
 use crate::RunArgs;
 
 use fennec::firecracker::FIRECRACKER_VERSION;
@@ -102,7 +103,7 @@ fn prepare(fc: &FcArgs) -> Result<RunArgs, Refusal> {
             })?;
         }
     }
-    init_logger(fc, &id)?;
+    let logger = init_logger(fc, &id)?;
     let max_body = fc
         .value("http-api-max-payload-size")
         .and_then(|v| v.parse::<usize>().ok());
@@ -120,59 +121,34 @@ fn prepare(fc: &FcArgs) -> Result<RunArgs, Refusal> {
         },
         metrics_path,
         api_max_body: max_body,
+        fc_logger: Some(logger),
         ..RunArgs::default()
     })
 }
 
-/// Firecracker's logger: to `--log-path` (else stderr) at `--level`, each line
-/// `TIMESTAMP [ID:THREAD(:LEVEL)(:FILE:LINE)] MESSAGE`.
-fn init_logger(fc: &FcArgs, id: &str) -> Result<(), Refusal> {
-    let level = match fc.value("level").unwrap_or("Warning") {
-        l if l.eq_ignore_ascii_case("error") => log::LevelFilter::Error,
-        l if l.eq_ignore_ascii_case("warning") || l.eq_ignore_ascii_case("warn") => {
-            log::LevelFilter::Warn
-        }
-        l if l.eq_ignore_ascii_case("info") => log::LevelFilter::Info,
-        l if l.eq_ignore_ascii_case("debug") => log::LevelFilter::Debug,
-        l if l.eq_ignore_ascii_case("trace") => log::LevelFilter::Trace,
-        l if l.eq_ignore_ascii_case("off") => log::LevelFilter::Off,
-        other => {
-            return Err(bad_config(format!(
-                "Invalid value for logger level: {other}.Possible values: [Error, Warning, Info, \
+/// Firecracker's logger, from the flags: to `--log-path` (else stderr) at `--level`.
+fn init_logger(fc: &FcArgs, id: &str) -> Result<&'static FcLogger, Refusal> {
+    let level = match fc.value("level") {
+        None => log::LevelFilter::Warn,
+        Some(name) => parse_level(name).ok_or_else(|| {
+            bad_config(format!(
+                "Invalid value for logger level: {name}.Possible values: [Error, Warning, Info, \
                  Debug]"
-            )))
-        }
+            ))
+        })?,
     };
-    let mut builder = env_logger::Builder::new();
-    builder.filter_level(level);
-    if let Some(module) = fc.value("module") {
-        builder.filter_level(log::LevelFilter::Off);
-        builder.filter_module(module, level);
-    }
-    if let Some(path) = fc.value("log-path") {
-        let file = fennec::api::service::open_sink(std::path::Path::new(path))
-            .map_err(|e| Refusal(format!("Could not initialize logger: {path}: {e}"), 1))?;
-        builder.target(env_logger::Target::Pipe(Box::new(file)));
-    }
-    let (id, show_level, show_origin) = (
-        id.to_string(),
-        fc.present("show-level"),
-        fc.present("show-log-origin"),
-    );
-    builder.format(move |buf, record| {
-        let mut tag = format!("{id}:{}", std::thread::current().name().unwrap_or("main"));
-        if show_level {
-            tag += &format!(":{}", record.level());
-        }
-        if show_origin {
-            tag += &format!(
-                ":{}:{}",
-                record.file().unwrap_or("?"),
-                record.line().unwrap_or(0)
-            );
-        }
-        writeln!(buf, "{} [{tag}] {}", buf.timestamp_nanos(), record.args())
-    });
-    builder.init();
-    Ok(())
+    let out: Option<Box<dyn Write + Send>> = match fc.value("log-path") {
+        None => None,
+        Some(path) => Some(Box::new(
+            fennec::api::service::open_sink(std::path::Path::new(path))
+                .map_err(|e| Refusal(format!("Could not initialize logger: {path}: {e}"), 1))?,
+        )),
+    };
+    let settings = Settings {
+        level,
+        module: fc.value("module").map(str::to_string),
+        show_level: fc.present("show-level"),
+        show_origin: fc.present("show-log-origin"),
+    };
+    Ok(fc_logger::install(id, settings, out))
 }

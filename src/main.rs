@@ -27,6 +27,7 @@ use fennec::threads::{self, Role};
 use fennec::{Console, ExitReason, VmBuilder, VmHandle};
 
 mod fc_args;
+mod fc_logger;
 mod fc_mode;
 mod image;
 mod jail_cmd;
@@ -196,6 +197,10 @@ struct RunArgs {
     /// --http-api-max-payload-size).
     #[arg(skip)]
     api_max_body: Option<usize>,
+
+    /// The logger `PUT /logger` reconfigures (fennec as `firecracker`).
+    #[arg(skip)]
+    fc_logger: Option<&'static fc_logger::FcLogger>,
 }
 
 impl Default for RunArgs {
@@ -217,6 +222,7 @@ impl Default for RunArgs {
             allow_path: Vec::new(),
             metrics_path: None,
             api_max_body: None,
+            fc_logger: None,
         }
     }
 }
@@ -560,6 +566,9 @@ fn run_with_api(
         .with_file_access(args.allow_path.clone(), path.to_path_buf());
     if let Some(sink) = metrics {
         vm = vm.with_metrics(sink);
+    }
+    if let Some(logger) = args.fc_logger {
+        vm = vm.with_logger(Box::new(move |config| logger.reconfigure(config)));
     }
     let result = service::serve(vm, incoming, boot_now);
     server.drain(service::DRAIN_TIMEOUT);

@@ -388,3 +388,82 @@ fn firecracker_api_payload_limit_applies() {
     assert_eq!(status, 200);
     wait_with_timeout(&mut child, TIMEOUT).expect("fennec exits after Stop");
 }
+
+/// `PUT /logger` configures the log once, as Firecracker's does: not over `--log-path`, not
+/// twice, not with a level Firecracker does not have; `fennec run` refuses it with the reason.
+#[test]
+fn firecracker_put_logger_configures_the_log_once() {
+    require_kvm();
+    let (dir, link) = firecracker_link();
+    let start = |name: &str, extra: &[&str]| {
+        let socket = dir.path().join(name);
+        let child = Command::new(&link)
+            .args(["--api-sock", socket.to_str().unwrap(), "--id", "lg"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while !socket.exists() {
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (child, socket)
+    };
+    let log = dir.path().join("api.log");
+    std::fs::write(&log, b"").unwrap();
+    let (mut child, socket) = start("a.sock", &[]);
+    let put = |body: serde_json::Value| api_call(&socket, "PUT", "/logger", &body.to_string());
+    let (status, answer) = put(serde_json::json!({"log_path": log, "level": "Loud"}));
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["fault_message"].as_str().unwrap().contains("Loud"),
+        "{answer}"
+    );
+    let (status, answer) = put(serde_json::json!({"log_path": log, "level": "Info",
+                                                   "show_level": true, "show_log_origin": false}));
+    assert_eq!(status, 204, "{answer}");
+    let (status, answer) = put(serde_json::json!({"level": "Debug"}));
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.to_string().contains("Reinitialization"), "{answer}");
+    let kernel = tiny("pvh.elf");
+    let boot = serde_json::json!({"kernel_image_path": kernel, "boot_args": "console=ttyS0"});
+    assert_eq!(
+        api_call(&socket, "PUT", "/boot-source", &boot.to_string()).0,
+        204
+    );
+    let start_vm = r#"{"action_type": "InstanceStart"}"#;
+    assert_eq!(api_call(&socket, "PUT", "/actions", start_vm).0, 204);
+    // The tiny guest resets at once after its report: fennec ends.
+    wait_with_timeout(&mut child, TIMEOUT).expect("fennec ends with its guest");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("[lg:main:INFO] VM \"lg\" started"), "{text}");
+    assert!(!text.contains(":DEBUG]"), "{text}");
+
+    // Over --log-path: refused.
+    let (mut child, socket) = start("b.sock", &["--log-path", log.to_str().unwrap()]);
+    let (status, _) = api_call(&socket, "PUT", "/logger", r#"{"level": "Debug"}"#);
+    assert_eq!(status, 400);
+    assert_eq!(
+        api_call(&socket, "PUT", "/actions", r#"{"action_type": "Stop"}"#).0,
+        200
+    );
+    wait_with_timeout(&mut child, TIMEOUT).expect("fennec exits after Stop");
+
+    // `fennec run` has its own logger.
+    let socket = dir.path().join("c.sock");
+    let mut child = common::spawn_api(&[], &socket);
+    let (status, answer) = api_call(&socket, "PUT", "/logger", r#"{"level": "Debug"}"#);
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer.to_string().contains("runs as firecracker"),
+        "{answer}"
+    );
+    assert_eq!(
+        api_call(&socket, "PUT", "/actions", r#"{"action_type": "Stop"}"#).0,
+        200
+    );
+    wait_with_timeout(&mut child, TIMEOUT).expect("fennec exits after Stop");
+}

@@ -24,11 +24,35 @@ pub mod http;
 pub mod routes;
 pub mod service;
 
+/// `PUT /logger` body: Firecracker's `Logger`. Every field is optional; what is left out keeps
+/// its value.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggerConfig {
+    /// A file or FIFO for the log (it must exist).
+    #[serde(default)]
+    pub log_path: Option<PathBuf>,
+    /// Error, Warning, Info, Debug, Trace or Off.
+    #[serde(default)]
+    pub level: Option<String>,
+    /// The level in each line.
+    #[serde(default)]
+    pub show_level: Option<bool>,
+    /// The source file and line in each line.
+    #[serde(default)]
+    pub show_log_origin: Option<bool>,
+    /// Only this module's records.
+    #[serde(default)]
+    pub module: Option<String>,
+}
+
 /// What a client asks of the VMM.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ApiRequest {
     /// `GET /`: Firecracker's instance information.
     GetInstanceInfo,
+    /// `PUT /logger`: where the log goes and how it reads.
+    PutLogger(LoggerConfig),
     /// `PUT /metrics`: a file or FIFO for the VM's metrics, a JSON line at a time (once).
     PutMetrics(PathBuf),
     /// `PUT /actions` `FlushMetrics`: write a metrics line now.

@@ -26,7 +26,6 @@ const FIRECRACKER_ONLY: &[&str] = &[
     "cpu-config",
     "entropy",
     "hotplug",
-    "logger",
     "mmds",
     "pmem",
     "serial",
@@ -229,6 +228,8 @@ pub fn route(method: &str, target: &str, raw: &[u8]) -> Result<ApiRequest, ApiEr
 
         ("GET", ["status"]) => Ok(ApiRequest::GetStatus),
         ("GET", ["metrics"]) => Ok(ApiRequest::GetMetrics),
+        ("PUT", ["logger"]) => Ok(ApiRequest::PutLogger(body(raw)?)),
+        (_, ["logger"]) => Err(method_not_allowed(method, path, "PUT")),
         ("PUT", ["metrics"]) => {
             let metrics: MetricsBody = body(raw)?;
             Ok(ApiRequest::PutMetrics(metrics.metrics_path))

@@ -48,6 +48,8 @@ pub struct VmService {
     file_access: Option<(Vec<PathBuf>, PathBuf)>,
     /// Where the VM's metrics go, a JSON line at a time (Firecracker's `--metrics-path`).
     metrics: Option<MetricsSink>,
+    /// Reconfigures the process's logger (`PUT /logger`), when the process has such a logger.
+    logger: Option<LoggerHook>,
     /// The thread that runs pauses, resumes and live snapshots, in order, once the VM runs.
     actions: Option<mpsc::Sender<(Action, Reply)>>,
 }
@@ -174,8 +176,15 @@ impl VmService {
             helper: None,
             file_access: None,
             metrics: None,
+            logger: None,
             actions: None,
         }
+    }
+
+    /// Serves `PUT /logger` with `hook` (fennec as `firecracker` has a logger it can change).
+    pub fn with_logger(mut self, hook: LoggerHook) -> Self {
+        self.logger = Some(hook);
+        self
     }
 
     /// Writes the VM's metrics to `sink`: a line once the VM runs, and one when it ends.
@@ -413,6 +422,15 @@ impl VmService {
     /// Serves one request.
     pub fn serve_request(&mut self, request: ApiRequest) -> Result<ApiResponse, ApiError> {
         match request {
+            ApiRequest::PutLogger(config) => match &self.logger {
+                None => Err(ApiError::bad_request(
+                    "This fennec logs to stderr (fennec run -v, RUST_LOG); PUT /logger works \
+                     when fennec runs as firecracker",
+                )),
+                Some(hook) => hook(&config)
+                    .map(|()| ApiResponse::Empty)
+                    .map_err(ApiError::bad_request),
+            },
             ApiRequest::PutMetrics(path) => {
                 if self.metrics.is_some() {
                     return Err(ApiError::bad_request(
@@ -614,6 +632,9 @@ pub fn serve(
     service.flush_metrics();
     result
 }
+
+/// What serves `PUT /logger`: applies the configuration, or says why not.
+pub type LoggerHook = Box<dyn Fn(&crate::api::LoggerConfig) -> Result<(), String> + Send>;
 
 /// Opens a log or metrics file or FIFO as Firecracker does: it must exist; read and write, so
 /// a FIFO without a reader yet does not block; non-blocking, so a stalled reader never stops
