@@ -131,6 +131,20 @@ linux_test!(linux_two_vcpus_seen_by_nproc, |g: &Guest| {
     let mut vm = start(&g.vmlinux, g, CMDLINE, &["--vcpus", "2"]);
     vm.expect("FENNEC-GUEST-READY");
     assert_eq!(vm.run("nproc"), "2");
+    // The Linux tier runs with syscall filters on, as fennec does by default: every thread.
+    let threads = vm.filtered_threads();
+    for role in [
+        "fennec",
+        "fennec-vcpu0",
+        "fennec-vcpu1",
+        "fennec-vmm",
+        "fennec-signals",
+    ] {
+        assert!(
+            threads.iter().any(|t| t == role),
+            "{role} not among {threads:?}"
+        );
+    }
     vm.send_line("reboot -f");
     vm.assert_exit(0);
 });

@@ -209,6 +209,38 @@ impl Session {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// The roles of fennec's threads, from their names, after checking that each runs under a
+    /// syscall filter (`Seccomp: 2`); KVM's own workers in the process are left out.
+    pub fn filtered_threads(&self) -> Vec<String> {
+        let pid = self.child.id();
+        let mut names = Vec::new();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+            let dir = task.unwrap().path();
+            let (Ok(comm), Ok(status)) = (
+                std::fs::read_to_string(dir.join("comm")),
+                std::fs::read_to_string(dir.join("status")),
+            ) else {
+                continue;
+            };
+            let comm = comm.trim().to_string();
+            if comm.starts_with("kvm") {
+                continue;
+            }
+            let mode = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Seccomp:"))
+                .map(str::trim);
+            assert_eq!(
+                mode,
+                Some("2"),
+                "fennec's thread {comm} has no syscall filter"
+            );
+            names.push(comm);
+        }
+        names.sort();
+        names
+    }
+
     /// What a failure shows: the console's tail, and fennec's log with the VM's state at the
     /// failure (fennec logs it on SIGUSR1: each vCPU's registers and local APIC, the serial
     /// port's registers, the IOAPIC pins).
