@@ -157,6 +157,8 @@ pub enum ArgError {
     DuplicateArgument(String),
     /// Given with a flag it excludes.
     ForbiddenArgument(String, String),
+    /// Not UTF-8 (Firecracker reads its arguments as strings).
+    NotUnicode(String),
 }
 
 impl fmt::Display for ArgError {
@@ -176,6 +178,7 @@ impl fmt::Display for ArgError {
             ArgError::DuplicateArgument(a) => {
                 write!(f, "The argument '{a}' was provided more than once.")
             }
+            ArgError::NotUnicode(a) => write!(f, "The argument '{a}' is not valid UTF-8."),
             ArgError::ForbiddenArgument(a, b) => {
                 write!(
                     f,

@@ -3,19 +3,18 @@
 //! `fennec run` does.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use fennec::seccomp::SeccompLevel;
 
-use crate::fc_args::{self, FcArgs, EXIT_ARG_PARSING, EXIT_BAD_CONFIGURATION};
+use crate::fc_args::{self, ArgError, FcArgs, EXIT_ARG_PARSING, EXIT_BAD_CONFIGURATION};
 use crate::fc_logger::{self, parse_level, FcLogger, Settings};
 use crate::RunArgs;
 
 use fennec::firecracker::FIRECRACKER_VERSION;
 
 /// Whether this process was started under Firecracker's name.
-pub fn started_as_firecracker(argv0: &str) -> bool {
+pub fn started_as_firecracker(argv0: &std::ffi::OsStr) -> bool {
     std::path::Path::new(argv0)
         .file_name()
         .is_some_and(|n| n == "firecracker")
@@ -29,8 +28,13 @@ fn bad_config(message: impl Into<String>) -> Refusal {
 }
 
 /// Runs `fennec` as `firecracker ARGS` (without the program name).
-pub fn main(args: Vec<String>) -> ExitCode {
-    let fc = match fc_args::parse(&args) {
+pub fn main(args: Vec<std::ffi::OsString>) -> ExitCode {
+    let args: Result<Vec<String>, _> = args.into_iter().map(|a| a.into_string()).collect();
+    let fc = match args {
+        Ok(args) => fc_args::parse(&args),
+        Err(arg) => Err(ArgError::NotUnicode(arg.to_string_lossy().into_owned())),
+    };
+    let fc = match fc {
         Ok(fc) => fc,
         Err(e) => {
             eprintln!("Error: Arguments parsing error: {e}\n\nFor more information try --help.");
@@ -88,42 +92,52 @@ fn prepare(fc: &FcArgs) -> Result<RunArgs, Refusal> {
             "Invalid instance ID {id:?}: 1 to 64 letters, digits or '-'"
         )));
     }
+    let number = |name: &str| {
+        fc.value(name)
+            .map(|v| v.parse::<usize>())
+            .transpose()
+            .map_err(|_| {
+                bad_config(format!(
+                    "'{name}' parameter expected to be of 'usize' type."
+                ))
+            })
+    };
+    let max_body = number("http-api-max-payload-size")?;
     for name in [
-        "http-api-max-payload-size",
         "mmds-size-limit",
         "start-time-us",
         "start-time-cpu-us",
         "parent-cpu-time-us",
     ] {
-        if let Some(v) = fc.value(name) {
-            v.parse::<u64>().map_err(|_| {
-                bad_config(format!(
-                    "'{name}' parameter expected to be of 'usize' type."
-                ))
-            })?;
-        }
+        number(name)?;
     }
     let logger = init_logger(fc, &id)?;
-    let max_body = fc
-        .value("http-api-max-payload-size")
-        .and_then(|v| v.parse::<usize>().ok());
-    // Opened by `fennec run`, once: a FIFO's reader sees its end when the last writer closes.
-    let metrics_path = fc.value("metrics-path").map(PathBuf::from);
-    Ok(RunArgs {
-        config_file: fc.value("config-file").map(PathBuf::from),
-        api_socket: (!fc.present("no-api"))
-            .then(|| PathBuf::from(fc.value("api-sock").unwrap_or_default())),
-        id,
-        seccomp_filter: if fc.present("no-seccomp") {
-            SeccompLevel::Off
-        } else {
-            SeccompLevel::Kill
-        },
-        metrics_path,
-        api_max_body: max_body,
-        fc_logger: Some(logger),
-        ..RunArgs::default()
-    })
+    // The `fennec run` these flags mean, through `fennec run`'s own parser and defaults. The
+    // metrics file is opened there, once: a FIFO's reader sees its end when the last writer
+    // closes.
+    let level = match fc.present("no-seccomp") {
+        true => SeccompLevel::Off,
+        false => SeccompLevel::Kill,
+    };
+    let mut flags = vec![flag("id", &id), flag("seccomp-filter", &level.to_string())];
+    if let Some(path) = fc.value("config-file") {
+        flags.push(flag("config-file", path));
+    }
+    if !fc.present("no-api") {
+        flags.push(flag("api-socket", fc.value("api-sock").unwrap_or_default()));
+    }
+    if let Some(path) = fc.value("metrics-path") {
+        flags.push(flag("metrics-path", path));
+    }
+    let mut run = RunArgs::from_flags(&flags).map_err(|e| bad_config(e.to_string()))?;
+    run.api_max_body = max_body;
+    run.fc_logger = Some(logger);
+    Ok(run)
+}
+
+/// `--name=value`, which no value can be mistaken for a flag in.
+fn flag(name: &str, value: &str) -> String {
+    format!("--{name}={value}")
 }
 
 /// Firecracker's logger, from the flags: to `--log-path` (else stderr) at `--level`.

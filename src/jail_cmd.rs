@@ -82,7 +82,8 @@ fn parse_cpus(s: &str) -> Result<f64, String> {
     }
 }
 
-pub fn jail(args: &JailArgs) -> ExitCode {
+/// `fennec jail`; `verbose` is the count of `-v` given, passed on to the jailed fennec.
+pub fn jail(args: &JailArgs, verbose: u8) -> ExitCode {
     let run = &args.run;
     let config = match run.config() {
         Ok(c) => c,
@@ -109,8 +110,9 @@ pub fn jail(args: &JailArgs) -> ExitCode {
         "--seccomp-filter".into(),
         run.seccomp_filter.to_string().into(),
     ];
-    if let Some(v) = crate::verbosity_flag() {
-        run_args.push(v.into());
+    // The same -v for the jailed fennec.
+    if verbose > 0 {
+        run_args.push(format!("-{}", "v".repeat(usize::from(verbose))).into());
     }
     let spec = JailSpec {
         id: run.id.clone(),

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, FromArgMatches, Parser, Subcommand};
 use serde_json::{json, Value};
 
 use fennec::api::http::ApiServer;
@@ -203,30 +203,6 @@ struct RunArgs {
     fc_logger: Option<&'static fc_logger::FcLogger>,
 }
 
-impl Default for RunArgs {
-    /// What `fennec run` takes when given no flags.
-    fn default() -> Self {
-        RunArgs {
-            kernel: None,
-            config_file: None,
-            api_socket: None,
-            id: "fennec".into(),
-            initrd: None,
-            cmdline: fennec::config::DEFAULT_BOOT_ARGS.into(),
-            vcpus: fennec::config::DEFAULT_VCPUS,
-            memory: 128,
-            no_acpi: false,
-            disk: Vec::new(),
-            net: Vec::new(),
-            seccomp_filter: SeccompLevel::Kill,
-            allow_path: Vec::new(),
-            metrics_path: None,
-            api_max_body: None,
-            fc_logger: None,
-        }
-    }
-}
-
 /// Parses a memory size in MiB: `512`, `512M`, `512MiB`, `2G`, `2GiB`.
 fn parse_mib(s: &str) -> Result<usize, String> {
     let t = s.trim();
@@ -314,6 +290,12 @@ enum CtlCommand {
 }
 
 impl RunArgs {
+    /// `fennec run`'s arguments from `flags` (without `run`), with its defaults for the rest.
+    fn from_flags(flags: &[String]) -> Result<RunArgs, clap::Error> {
+        let command = RunArgs::augment_args(clap::Command::new("run").no_binary_name(true));
+        RunArgs::from_arg_matches(&command.try_get_matches_from(flags)?)
+    }
+
     /// The configuration from --config-file, or from the flags (without a kernel, an empty
     /// one the control socket fills in).
     fn config(&self) -> Result<VmConfig, String> {
@@ -702,20 +684,13 @@ fn ctl(args: &CtlArgs) -> ExitCode {
     }
 }
 
-/// The `-v` flag the command line gave, to pass on to a jailed fennec.
-fn verbosity_flag() -> Option<String> {
-    let count = VERBOSITY.load(std::sync::atomic::Ordering::Relaxed);
-    (count > 0).then(|| format!("-{}", "v".repeat(usize::from(count))))
-}
-
-static VERBOSITY: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
-
 fn main() -> ExitCode {
     // The guest's boot time counts from here.
     fennec::process_start();
     // Started as `firecracker`, or as `fennec firecracker`: Firecracker's flags, parsed as
     // Firecracker parses them (clap's rules differ).
-    let args: Vec<String> = std::env::args().collect();
+    // Not `env::args`, which panics on an argument that is not UTF-8 (a path can be anything).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args
         .first()
         .is_some_and(|a| fc_mode::started_as_firecracker(a))
@@ -726,7 +701,6 @@ fn main() -> ExitCode {
         return fc_mode::main(args[2..].to_vec());
     }
     let cli = Cli::parse();
-    VERBOSITY.store(cli.verbose, std::sync::atomic::Ordering::Relaxed);
     let level = match cli.verbose {
         0 => "warn",
         1 => "info",
@@ -740,9 +714,9 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Ctl(args) => ctl(args),
         Command::Image(args) => image::image(args),
-        Command::Jail(args) => jail_cmd::jail(args),
+        Command::Jail(args) => jail_cmd::jail(args, cli.verbose),
         // Taken by `main` before clap sees it; listed for --help.
-        Command::Firecracker { args } => fc_mode::main(args.clone()),
+        Command::Firecracker { args } => fc_mode::main(args.iter().map(Into::into).collect()),
     }
 }
 

@@ -5,11 +5,11 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::running::collect;
-use common::{api_call, request, require_kvm, tiny, wait_with_timeout, TIMEOUT};
+use common::{api_call, request, require_kvm, tiny, wait_for_socket, wait_with_timeout, TIMEOUT};
 
 /// A directory with a symlink `firecracker` to the fennec binary.
 fn firecracker_link() -> (tempfile::TempDir, PathBuf) {
@@ -17,6 +17,21 @@ fn firecracker_link() -> (tempfile::TempDir, PathBuf) {
     let link = dir.path().join("firecracker");
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_fennec"), &link).unwrap();
     (dir, link)
+}
+
+/// `firecracker --api-sock SOCKET EXTRA...` without stdio, once its socket is there.
+fn spawn_fc(link: &Path, socket: &Path, extra: &[&str]) -> Child {
+    let mut child = Command::new(link)
+        .arg("--api-sock")
+        .arg(socket)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_socket(&mut child, socket, String::new);
+    child
 }
 
 fn mkfifo(path: &Path) {
@@ -161,15 +176,7 @@ fn firecracker_symlink_boots_pauses_resumes_and_stops_as_the_sdks_drive_it() {
         .unwrap();
     let console = collect(child.stdout.take().unwrap());
     let stderr = collect(child.stderr.take().unwrap());
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    while !socket.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{}",
-            stderr.lock().unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_socket(&mut child, &socket, || stderr.lock().unwrap().clone());
     let call = |method: &str, path: &str, body: serde_json::Value| {
         let body = if body.is_null() {
             String::new()
@@ -364,23 +371,7 @@ fn firecracker_no_api_config_file_with_metrics_fifo_and_every_logging_flag() {
 fn firecracker_api_payload_limit_applies() {
     let (dir, link) = firecracker_link();
     let socket = dir.path().join("fc.sock");
-    let mut child = Command::new(&link)
-        .args([
-            "--api-sock",
-            socket.to_str().unwrap(),
-            "--http-api-max-payload-size",
-            "100",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    while !socket.exists() {
-        assert!(std::time::Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mut child = spawn_fc(&link, &socket, &["--http-api-max-payload-size", "100"]);
     let big = format!(r#"{{"kernel_image_path": "{}"}}"#, "k".repeat(200));
     let answer = common::raw(&socket, &request("PUT", "/boot-source", &big), TIMEOUT);
     assert_eq!(common::status_of(&answer), 413, "{answer}");
@@ -397,20 +388,9 @@ fn firecracker_put_logger_configures_the_log_once() {
     let (dir, link) = firecracker_link();
     let start = |name: &str, extra: &[&str]| {
         let socket = dir.path().join(name);
-        let child = Command::new(&link)
-            .args(["--api-sock", socket.to_str().unwrap(), "--id", "lg"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + TIMEOUT;
-        while !socket.exists() {
-            assert!(std::time::Instant::now() < deadline);
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        (child, socket)
+        let mut args = vec!["--id", "lg"];
+        args.extend(extra);
+        (spawn_fc(&link, &socket, &args), socket)
     };
     let log = dir.path().join("api.log");
     std::fs::write(&log, b"").unwrap();
@@ -466,4 +446,30 @@ fn firecracker_put_logger_configures_the_log_once() {
         200
     );
     wait_with_timeout(&mut child, TIMEOUT).expect("fennec exits after Stop");
+}
+
+/// An argument that is not UTF-8 (a path may be anything) is an error, not a panic: as
+/// `firecracker` Firecracker's kind of error, as `fennec run` the file it names.
+#[test]
+fn arguments_that_are_not_utf8_are_errors_not_panics() {
+    use std::os::unix::ffi::OsStrExt;
+    let odd = std::ffi::OsStr::from_bytes(b"/nonexistent/\xff");
+    let (_dir, link) = firecracker_link();
+    let out = Command::new(&link).arg("--id").arg(odd).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(153), "{stderr}");
+    assert!(stderr.contains("is not valid UTF-8"), "{stderr}");
+    let out = Command::new(env!("CARGO_BIN_EXE_fennec"))
+        .args(["run", "--kernel"])
+        .arg(odd)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Cannot open kernel /nonexistent/"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

@@ -145,19 +145,26 @@ pub fn spawn_api(args: &[&str], socket: &Path) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn fennec");
+    wait_for_socket(&mut child, socket, String::new);
+    child
+}
+
+/// Waits for `child` to make its control socket at `socket`; past [`TIMEOUT`] kills it (our own
+/// child, by PID) and fails with `context()`.
+pub fn wait_for_socket(child: &mut Child, socket: &Path, context: impl Fn() -> String) {
     let deadline = Instant::now() + TIMEOUT;
     while !socket.exists() {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "fennec made no control socket at {} within {TIMEOUT:?}",
-                socket.display()
+                "fennec made no control socket at {} within {TIMEOUT:?}\n{}",
+                socket.display(),
+                context()
             );
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(10));
     }
-    child
 }
 
 /// An HTTP/1.1 request for the control socket, as bytes, closing the connection after it.
