@@ -3,6 +3,9 @@
 
 mod common;
 
+use std::path::Path;
+
+use common::procfs::{is_kernel_worker, status_field};
 use common::running::Running;
 use common::TIMEOUT;
 use fennec::seccomp::{role_filters, SeccompLevel};
@@ -25,23 +28,9 @@ fn role_of(comm: &str) -> Role {
     }
 }
 
-/// Whether a task of fennec's is a kernel worker that never runs user code (PF_USER_WORKER):
-/// KVM starts its NX huge page recovery worker, `kvm-nx-lpage-recovery`, in the VM's process.
-fn is_kernel_worker(pid: u32, tid: &str) -> Option<bool> {
-    const PF_USER_WORKER: u64 = 0x4000;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
-    // The fields after the command (which may hold spaces) start at the last ')'; flags is the
-    // ninth field, the seventh after it.
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let flags: u64 = after.split(' ').nth(6).unwrap().parse().unwrap();
-    Some(flags & PF_USER_WORKER != 0)
-}
-
-/// The `Seccomp:` mode of a task, from its status; `None` if the task has ended.
+/// The `Seccomp:` mode of a thread of `pid`; `None` if it has ended.
 fn seccomp_mode(pid: u32, tid: &str) -> Option<String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
-    let mode = status.lines().find_map(|l| l.strip_prefix("Seccomp:"));
-    Some(mode.expect("Seccomp: in status").trim().to_string())
+    status_field(Path::new(&format!("/proc/{pid}/task/{tid}")), "Seccomp")
 }
 
 /// The seccomp filters of thread `tid`, oldest first, as 8-byte BPF instructions: the thread
@@ -107,7 +96,7 @@ fn assert_every_thread_filtered(vm: &Running) -> Vec<Role> {
             continue;
         };
         let comm = comm.trim();
-        if is_kernel_worker(pid, &tid) == Some(true) {
+        if is_kernel_worker(Path::new(&format!("/proc/{pid}/task/{tid}"))) == Some(true) {
             continue;
         }
         let role = role_of(comm);

@@ -34,12 +34,8 @@ fn jailed_pid(jail: &Running) -> u32 {
 }
 
 fn status_field(pid: u32, field: &str) -> String {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .map(|v| v.trim().to_string())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+    common::procfs::status_field(Path::new(&format!("/proc/{pid}")), field)
+        .unwrap_or_else(|| panic!("process {pid} has ended"))
 }
 
 fn names_in(dir: &Path) -> Vec<String> {

@@ -32,6 +32,7 @@ struct Answer {
 }
 
 /// The VMM's side of the storage helper process.
+#[derive(Debug)]
 pub struct StorageHelper {
     stream: Mutex<(UnixStream, BufReader<UnixStream>)>,
     pid: libc::pid_t,

@@ -563,19 +563,10 @@ struct ProvisionedDisk {
 
 /// The disks [`provision`] made. Ephemeral ones are destroyed when this is dropped (or
 /// [`Provisioned::release`]d): drop it only after the VM is gone.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Provisioned {
     disks: Vec<ProvisionedDisk>,
     helper: Option<std::sync::Arc<helper::StorageHelper>>,
-}
-
-impl std::fmt::Debug for Provisioned {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Provisioned")
-            .field("disks", &self.disks)
-            .field("helper", &self.helper.as_ref().map(|h| h.pid()))
-            .finish()
-    }
 }
 
 impl Provisioned {

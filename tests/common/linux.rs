@@ -210,31 +210,23 @@ impl Session {
     }
 
     /// The roles of fennec's threads, from their names, after checking that each runs under a
-    /// syscall filter (`Seccomp: 2`); KVM's own workers in the process are left out.
+    /// syscall filter (`Seccomp: 2`); KVM's own workers in the process (kernel tasks) are left
+    /// out.
     pub fn filtered_threads(&self) -> Vec<String> {
         let pid = self.child.id();
         let mut names = Vec::new();
         for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
             let dir = task.unwrap().path();
-            let (Ok(comm), Ok(status)) = (
+            // A thread that ended meanwhile is left out.
+            let (Ok(comm), Some(false), Some(mode)) = (
                 std::fs::read_to_string(dir.join("comm")),
-                std::fs::read_to_string(dir.join("status")),
+                super::procfs::is_kernel_worker(&dir),
+                super::procfs::status_field(&dir, "Seccomp"),
             ) else {
                 continue;
             };
             let comm = comm.trim().to_string();
-            if comm.starts_with("kvm") {
-                continue;
-            }
-            let mode = status
-                .lines()
-                .find_map(|l| l.strip_prefix("Seccomp:"))
-                .map(str::trim);
-            assert_eq!(
-                mode,
-                Some("2"),
-                "fennec's thread {comm} has no syscall filter"
-            );
+            assert_eq!(mode, "2", "fennec's thread {comm} has no syscall filter");
             names.push(comm);
         }
         names.sort();

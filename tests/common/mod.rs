@@ -309,6 +309,7 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
 pub mod kernel_log;
 pub mod linux;
 pub mod netns;
+pub mod procfs;
 pub mod running;
 pub mod store;
 pub mod testhost;
