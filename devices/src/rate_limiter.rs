@@ -54,12 +54,14 @@ impl TokenBucket {
     fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.updated).as_nanos() as i128;
         let period = i128::from(self.spec.refill_ms) * 1_000_000;
-        let earned = elapsed * i128::from(self.spec.size) / period;
+        // Saturating: sizes and refill times are the API client's, up to u64::MAX each.
+        let earned = elapsed.saturating_mul(i128::from(self.spec.size)) / period;
         if earned > 0 {
             self.budget = (self.budget + earned).min(i128::from(self.spec.size));
-            // Keep the remainder of a token's time for the next refill.
-            let used = earned * period / i128::from(self.spec.size);
-            self.updated += Duration::from_nanos(used as u64);
+            // Keep the remainder of a token's time for the next refill (never past `now`).
+            let used = earned.saturating_mul(period) / i128::from(self.spec.size);
+            let used = Duration::from_nanos(u64::try_from(used).unwrap_or(u64::MAX));
+            self.updated = self.updated.checked_add(used).map_or(now, |t| t.min(now));
             if self.budget == i128::from(self.spec.size) {
                 self.updated = now;
             }
@@ -88,10 +90,14 @@ impl TokenBucket {
         }
         let period = i128::from(self.spec.refill_ms) * 1_000_000;
         let size = i128::from(self.spec.size);
-        let nanos = (missing * period + size - 1) / size;
+        let nanos = missing.saturating_mul(period).saturating_add(size - 1) / size;
         Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 }
+
+/// The longest the timer is set for: a bucket that refills slower than that (an absurd
+/// `refill_time`) has the request look again, and wait again, each time it fires.
+const MAX_WAIT: Duration = Duration::from_secs(3600);
 
 /// A bandwidth bucket and an ops bucket, and the timer that says when a waiting request may go.
 #[derive(Debug)]
@@ -161,7 +167,7 @@ impl RateLimiter {
             .map(|(b, tokens)| b.wait_for(tokens))
             .max()
             .unwrap_or_default()
-            .max(Duration::from_micros(100));
+            .clamp(Duration::from_micros(100), MAX_WAIT);
         self.blocked = true;
         if let Err(e) = self.timer.reset(wait, None) {
             // Without a timer the device would wait forever: let the request through.
@@ -285,6 +291,26 @@ mod tests {
         assert!(!l.consume_at(1, t0 + Duration::from_millis(850)));
         l.blocked = false;
         assert!(l.consume_at(1, t0 + Duration::from_millis(910)));
+    }
+
+    /// Sizes and refill times come from API clients: the largest ones limit, and panic nothing.
+    #[test]
+    fn test_extreme_buckets_do_not_overflow() {
+        let t0 = Instant::now();
+        // The whole of a u64 bucket, refilled over u64::MAX ms: the next request waits (the
+        // timer at its cap), whatever the clock says.
+        let mut slow = RateLimiter::new(bucket(u64::MAX, u64::MAX, u64::MAX), None).unwrap();
+        assert!(slow.consume_at(u64::MAX, t0));
+        assert!(slow.consume_at(u64::MAX, t0));
+        assert!(!slow.consume_at(u64::MAX, t0 + Duration::from_secs(1 << 30)));
+        assert!(slow.timer.is_armed().unwrap());
+        let wait = slow.bandwidth.as_ref().unwrap().wait_for(u64::MAX);
+        assert!(wait > Duration::from_secs(1 << 30), "{wait:?}");
+        // u64::MAX tokens a millisecond: refilled after any time at all.
+        let mut fast = RateLimiter::new(bucket(u64::MAX, 0, 1), None).unwrap();
+        assert!(fast.consume_at(u64::MAX, t0));
+        fast.blocked = false;
+        assert!(fast.consume_at(u64::MAX, t0 + Duration::from_secs(1 << 40)));
     }
 
     #[test]
