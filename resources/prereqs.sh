@@ -11,10 +11,11 @@
 #   the ACPI tables' tests (iasl -d)       acpica-tools
 #   the stock Debian guest                 debootstrap
 #   the fuzz targets (libFuzzer is C++)    g++
+#   firecracker-python, for the drop-in    python3-venv (the library itself comes from PyPI)
 set -euo pipefail
 packages=(gcc make binutils linux-source bc bison flex libelf-dev libssl-dev xz-utils
     busybox-static cpio e2fsprogs qemu-system-x86 util-linux iproute2 curl zfs-fuse
-    acpica-tools debootstrap g++)
+    acpica-tools debootstrap g++ python3-venv)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -33,6 +33,7 @@ pub use crate::console::ConsoleStream;
 use crate::config::{
     BlockConfig, BootSourceConfig, DriveSource, MachineConfig, NetConfig, TemplateDrive, VmConfig,
 };
+use crate::mmds::Mmds;
 use crate::storage::helper::StorageHelper;
 use crate::storage::{self, Provisioned};
 use crate::{Console, Error, Vm, VmHandle};
@@ -63,6 +64,7 @@ pub struct VmBuilder {
     config: VmConfig,
     console: ConsoleChoice,
     helper: Option<Arc<StorageHelper>>,
+    mmds: Mmds,
 }
 
 impl VmBuilder {
@@ -79,9 +81,12 @@ impl VmBuilder {
                 machine_config: MachineConfig::default(),
                 drives: Vec::new(),
                 net: Vec::new(),
+                mmds_config: None,
+                entropy: None,
             },
             console: ConsoleChoice::Stream { tee: None },
             helper: None,
+            mmds: Mmds::default(),
         }
     }
 
@@ -92,6 +97,7 @@ impl VmBuilder {
             config,
             console: ConsoleChoice::Stream { tee: None },
             helper: None,
+            mmds: Mmds::default(),
         }
     }
 
@@ -206,6 +212,13 @@ impl VmBuilder {
         self
     }
 
+    /// The metadata the guest's metadata service (`mmds_config`) answers from: keep a clone
+    /// to change it while the VM runs. Without one the service starts with an empty document.
+    pub fn mmds(mut self, mmds: Mmds) -> Self {
+        self.mmds = mmds;
+        self
+    }
+
     /// The configuration so far.
     pub fn config(&self) -> &VmConfig {
         &self.config
@@ -238,7 +251,7 @@ impl VmBuilder {
         if let Some(helper) = self.helper {
             disks.set_helper(helper);
         }
-        let vm = Vm::new(&config, console)?;
+        let vm = Vm::with_mmds(&config, console, &self.mmds)?;
         Ok(BuiltVm {
             vm,
             console: stream,

@@ -28,11 +28,13 @@ use fennec_devices::rate_limiter::RateLimiter;
 use fennec_devices::virtio::block::{Block, BlockMetrics, BlockSpec, DiskError, DiskFile};
 use fennec_devices::virtio::mmio::MmioInterrupt;
 use fennec_devices::virtio::mmio::{self, MmioTransport};
-use fennec_devices::virtio::net::{MacAddr, Net, NetMetrics, NetSpec, Tap, TapError};
+use fennec_devices::virtio::net::{FrameService, MacAddr, Net, NetMetrics, NetSpec, Tap, TapError};
+use fennec_devices::virtio::rng::{Rng, RngMetrics};
 use fennec_devices::virtio::VirtioDevice;
 use fennec_devices::EventFdTrigger;
 
-use crate::config::{BlockConfig, NetConfig};
+use crate::config::{BlockConfig, EntropyConfig, NetConfig, VmConfig};
+use crate::mmds::{Mmds, MmdsStack};
 use crate::vstate::vm::{KvmVm, VmError};
 
 /// Errors setting up devices.
@@ -197,6 +199,8 @@ pub struct DeviceManager {
     pub drives: Vec<DriveInfo>,
     /// The virtio-net interfaces, in slot order.
     pub nets: Vec<NetInfo>,
+    /// The entropy device's counters, when the VM has one.
+    pub entropy: Option<Arc<RngMetrics>>,
     /// The virtio devices, in slot order.
     virtio: Vec<VirtioSlot>,
 }
@@ -223,17 +227,19 @@ pub fn open_disk(id: &str, path: &Path, read_only: bool) -> Result<DiskFile, Dev
 }
 
 impl DeviceManager {
-    /// Creates the legacy devices of `vm` around `console` (with `acpi`, the ACPI power
-    /// registers too), then a virtio-blk device for each of `drives` and a virtio-net device
-    /// for each of `nets`, in that order, in consecutive virtio slots from slot 0.
+    /// Creates the legacy devices of `vm` around `console` (with ACPI, the ACPI power
+    /// registers too), then `config`'s virtio devices in consecutive slots from slot 0: a
+    /// virtio-blk device per drive (in guest order), a virtio-net device per interface (with
+    /// the metadata service answering from `mmds` on those `mmds-config` names), and the
+    /// entropy device.
     pub fn new(
         vm: &KvmVm,
         mem: &GuestMemoryMmap,
         console: Console,
-        drives: &[&BlockConfig],
-        nets: &[NetConfig],
-        acpi: bool,
+        config: &VmConfig,
+        mmds: &Mmds,
     ) -> Result<Self, DeviceError> {
+        let acpi = config.machine_config.acpi;
         let mut pio = Bus::new();
 
         let serial_irq = eventfd("the serial interrupt")?;
@@ -304,13 +310,26 @@ impl DeviceManager {
             subscribers: Vec::new(),
             drives: Vec::new(),
             nets: Vec::new(),
+            entropy: None,
             virtio: Vec::new(),
         };
-        for drive in drives {
+        for drive in config.drives_in_guest_order() {
             manager.add_drive(vm, mem, drive)?;
         }
-        for net in nets {
-            manager.add_net(vm, mem, net)?;
+        if let Some(c) = &config.mmds_config {
+            mmds.set_version(c.version);
+        }
+        for net in &config.net {
+            // The metadata service on the links its configuration names.
+            let service = config
+                .mmds_config
+                .as_ref()
+                .filter(|c| c.network_interfaces.contains(&net.id))
+                .map(|c| MmdsStack::new(mmds.clone(), c.address()));
+            manager.add_net(vm, mem, net, service)?;
+        }
+        if let Some(entropy) = &config.entropy {
+            manager.add_entropy(vm, mem, entropy)?;
         }
         Ok(manager)
     }
@@ -417,12 +436,17 @@ impl DeviceManager {
         vm: &KvmVm,
         mem: &GuestMemoryMmap,
         cfg: &NetConfig,
+        mmds: Option<MmdsStack>,
     ) -> Result<(), DeviceError> {
         let tap = Tap::open(&cfg.tap).map_err(|source| DeviceError::Tap {
             id: cfg.id.clone(),
             source,
         })?;
         let mac = cfg.guest_mac();
+        let service_note = mmds
+            .as_ref()
+            .map(|s| format!(", metadata service at {}", s.address()))
+            .unwrap_or_default();
         let limiter = |c: &Option<crate::config::RateLimiterConfig>| {
             let (bandwidth, ops) = crate::config::rate_limiter_buckets(c.as_ref());
             RateLimiter::new(bandwidth, ops)
@@ -433,12 +457,13 @@ impl DeviceManager {
             mac,
             rx_rate_limiter: limiter(&cfg.rx_rate_limiter)?,
             tx_rate_limiter: limiter(&cfg.tx_rate_limiter)?,
+            service: mmds.map(|s| Box::new(s) as Box<dyn FrameService>),
         })
         .map_err(|e| DeviceError::EventFd("a network device", e))?;
         let metrics = net.metrics();
         let (device, mmio_base, irq) = self.attach_virtio(vm, mem, &cfg.id, net)?;
         log::info!(
-            "Network interface {:?}: TAP {}, MAC {mac}, at {mmio_base:#x} IRQ {irq}, guest eth{}",
+            "Network interface {:?}: TAP {}, MAC {mac}, at {mmio_base:#x} IRQ {irq}, guest eth{}{service_note}",
             cfg.id,
             cfg.tap,
             self.nets.len()
@@ -452,6 +477,24 @@ impl DeviceManager {
             metrics,
             device: Arc::downgrade(&device),
         });
+        Ok(())
+    }
+
+    /// Puts an entropy device (virtio-rng) in the next virtio slot.
+    fn add_entropy(
+        &mut self,
+        vm: &KvmVm,
+        mem: &GuestMemoryMmap,
+        cfg: &EntropyConfig,
+    ) -> Result<(), DeviceError> {
+        let (bandwidth, ops) = crate::config::rate_limiter_buckets(cfg.rate_limiter.as_ref());
+        let limiter = RateLimiter::new(bandwidth, ops)
+            .map_err(|e| DeviceError::EventFd("a rate limiter's timer", e))?;
+        let rng = Rng::new(Box::new(crate::random::fill), limiter)
+            .map_err(|e| DeviceError::EventFd("an entropy device", e))?;
+        self.entropy = Some(rng.metrics());
+        let (_, mmio_base, irq) = self.attach_virtio(vm, mem, "rng", rng)?;
+        log::info!("Entropy device: at {mmio_base:#x} IRQ {irq}");
         Ok(())
     }
 

@@ -14,23 +14,30 @@ pub const EXIT_ARG_PARSING: u8 = 153;
 /// Firecracker's exit status for a configuration it cannot use (`FcExitCode::BadConfiguration`).
 pub const EXIT_BAD_CONFIGURATION: u8 = 152;
 
-/// One flag: its name, whether it takes a value, its default, what it needs and excludes.
-struct Flag {
-    name: &'static str,
-    takes_value: bool,
-    default: Option<&'static str>,
-    requires: Option<&'static str>,
-    forbids: Option<&'static str>,
-    help: &'static str,
+/// One flag: its name, whether it takes a value, its default, what it needs and excludes,
+/// whether it must be given and whether it may be given more than once.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Flag {
+    pub name: &'static str,
+    pub takes_value: bool,
+    pub default: Option<&'static str>,
+    pub requires: Option<&'static str>,
+    pub forbids: Option<&'static str>,
+    pub required: bool,
+    pub multiple: bool,
+    pub help: &'static str,
 }
 
-const fn flag(name: &'static str, takes_value: bool, help: &'static str) -> Flag {
+/// A flag with no default, needing and excluding nothing, optional, at most once.
+pub const fn flag(name: &'static str, takes_value: bool, help: &'static str) -> Flag {
     Flag {
         name,
         takes_value,
         default: None,
         requires: None,
         forbids: None,
+        required: false,
+        multiple: false,
         help,
     }
 }
@@ -84,7 +91,7 @@ const FLAGS: &[Flag] = &[
     flag(
         "metadata",
         true,
-        "MMDS content, in JSON (refused: fennec has no MMDS yet).",
+        "The metadata service's (MMDS) starting document, a JSON file.",
     ),
     Flag {
         requires: Some("config-file"),
@@ -193,7 +200,8 @@ impl fmt::Display for ArgError {
 /// without), and the defaults of those not given.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct FcArgs {
-    given: BTreeMap<&'static str, Option<String>>,
+    flags: &'static [Flag],
+    given: BTreeMap<&'static str, Vec<Option<String>>>,
     /// `--help` was given: nothing else was parsed.
     pub help: bool,
     /// `--version` was given: nothing else was parsed.
@@ -204,12 +212,21 @@ impl FcArgs {
     /// The value of `name`, given or default.
     pub fn value(&self, name: &str) -> Option<&str> {
         match self.given.get(name) {
-            Some(v) => v.as_deref(),
-            None => FLAGS
+            Some(v) => v.last().and_then(|v| v.as_deref()),
+            None => self
+                .flags
                 .iter()
                 .find(|f| f.name == name)
                 .and_then(|f| f.default),
         }
+    }
+
+    /// Every value given for `name` (a flag that may be repeated), in order.
+    pub fn values(&self, name: &str) -> Vec<&str> {
+        self.given
+            .get(name)
+            .map(|v| v.iter().filter_map(|v| v.as_deref()).collect())
+            .unwrap_or_default()
     }
 
     /// Whether `name` was given.
@@ -225,34 +242,44 @@ impl FcArgs {
 
 /// Parses `args` (without the program name) as Firecracker does.
 pub fn parse(args: &[String]) -> Result<FcArgs, ArgError> {
-    // Everything after a bare `--` is not Firecracker's.
+    parse_with(FLAGS, args)
+}
+
+/// Parses `args` against `flags` with Firecracker's rules (its jailer's too). Everything after
+/// a bare `--` is left alone.
+pub fn parse_with(flags: &'static [Flag], args: &[String]) -> Result<FcArgs, ArgError> {
     let args = match args.iter().position(|a| a == "--") {
         Some(end) => &args[..end],
         None => args,
     };
     if args.iter().any(|a| a == "--help") {
         return Ok(FcArgs {
+            flags,
             help: true,
             ..FcArgs::default()
         });
     }
     if args.iter().any(|a| a == "--version") {
         return Ok(FcArgs {
+            flags,
             version: true,
             ..FcArgs::default()
         });
     }
-    let mut out = FcArgs::default();
+    let mut out = FcArgs {
+        flags,
+        ..FcArgs::default()
+    };
     let mut words = args.iter();
     while let Some(word) = words.next() {
         let name = word
             .strip_prefix("--")
             .ok_or_else(|| ArgError::UnexpectedArgument(word.clone()))?;
-        let flag = FLAGS
+        let flag = flags
             .iter()
             .find(|f| f.name == name)
             .ok_or_else(|| ArgError::UnexpectedArgument(name.to_string()))?;
-        if out.given.contains_key(flag.name) {
+        if out.given.contains_key(flag.name) && !flag.multiple {
             return Err(ArgError::DuplicateArgument(flag.name.to_string()));
         }
         let value = match flag.takes_value {
@@ -265,9 +292,15 @@ pub fn parse(args: &[String]) -> Result<FcArgs, ArgError> {
             ),
             false => None,
         };
-        out.given.insert(flag.name, value);
+        out.given.entry(flag.name).or_default().push(value);
     }
-    for flag in FLAGS.iter().filter(|f| out.given.contains_key(f.name)) {
+    if let Some(missing) = flags
+        .iter()
+        .find(|f| f.required && !out.given.contains_key(f.name))
+    {
+        return Err(ArgError::MissingArgument(missing.name.to_string()));
+    }
+    for flag in flags.iter().filter(|f| out.given.contains_key(f.name)) {
         if let Some(needed) = flag.requires.filter(|n| !out.given.contains_key(n)) {
             return Err(ArgError::MissingArgument(needed.to_string()));
         }
@@ -283,8 +316,13 @@ pub fn parse(args: &[String]) -> Result<FcArgs, ArgError> {
 
 /// `--help`: every flag, one a line, as Firecracker lists them.
 pub fn help() -> String {
+    help_for(FLAGS)
+}
+
+/// `--help` for `flags`.
+pub fn help_for(flags: &[Flag]) -> String {
     let mut out = String::new();
-    for f in FLAGS {
+    for f in flags {
         out += &format!("--{}", f.name);
         if f.takes_value {
             out += &format!(" <{}>", f.name);

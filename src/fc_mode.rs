@@ -77,7 +77,6 @@ fn prepare(fc: &FcArgs) -> Result<RunArgs, Refusal> {
             "fennec's syscall filters are one allowlist per thread role, built in; --no-seccomp \
              turns them off",
         ),
-        ("metadata", "fennec has no MMDS yet"),
         ("snapshot-version", "fennec has no snapshots yet"),
         ("describe-snapshot", "fennec has no snapshots yet"),
         ("enable-pci", "fennec's devices are virtio-mmio"),
@@ -103,12 +102,9 @@ fn prepare(fc: &FcArgs) -> Result<RunArgs, Refusal> {
             })
     };
     let max_body = number("http-api-max-payload-size")?;
-    for name in [
-        "mmds-size-limit",
-        "start-time-us",
-        "start-time-cpu-us",
-        "parent-cpu-time-us",
-    ] {
+    // Firecracker's default: the API's body limit.
+    let mmds_limit = number("mmds-size-limit")?.or(max_body);
+    for name in ["start-time-us", "start-time-cpu-us", "parent-cpu-time-us"] {
         number(name)?;
     }
     let logger = init_logger(fc, &id)?;
@@ -129,8 +125,17 @@ fn prepare(fc: &FcArgs) -> Result<RunArgs, Refusal> {
     if let Some(path) = fc.value("metrics-path") {
         flags.push(flag("metrics-path", path));
     }
+    if let Some(path) = fc.value("metadata") {
+        flags.push(flag("metadata", path));
+    }
+    if let Some(limit) = mmds_limit {
+        flags.push(flag("mmds-size-limit", &limit.to_string()));
+    }
     let mut run = RunArgs::from_flags(&flags).map_err(|e| bad_config(e.to_string()))?;
     run.api_max_body = max_body;
+    // Firecracker's engines switch drives (PATCH /drives) to files they put beside the first
+    // ones, in the jail; Landlock lets those through.
+    run.allow_drive_dirs = true;
     run.fc_logger = Some(logger);
     Ok(run)
 }

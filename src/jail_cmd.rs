@@ -130,6 +130,7 @@ pub fn jail(args: &JailArgs, verbose: u8) -> ExitCode {
         config: config.boot_source.is_some().then_some(config),
         api_socket,
         run_args,
+        jailer: None,
     };
     let root = spec.base.join(&spec.id).join("root");
     if let Some(name) = &spec.api_socket {

@@ -23,6 +23,8 @@
 //!         ..BlockConfig::path("rootfs", "rootfs.ext4")
 //!     }],
 //!     net: vec![NetConfig { id: "eth0".into(), tap: "tap0".into(), ..Default::default() }],
+//!     mmds_config: None,
+//!     entropy: None,
 //! };
 //! let console = Console { output: Box::new(std::io::stdout()), input: None };
 //! let reason = Vm::new(&config, console)?.start()?.wait()?;
@@ -41,6 +43,8 @@ pub mod firecracker;
 #[cfg(feature = "harness")]
 pub mod harness;
 pub mod jail;
+pub mod mmds;
+pub mod random;
 pub mod sandbox;
 pub mod seccomp;
 pub mod storage;

@@ -10,15 +10,14 @@ use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use clap::{Args, FromArgMatches, Parser, Subcommand};
-use serde_json::{json, Value};
 
 use fennec::api::http::ApiServer;
 use fennec::api::service::{self, one_line, Event, MetricsSink, VmService};
-use fennec::api::{client, routes};
 use fennec::config::{
     BlockConfig, BootSourceConfig, MachineConfig, NetConfig, VmConfig, MAX_MEM_MIB, MIN_MEM_MIB,
 };
 use fennec::console::OutputPump;
+use fennec::mmds::Mmds;
 use fennec::sandbox::FileAccess;
 use fennec::seccomp::{self, SeccompLevel};
 use fennec::storage::helper::StorageHelper;
@@ -26,11 +25,13 @@ use fennec::terminal::RawTerminal;
 use fennec::threads::{self, Role};
 use fennec::{Console, ExitReason, VmBuilder, VmHandle};
 
+mod ctl_cmd;
 mod fc_args;
 mod fc_logger;
 mod fc_mode;
 mod image;
 mod jail_cmd;
+mod jailer_mode;
 
 /// Exit status when the guest halted for good instead of resetting or powering off.
 const EXIT_GUEST_HALTED: u8 = 3;
@@ -62,13 +63,13 @@ enum Command {
     /// With --api-socket, fennec serves its control socket (Firecracker's API) and boots when
     /// told to (PUT /actions InstanceStart), or at once if the command line or --config-file
     /// gives a kernel; it exits when the guest ends.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 
     /// Talk to a running fennec over its control socket.
     ///
     /// Prints JSON answers on stdout. Exit status 0 on success, 1 with the socket's
     /// fault_message on stderr otherwise.
-    Ctl(CtlArgs),
+    Ctl(ctl_cmd::CtlArgs),
 
     /// Run `fennec run` confined, as Firecracker's jailer does: a directory of the VM's own,
     /// new mount and PID namespaces, cgroup v2 and rlimit limits, an unprivileged uid and gid,
@@ -90,6 +91,17 @@ enum Command {
     /// every flag; errors and exit statuses are Firecracker's (153 for a bad command line).
     Firecracker {
         /// Firecracker's flags.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+
+    /// Run as Firecracker's `jailer`: its flags (--id, --exec-file, --uid, --gid,
+    /// --chroot-base-dir, --netns, --cgroup, --cgroup-version, --parent-cgroup,
+    /// --resource-limit, --daemonize, --new-pid-ns) and its chroot layout
+    /// (<base>/<exec file name>/<id>/root), confining the --exec-file (fennec as firecracker)
+    /// as `fennec jail` does. The same as starting fennec through a symlink named `jailer`.
+    Jailer {
+        /// The jailer's flags, then `--` and the program's.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -188,10 +200,25 @@ struct RunArgs {
     #[arg(long, value_name = "DIR")]
     allow_path: Vec<PathBuf>,
 
+    /// The drives' directories are allowed too (fennec as `firecracker`, whose engines switch
+    /// drives to files they put beside the first ones).
+    #[arg(skip)]
+    allow_drive_dirs: bool,
+
     /// Write the VM's counters to this file or FIFO (which must exist), one JSON object a
     /// line: once the guest runs, and when it ends (Firecracker's --metrics-path).
     #[arg(long, value_name = "PATH")]
     metrics_path: Option<PathBuf>,
+
+    /// A JSON object the guest's metadata service (MMDS) starts with. Which interfaces reach
+    /// the service, at which address, is the configuration's `mmds-config` (--config-file or
+    /// PUT /mmds/config); the control socket's PUT and PATCH /mmds change the document.
+    #[arg(long, value_name = "PATH")]
+    metadata: Option<PathBuf>,
+
+    /// The largest metadata document, in bytes of JSON.
+    #[arg(long, value_name = "BYTES", default_value_t = fennec::mmds::DEFAULT_SIZE_LIMIT)]
+    mmds_size_limit: usize,
 
     /// The largest control-socket request body taken, in bytes (`fennec firecracker`'s
     /// --http-api-max-payload-size).
@@ -226,67 +253,6 @@ fn parse_mib(s: &str) -> Result<usize, String> {
             "{mib} MiB is outside {MIN_MEM_MIB}..={MAX_MEM_MIB} MiB"
         ))
     }
-}
-
-#[derive(Args)]
-struct CtlArgs {
-    /// The control socket of the fennec to talk to.
-    #[arg(long, value_name = "PATH")]
-    api_socket: PathBuf,
-
-    /// Seconds to wait for an answer.
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
-    wait: u64,
-
-    #[command(subcommand)]
-    command: CtlCommand,
-}
-
-#[derive(Subcommand)]
-enum CtlCommand {
-    /// The VM's state, uptime, devices and, once it ended, why.
-    Status,
-    /// Instance information (Firecracker's GET /).
-    Info,
-    /// Every counter: serial, vCPU exits, drives, network interfaces.
-    Metrics,
-    /// The VM's configuration (GET /vm/config).
-    Config,
-    /// Boot the configured VM (InstanceStart).
-    Start,
-    /// Park every vCPU and stop serving devices.
-    Pause,
-    /// Continue a paused VM.
-    Resume,
-    /// Press Ctrl-Alt-Del on the guest's keyboard.
-    CtrlAltDel,
-    /// Ask the guest to shut down, then stop the VM if it has not ended within the timeout:
-    /// the ACPI power button for a guest that listens to it (a distribution kernel), Ctrl-Alt-Del
-    /// for one that does not.
-    Shutdown {
-        /// Seconds the guest gets to shut down.
-        #[arg(long, value_name = "SECS", default_value_t = routes::DEFAULT_SHUTDOWN_TIMEOUT.as_secs())]
-        timeout: u64,
-    },
-    /// Stop the VM now (and the fennec serving it).
-    Stop,
-    /// Snapshot a running VM's drive that was cloned from a template: the VM pauses, the
-    /// drive is flushed, the store takes snapshot VM/DRIVE@NAME, the VM resumes.
-    Snapshot {
-        /// The drive's ID.
-        drive: String,
-        /// The snapshot's name.
-        name: String,
-    },
-    /// Send any request: `fennec ctl --api-socket S request PUT /boot-source '{"kernel_image_path": "vmlinux"}'`.
-    Request {
-        /// GET, PUT or PATCH.
-        method: String,
-        /// The path, such as /machine-config.
-        path: String,
-        /// A JSON body.
-        body: Option<String>,
-    },
 }
 
 impl RunArgs {
@@ -335,6 +301,8 @@ impl RunArgs {
                     ..n.clone()
                 })
                 .collect(),
+            mmds_config: None,
+            entropy: None,
         })
     }
 }
@@ -474,6 +442,13 @@ fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mmds = match Mmds::from_file(args.metadata.as_deref(), args.mmds_size_limit) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("fennec: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     seccomp::set_level(args.seccomp_filter);
     if args.seccomp_filter != SeccompLevel::Kill {
         log::warn!(
@@ -486,7 +461,13 @@ fn run(args: &RunArgs) -> ExitCode {
         );
     }
     match &args.api_socket {
-        Some(path) => exit_status(run_with_api(path, args, config, block_signals(), metrics)),
+        Some(path) => exit_status(run_with_api(
+            path,
+            args,
+            config,
+            block_signals(),
+            (metrics, mmds),
+        )),
         None => {
             // Before any thread starts: the template clones are destroyed in this forked helper
             // after the VM ends, since by then this thread runs under a filter without execve.
@@ -502,10 +483,10 @@ fn run(args: &RunArgs) -> ExitCode {
             };
             exit_status(run_direct(
                 config,
-                &args.allow_path,
+                (&args.allow_path, args.allow_drive_dirs),
                 block_signals(),
                 helper,
-                metrics,
+                (metrics, mmds),
             ))
         }
     }
@@ -517,7 +498,7 @@ fn run_with_api(
     args: &RunArgs,
     config: VmConfig,
     signals: Option<libc::sigset_t>,
-    metrics: Option<MetricsSink>,
+    (metrics, mmds): (Option<MetricsSink>, Mmds),
 ) -> Result<ExitReason, String> {
     // Before any thread starts: live snapshots run in this forked helper, so this process
     // executes no program once its VM runs.
@@ -545,7 +526,11 @@ fn run_with_api(
     };
     let mut vm = VmService::new(args.id.clone(), config, Box::new(make_console), events)
         .with_storage_helper(helper)
+        .with_mmds(mmds)
         .with_file_access(args.allow_path.clone(), path.to_path_buf());
+    if args.allow_drive_dirs {
+        vm = vm.with_drive_dirs();
+    }
     if let Some(sink) = metrics {
         vm = vm.with_metrics(sink);
     }
@@ -567,10 +552,10 @@ fn run_with_api(
 /// Boots the configured guest with the console on stdin/stdout and waits for it to end.
 fn run_direct(
     config: VmConfig,
-    allowed: &[PathBuf],
+    (allowed, drive_dirs): (&[PathBuf], bool),
     signals: Option<libc::sigset_t>,
     helper: Option<Arc<StorageHelper>>,
-    mut metrics: Option<MetricsSink>,
+    (mut metrics, mmds): (Option<MetricsSink>, Mmds),
 ) -> Result<ExitReason, String> {
     let target = Arc::new(Mutex::new(SignalTarget::default()));
     if let Some(signals) = signals {
@@ -584,7 +569,7 @@ fn run_direct(
         Err(e) => return Err(format!("cannot use stdin/stdout as the console: {e}")),
     };
     let stdin = io::stdin();
-    let mut builder = VmBuilder::from_config(config).console(console);
+    let mut builder = VmBuilder::from_config(config).console(console).mmds(mmds);
     if let Some(helper) = helper {
         builder = builder.storage_helper(helper);
     }
@@ -598,7 +583,11 @@ fn run_direct(
                 None
             });
             // The VM's threads, and this one, open nothing else from here.
-            fennec::sandbox::restrict_thread(&FileAccess::for_vm(built.config(), allowed))
+            let mut access = FileAccess::for_vm(built.config(), allowed);
+            if drive_dirs {
+                access = access.with_drive_dirs(built.config());
+            }
+            fennec::sandbox::restrict_thread(&access)
                 .map_err(|e| fennec::StartError::Vm(e.into()))?;
             let vm = built.start()?;
             // This thread only waits for the VM from here, then tidies up.
@@ -622,68 +611,6 @@ fn run_direct(
     result
 }
 
-/// `fennec ctl`: one request, its answer on stdout.
-fn ctl(args: &CtlArgs) -> ExitCode {
-    let action = |kind: &str| json!({ "action_type": kind });
-    let (method, path, body): (&str, String, Option<Value>) = match &args.command {
-        CtlCommand::Status => ("GET", "/status".into(), None),
-        CtlCommand::Info => ("GET", "/".into(), None),
-        CtlCommand::Metrics => ("GET", "/metrics".into(), None),
-        CtlCommand::Config => ("GET", "/vm/config".into(), None),
-        CtlCommand::Start => ("PUT", "/actions".into(), Some(action("InstanceStart"))),
-        CtlCommand::Pause => ("PATCH", "/vm".into(), Some(json!({"state": "Paused"}))),
-        CtlCommand::Resume => ("PATCH", "/vm".into(), Some(json!({"state": "Resumed"}))),
-        CtlCommand::CtrlAltDel => ("PUT", "/actions".into(), Some(action("SendCtrlAltDel"))),
-        CtlCommand::Shutdown { timeout } => (
-            "PUT",
-            "/actions".into(),
-            Some(json!({"action_type": "Shutdown", "timeout_ms": timeout.saturating_mul(1000)})),
-        ),
-        CtlCommand::Stop => ("PUT", "/actions".into(), Some(action("Stop"))),
-        CtlCommand::Snapshot { drive, name } => (
-            "PUT",
-            format!("/drives/{drive}/snapshot"),
-            Some(json!({ "snapshot_name": name })),
-        ),
-        CtlCommand::Request { method, path, body } => {
-            let body = match body.as_deref().map(serde_json::from_str).transpose() {
-                Ok(b) => b,
-                Err(e) => {
-                    eprintln!("fennec ctl: the body is not JSON: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            (method.as_str(), path.clone(), body)
-        }
-    };
-    // A shutdown answers when the guest ended, up to its timeout later.
-    let wait = match &args.command {
-        CtlCommand::Shutdown { timeout } => args.wait.max(timeout.saturating_add(10)),
-        _ => args.wait,
-    };
-    let wait = Duration::from_secs(wait);
-    match client::request(&args.api_socket, method, &path, body.as_ref(), wait) {
-        Ok(reply) if reply.ok() => {
-            if let Some(body) = reply.body {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&body).unwrap_or_else(|_| body.to_string())
-                );
-            }
-            ExitCode::SUCCESS
-        }
-        Ok(reply) => {
-            let fault = reply.fault().unwrap_or("no fault_message in the answer");
-            eprintln!("fennec ctl: {} {}: {fault}", reply.status, path);
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("fennec ctl: {}", one_line(&e));
-            ExitCode::FAILURE
-        }
-    }
-}
-
 fn main() -> ExitCode {
     // The guest's boot time counts from here.
     fennec::process_start();
@@ -700,6 +627,16 @@ fn main() -> ExitCode {
     if args.get(1).is_some_and(|a| a == "firecracker") {
         return fc_mode::main(args[2..].to_vec());
     }
+    // The same for Firecracker's `jailer`.
+    if args
+        .first()
+        .is_some_and(|a| jailer_mode::started_as_jailer(a))
+    {
+        return jailer_mode::main(args[1..].to_vec());
+    }
+    if args.get(1).is_some_and(|a| a == "jailer") {
+        return jailer_mode::main(args[2..].to_vec());
+    }
     let cli = Cli::parse();
     let level = match cli.verbose {
         0 => "warn",
@@ -712,11 +649,12 @@ fn main() -> ExitCode {
         .init();
     match &cli.command {
         Command::Run(args) => run(args),
-        Command::Ctl(args) => ctl(args),
+        Command::Ctl(args) => ctl_cmd::ctl(args),
         Command::Image(args) => image::image(args),
         Command::Jail(args) => jail_cmd::jail(args, cli.verbose),
         // Taken by `main` before clap sees it; listed for --help.
         Command::Firecracker { args } => fc_mode::main(args.iter().map(Into::into).collect()),
+        Command::Jailer { args } => jailer_mode::main(args.iter().map(Into::into).collect()),
     }
 }
 

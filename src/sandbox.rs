@@ -61,6 +61,24 @@ impl FileAccess {
         access
     }
 
+    /// Also the files beside each drive's image (its directory), for a running VM's drives
+    /// switched to other files there: how Firecracker's engines use `PATCH /drives`, with the
+    /// files they placed next to the first ones (in the jail).
+    pub fn with_drive_dirs(mut self, config: &VmConfig) -> Self {
+        for drive in &config.drives {
+            if let Some(dir) = drive.image_path().and_then(Path::parent) {
+                let dir = match dir.as_os_str().is_empty() {
+                    true => PathBuf::from("."),
+                    false => dir.to_path_buf(),
+                };
+                if !self.dirs.contains(&dir) {
+                    self.dirs.push(dir);
+                }
+            }
+        }
+        self
+    }
+
     /// Lets the control socket at `socket` be removed at exit.
     pub fn with_socket(mut self, socket: &Path) -> Self {
         let dir = match socket.parent() {

@@ -8,7 +8,9 @@ use event_manager::{EventOps, Events, MutEventSubscriber};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use common::require_kvm;
+use fennec::config::VmConfig;
 use fennec::device_manager::{Console, DeviceError, DeviceManager};
+use fennec::mmds::Mmds;
 use fennec::vstate::{kvm::KvmContext, memory, vm::KvmVm};
 use fennec_devices::virtio::mmio::reg;
 use fennec_devices::virtio::{features, ActivateError, ActiveQueues, VirtioDevice};
@@ -66,7 +68,8 @@ fn test_a_test_only_virtio_device_attaches_and_is_found_by_id() {
         output: Box::new(std::io::sink()),
         input: None,
     };
-    let mut devices = DeviceManager::new(&vm, &mem, console, &[], &[], true).unwrap();
+    let mut devices =
+        DeviceManager::new(&vm, &mem, console, &VmConfig::default(), &Mmds::default()).unwrap();
 
     let (_probe, base, irq) = devices
         .attach_virtio(&vm, &mem, "probe0", Probe::new())

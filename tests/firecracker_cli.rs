@@ -100,11 +100,20 @@ fn firecracker_flags_errors_and_exit_statuses_are_firecrackers() {
             "expected to be of 'usize' type",
         ),
         (
+            &["--mmds-size-limit", "-1"][..],
+            152,
+            "'mmds-size-limit' parameter expected to be of 'usize' type",
+        ),
+        (
             &["--seccomp-filter", "/tmp/f.bpf"][..],
             1,
             "--seccomp-filter is not supported",
         ),
-        (&["--metadata", "/tmp/m.json"][..], 1, "no MMDS yet"),
+        (
+            &["--metadata", "/nonexistent/m.json"][..],
+            1,
+            "cannot read the metadata",
+        ),
         (
             &["--log-path", "/nonexistent/log"][..],
             1,
@@ -472,4 +481,143 @@ fn arguments_that_are_not_utf8_are_errors_not_panics() {
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// The metadata service's control side as Firecracker's clients use it: `--metadata` and
+/// `--mmds-size-limit`, then `GET`, `PATCH`, `PUT /mmds` and `PUT /mmds/config`, with the
+/// refusals a client can cause.
+#[test]
+fn firecracker_mmds_document_and_configuration() {
+    let (dir, link) = firecracker_link();
+    let socket = dir.path().join("fc.sock");
+    let metadata = dir.path().join("metadata.json");
+    std::fs::write(
+        &metadata,
+        r#"{"latest": {"meta-data": {"instance-id": "i-1"}}}"#,
+    )
+    .unwrap();
+    let mut child = spawn_fc(
+        &link,
+        &socket,
+        &[
+            "--metadata",
+            metadata.to_str().unwrap(),
+            "--mmds-size-limit",
+            "200",
+        ],
+    );
+    let call = |method: &str, path: &str, body: &str| api_call(&socket, method, path, body);
+    let (status, doc) = call("GET", "/mmds", "");
+    assert_eq!(status, 200);
+    assert_eq!(doc["latest"]["meta-data"]["instance-id"], "i-1");
+
+    let patch = r#"{"latest": {"meta-data": {"hostname": "web1", "instance-id": null}}}"#;
+    assert_eq!(call("PATCH", "/mmds", patch).0, 204);
+    let (_, doc) = call("GET", "/mmds", "");
+    assert_eq!(
+        doc,
+        serde_json::json!({"latest": {"meta-data": {"hostname": "web1"}}})
+    );
+
+    let big = format!(r#"{{"blob": "{}"}}"#, "x".repeat(300));
+    let (status, error) = call("PUT", "/mmds", &big);
+    assert_eq!(status, 400);
+    assert!(
+        error["fault_message"]
+            .as_str()
+            .unwrap()
+            .contains("limit of 200"),
+        "{error}"
+    );
+    assert_eq!(
+        call("GET", "/mmds", "").1["latest"]["meta-data"]["hostname"],
+        "web1"
+    );
+    assert_eq!(call("PUT", "/mmds", "[1, 2]").0, 400);
+
+    // The configuration names interfaces the VM has, at a link-local address.
+    let config = r#"{"version": "V2", "network_interfaces": ["eth0"]}"#;
+    let (status, error) = call("PUT", "/mmds/config", config);
+    assert_eq!(status, 400);
+    assert!(
+        error["fault_message"]
+            .as_str()
+            .unwrap()
+            .contains("PUT /network-interfaces/eth0"),
+        "{error}"
+    );
+    let iface = r#"{"iface_id": "eth0", "host_dev_name": "tap-mmds0"}"#;
+    assert_eq!(call("PUT", "/network-interfaces/eth0", iface).0, 204);
+    let elsewhere =
+        r#"{"version": "V2", "network_interfaces": ["eth0"], "ipv4_address": "10.0.0.1"}"#;
+    assert_eq!(call("PUT", "/mmds/config", elsewhere).0, 400);
+    assert_eq!(call("PUT", "/mmds/config", r#"{"version": "V7"}"#).0, 400);
+    assert_eq!(call("PUT", "/mmds/config", config).0, 204);
+    let (_, vm) = call("GET", "/vm/config", "");
+    assert_eq!(vm["mmds-config"]["version"], "V2");
+    assert_eq!(
+        vm["mmds-config"]["network_interfaces"],
+        serde_json::json!(["eth0"])
+    );
+
+    let (status, _) = call("PUT", "/actions", r#"{"action_type": "Stop"}"#);
+    assert_eq!(status, 200);
+    wait_with_timeout(&mut child, TIMEOUT).expect("fennec exits after Stop");
+}
+
+/// As Firecracker, a running VM's drive may be switched (PATCH /drives) to any file beside
+/// its first image, as engines that stage drives do; elsewhere stays closed.
+#[test]
+fn firecracker_patch_drive_reaches_files_beside_the_drive_only() {
+    let (dir, link) = firecracker_link();
+    let socket = dir.path().join("fc.sock");
+    let images = dir.path().join("images");
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::create_dir(&images).unwrap();
+    for path in [
+        images.join("stub.img"),
+        images.join("real.img"),
+        elsewhere.path().join("other.img"),
+    ] {
+        std::fs::write(&path, vec![0u8; 4096]).unwrap();
+    }
+    let mut child = spawn_fc(&link, &socket, &[]);
+    let call = |method: &str, path: &str, body: &str| api_call(&socket, method, path, body);
+    let boot = serde_json::json!({
+        "kernel_image_path": tiny("pvh.elf"),
+        "boot_args": "console=ttyS0 tiny.mode=idle",
+    });
+    assert_eq!(call("PUT", "/boot-source", &boot.to_string()).0, 204);
+    let drive = |path: &Path| {
+        serde_json::json!({"drive_id": "data", "path_on_host": path, "is_root_device": false,
+                           "is_read_only": false})
+        .to_string()
+    };
+    assert_eq!(
+        call("PUT", "/drives/data", &drive(&images.join("stub.img"))).0,
+        204
+    );
+    assert_eq!(
+        call("PUT", "/actions", r#"{"action_type": "InstanceStart"}"#).0,
+        204
+    );
+    let patch =
+        |path: &Path| serde_json::json!({"drive_id": "data", "path_on_host": path}).to_string();
+    let (status, body) = call("PATCH", "/drives/data", &patch(&images.join("real.img")));
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = call(
+        "PATCH",
+        "/drives/data",
+        &patch(&elsewhere.path().join("other.img")),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["fault_message"]
+            .as_str()
+            .unwrap()
+            .contains("drives' directories"),
+        "{body}"
+    );
+    assert_eq!(call("PUT", "/actions", r#"{"action_type": "Stop"}"#).0, 200);
+    wait_with_timeout(&mut child, TIMEOUT).expect("fennec exits after Stop");
 }

@@ -61,6 +61,8 @@ fn config(kernel: &str, boot_args: &str) -> VmConfig {
         },
         drives: Vec::new(),
         net: Vec::new(),
+        mmds_config: None,
+        entropy: None,
     }
 }
 

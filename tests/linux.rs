@@ -8,6 +8,8 @@
 mod common;
 #[path = "linux/jail.rs"]
 mod jail;
+#[path = "linux/mmds.rs"]
+mod mmds;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -698,4 +700,9 @@ linux_test!(
 linux_test!(
     linux_jail_memory_limit_ends_the_vm_not_the_host,
     jail::memory_limit_ends_the_vm_not_the_host
+);
+
+linux_test!(
+    linux_jailer_cgroup_files_apply,
+    jail::jailer_cgroup_files_apply
 );

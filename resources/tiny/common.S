@@ -25,6 +25,7 @@
  *   disk    (pvh.elf) read and stamp the first block device for the image-store tests, see blk.c
  *   acpi    (pvh.elf) read and check the ACPI tables, then power off or reset through them, see acpi.c
  *   fill    (pvh.elf) write to every page up to fill.mib MiB, then idle, see fill.c
+ *   rng     (pvh.elf) drive the virtio-mmio entropy device, see rng.c, then triple-fault
  *   (none)  reset through the i8042
  */
 
@@ -74,6 +75,7 @@ s_m_counter: .asciz "tiny.mode=counter"
 s_m_fill:   .asciz "tiny.mode=fill"
 s_m_disk:   .asciz "tiny.mode=disk"
 s_m_acpi:   .asciz "tiny.mode=acpi"
+s_m_rng:    .asciz "tiny.mode=rng"
 s_nl:       .asciz "\n"
 hexdigits:  .ascii "0123456789abcdef"
 
@@ -314,6 +316,11 @@ tiny_main:
     jnz virtio_mode
     mov rdi, [rip + info_cmdline]
     lea rsi, [rip + s_m_fill]
+    call contains
+    test eax, eax
+    jnz virtio_mode
+    mov rdi, [rip + info_cmdline]
+    lea rsi, [rip + s_m_rng]
     call contains
     test eax, eax
     jnz virtio_mode

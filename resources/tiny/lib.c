@@ -1,7 +1,7 @@
 /*
  * The tiny PVH kernel's C support: serial output, string helpers and virtio-mmio bring-up
  * shared by the block (blk.c) and network (net.c) drivers, and tiny_virtio, which common.S
- * calls for `tiny.mode=blk*`, `tiny.mode=net*`, `counter`, `disk`, `acpi` and `fill`.
+ * calls for `tiny.mode=blk*`, `tiny.mode=net*`, `counter`, `disk`, `acpi`, `fill` and `rng`.
  */
 #include "tiny.h"
 
@@ -185,6 +185,8 @@ void tiny_virtio(const char *cmdline)
         tiny_acpi(cmdline);
     else if (contains(cmdline, "tiny.mode=fill"))
         tiny_fill(cmdline);
+    else if (contains(cmdline, "tiny.mode=rng"))
+        tiny_rng(cmdline);
     else
         tiny_blk(cmdline);
 }

@@ -77,5 +77,6 @@ void tiny_net(const char *cmdline);
 void tiny_counter(const char *cmdline);
 void tiny_acpi(const char *cmdline);
 void tiny_fill(const char *cmdline);
+void tiny_rng(const char *cmdline);
 
 #endif

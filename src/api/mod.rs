@@ -23,6 +23,7 @@ pub mod client;
 pub mod http;
 pub mod routes;
 pub mod service;
+pub mod sinks;
 
 /// `PUT /logger` body: Firecracker's `Logger`. Every field is optional; what is left out keeps
 /// its value.
@@ -119,6 +120,23 @@ pub enum ApiRequest {
     GetStatus,
     /// `GET /metrics` (extension).
     GetMetrics,
+    /// The metadata service: `PUT`, `PATCH` and `GET /mmds`, `PUT /mmds/config`.
+    Mmds(MmdsRequest),
+    /// `PUT /entropy`: an entropy device for the guest, before boot.
+    PutEntropy(crate::config::EntropyConfig),
+}
+
+/// What a client asks of the metadata service.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MmdsRequest {
+    /// `PUT /mmds`: replace the document.
+    Put(Value),
+    /// `PATCH /mmds`: merge into the document (RFC 7396).
+    Patch(Value),
+    /// `GET /mmds`: the document.
+    Get,
+    /// `PUT /mmds/config`: which interfaces reach the service, where, V1 or V2 (before boot).
+    PutConfig(crate::mmds::MmdsConfig),
 }
 
 /// A successful answer.

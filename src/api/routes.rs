@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{ApiError, ApiRequest};
+use super::{ApiError, ApiRequest, MmdsRequest};
 use crate::config::RateLimiterConfig;
 use crate::firecracker;
 
@@ -24,9 +24,7 @@ pub const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(600);
 const FIRECRACKER_ONLY: &[&str] = &[
     "balloon",
     "cpu-config",
-    "entropy",
     "hotplug",
-    "mmds",
     "pmem",
     "serial",
     "snapshot",
@@ -237,6 +235,16 @@ pub fn route(method: &str, target: &str, raw: &[u8]) -> Result<ApiRequest, ApiEr
         (_, ["metrics"]) => Err(method_not_allowed(method, path, "GET or PUT")),
         (_, ["status"]) => Err(method_not_allowed(method, path, "GET")),
 
+        ("PUT", ["entropy"]) => Ok(ApiRequest::PutEntropy(body(raw)?)),
+        (_, ["entropy"]) => Err(method_not_allowed(method, path, "PUT")),
+
+        ("PUT", ["mmds"]) => Ok(ApiRequest::Mmds(MmdsRequest::Put(json(raw)?))),
+        ("PATCH", ["mmds"]) => Ok(ApiRequest::Mmds(MmdsRequest::Patch(json(raw)?))),
+        ("GET", ["mmds"]) => Ok(ApiRequest::Mmds(MmdsRequest::Get)),
+        (_, ["mmds"]) => Err(method_not_allowed(method, path, "GET, PUT or PATCH")),
+        ("PUT", ["mmds", "config"]) => Ok(ApiRequest::Mmds(MmdsRequest::PutConfig(body(raw)?))),
+        (_, ["mmds", "config"]) => Err(method_not_allowed(method, path, "PUT")),
+
         (_, [first, ..]) if FIRECRACKER_ONLY.contains(first) => Err(bad(format!(
             "{method} {path} is a Firecracker operation fennec does not implement"
         ))),
@@ -403,6 +411,41 @@ mod tests {
         assert_eq!(status("POST", "/", ""), 405);
         assert_eq!(status("PUT", "/vsock", "{}"), 400);
         assert_eq!(status("PUT", "/snapshot/create", "{}"), 400);
+    }
+
+    #[test]
+    fn test_route_mmds_bodies_and_methods() {
+        assert_eq!(
+            route("PUT", "/mmds", br#"{"a": {"b": "c"}}"#),
+            Ok(ApiRequest::Mmds(MmdsRequest::Put(
+                serde_json::json!({"a": {"b": "c"}})
+            )))
+        );
+        assert_eq!(
+            route("PATCH", "/mmds", br#"{"a": null}"#),
+            Ok(ApiRequest::Mmds(MmdsRequest::Patch(
+                serde_json::json!({"a": null})
+            )))
+        );
+        assert_eq!(
+            route("GET", "/mmds", b""),
+            Ok(ApiRequest::Mmds(MmdsRequest::Get))
+        );
+        let config = br#"{"version": "V2", "network_interfaces": ["eth0"]}"#;
+        assert!(matches!(
+            route("PUT", "/mmds/config", config),
+            Ok(ApiRequest::Mmds(MmdsRequest::PutConfig(c))) if c.network_interfaces == ["eth0"]
+        ));
+        assert_eq!(status("PUT", "/mmds", "{"), 400);
+        assert_eq!(status("PUT", "/mmds/config", r#"{"version": "V9"}"#), 400);
+        assert_eq!(status("DELETE", "/mmds", ""), 405);
+        assert!(matches!(
+            route("PUT", "/entropy", br#"{"rate_limiter": {"bandwidth": {"size": 1000, "refill_time": 100}}}"#),
+            Ok(ApiRequest::PutEntropy(e)) if e.rate_limiter.is_some()
+        ));
+        assert_eq!(status("PUT", "/entropy", r#"{"rate": 1}"#), 400);
+        assert_eq!(status("GET", "/entropy", ""), 405);
+        assert_eq!(status("GET", "/mmds/config", ""), 405);
     }
 
     proptest::proptest! {

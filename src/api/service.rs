@@ -7,9 +7,15 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+#[path = "service_extras.rs"]
+mod extras;
+
+pub use super::sinks::{open_sink, LoggerHook, MetricsSink};
+
 use super::http::ApiCall;
 use super::{ApiError, ApiRequest, ApiResponse};
 use crate::config::{ConfigError, DriveSource, TemplateDrive, VmConfig};
+use crate::mmds::Mmds;
 use crate::sandbox::FileAccess;
 use crate::storage::helper::StorageHelper;
 use crate::threads::{self, Role};
@@ -46,12 +52,16 @@ pub struct VmService {
     helper: Option<Arc<StorageHelper>>,
     /// Directories allowed besides the drives, and the control socket, once the VM is built.
     file_access: Option<(Vec<PathBuf>, PathBuf)>,
+    /// The drives' directories are allowed too ([`FileAccess::with_drive_dirs`]).
+    drive_dirs: bool,
     /// Where the VM's metrics go, a JSON line at a time (Firecracker's `--metrics-path`).
     metrics: Option<MetricsSink>,
     /// Reconfigures the process's logger (`PUT /logger`), when the process has such a logger.
     logger: Option<LoggerHook>,
     /// The thread that runs pauses, resumes and live snapshots, in order, once the VM runs.
     actions: Option<mpsc::Sender<(Action, Reply)>>,
+    /// The guest's metadata (`/mmds`), shared with the VM's metadata service.
+    mmds: Mmds,
 }
 
 /// Where an answer goes.
@@ -175,15 +185,23 @@ impl VmService {
             events,
             helper: None,
             file_access: None,
+            drive_dirs: false,
             metrics: None,
             logger: None,
             actions: None,
+            mmds: Mmds::default(),
         }
     }
 
     /// Serves `PUT /logger` with `hook` (fennec as `firecracker` has a logger it can change).
     pub fn with_logger(mut self, hook: LoggerHook) -> Self {
         self.logger = Some(hook);
+        self
+    }
+
+    /// Serves `/mmds` from `mmds` (a `--metadata` file's document, with its size limit).
+    pub fn with_mmds(mut self, mmds: Mmds) -> Self {
+        self.mmds = mmds;
         self
     }
 
@@ -198,6 +216,13 @@ impl VmService {
         if let (Some(sink), Some(vm)) = (self.metrics.as_mut(), self.instance.as_ref()) {
             sink.write(Some(vm.handle()));
         }
+    }
+
+    /// With [`VmService::with_file_access`], allows the drives' directories too (fennec as
+    /// `firecracker`).
+    pub fn with_drive_dirs(mut self) -> Self {
+        self.drive_dirs = true;
+        self
     }
 
     /// Restricts what the process may open once its VM is built (see [`crate::sandbox`]): the
@@ -315,7 +340,9 @@ impl VmService {
         }
         let console = (self.console)()
             .map_err(|e| ApiError::bad_request(format!("Cannot set up the console: {e}")))?;
-        let mut builder = crate::VmBuilder::from_config(self.config.clone()).console(console);
+        let mut builder = crate::VmBuilder::from_config(self.config.clone())
+            .console(console)
+            .mmds(self.mmds.clone());
         if let Some(helper) = &self.helper {
             builder = builder.storage_helper(helper.clone());
         }
@@ -325,7 +352,10 @@ impl VmService {
         let built = builder.build().map_err(|e| cannot(&e))?;
         if let Some((allowed, socket)) = &self.file_access {
             // This thread and the VM's threads open nothing else from here.
-            let access = FileAccess::for_vm(built.config(), allowed).with_socket(socket);
+            let mut access = FileAccess::for_vm(built.config(), allowed).with_socket(socket);
+            if self.drive_dirs {
+                access = access.with_drive_dirs(built.config());
+            }
             crate::sandbox::restrict_thread(&access).map_err(|e| cannot(&e))?;
         }
         let instance = built.start().map_err(|e| cannot(&e))?;
@@ -398,8 +428,13 @@ impl VmService {
             handle.replace_drive_image(&id, &path).map_err(|e| {
                 let mut err = Self::vm_error(e);
                 if confined && err.message.contains("Permission denied") {
-                    err.message += " (a running VM opens only its drives' images and files \
-                                    beneath the directories fennec run --allow-path gives)";
+                    err.message += match self.drive_dirs {
+                        true => " (a running VM opens only files in its drives' directories)",
+                        false => {
+                            " (a running VM opens only its drives' images and files beneath the \
+                             directories fennec run --allow-path gives)"
+                        }
+                    };
                 }
                 err
             })?;
@@ -422,6 +457,8 @@ impl VmService {
     /// Serves one request.
     pub fn serve_request(&mut self, request: ApiRequest) -> Result<ApiResponse, ApiError> {
         match request {
+            ApiRequest::Mmds(request) => self.serve_mmds(request),
+            ApiRequest::PutEntropy(entropy) => self.put_entropy(entropy),
             ApiRequest::PutLogger(config) => match &self.logger {
                 None => Err(ApiError::bad_request(
                     "This fennec logs to stderr (fennec run -v, RUST_LOG); PUT /logger works \
@@ -631,54 +668,6 @@ pub fn serve(
     }
     service.flush_metrics();
     result
-}
-
-/// What serves `PUT /logger`: applies the configuration, or says why not.
-pub type LoggerHook = Box<dyn Fn(&crate::api::LoggerConfig) -> Result<(), String> + Send>;
-
-/// Opens a log or metrics file or FIFO as Firecracker does: it must exist; read and write, so
-/// a FIFO without a reader yet does not block; non-blocking, so a stalled reader never stops
-/// the VMM.
-pub fn open_sink(path: &std::path::Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-}
-
-/// A file or FIFO the VM's metrics go to, one JSON object a line: `utc_timestamp_ms` and every
-/// counter of [`VmHandle::metrics`]. Written without blocking: a line a stalled reader cannot
-/// take is dropped and logged.
-pub struct MetricsSink(std::fs::File);
-
-impl MetricsSink {
-    /// Writes to `file` (opened non-blocking).
-    pub fn new(file: std::fs::File) -> Self {
-        MetricsSink(file)
-    }
-
-    /// Writes one line of `handle`'s metrics (only the time and state before the VM starts).
-    pub fn write(&mut self, handle: Option<&VmHandle>) {
-        use std::io::Write;
-        let metrics = handle.map_or(json!({"state": "Not started"}), |h| {
-            serde_json::to_value(h.metrics()).unwrap_or(Value::Null)
-        });
-        let Value::Object(mut line) = metrics else {
-            return;
-        };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        line.insert("utc_timestamp_ms".into(), json!(now));
-        let mut text = Value::Object(line).to_string();
-        text.push('\n');
-        if let Err(e) = self.0.write_all(text.as_bytes()) {
-            log::warn!("Metrics line dropped: {e}");
-        }
-    }
 }
 
 fn serve_events(

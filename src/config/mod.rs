@@ -19,7 +19,8 @@ pub use drive::{BlockConfig, DriveSource, TemplateDrive, BOTH_SOURCES};
 pub use net::NetConfig;
 pub use options::buckets as rate_limiter_buckets;
 pub use options::{
-    CacheType, CpuTemplate, HugePages, IoEngine, RateLimiterConfig, TokenBucketConfig, Unsupported,
+    CacheType, CpuTemplate, EntropyConfig, HugePages, IoEngine, RateLimiterConfig,
+    TokenBucketConfig, Unsupported,
 };
 
 /// Kernel command line used when the user gives none.
@@ -117,6 +118,9 @@ pub enum ConfigError {
         /// Which field, and why.
         error: Unsupported,
     },
+    /// The metadata service's configuration does not fit the VM.
+    #[error(transparent)]
+    Mmds(#[from] crate::mmds::MmdsError),
     /// A `--disk` argument could not be parsed.
     #[error("Invalid --disk {arg:?}: {why} (expected path=PATH[,id=ID][,ro][,root] or template=NAME[,store=SPEC][,vm=NAME][,id=ID][,ro][,root])")]
     DiskArg {
@@ -267,6 +271,16 @@ pub struct VmConfig {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub net: Vec<NetConfig>,
+    /// The metadata service (MMDS): which interfaces reach it, at which address, V1 or V2.
+    #[serde(
+        rename = "mmds-config",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub mmds_config: Option<crate::mmds::MmdsConfig>,
+    /// An entropy device (virtio-rng), after the drives and network interfaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entropy: Option<EntropyConfig>,
 }
 
 impl VmConfig {
@@ -304,7 +318,10 @@ impl VmConfig {
                 return Err(ConfigError::DuplicateMac(net.guest_mac()));
             }
         }
-        let devices = self.drives.len() + self.net.len();
+        if let Some(mmds) = &self.mmds_config {
+            mmds.validate(self.net.iter().map(|n| n.id.as_str()))?;
+        }
+        let devices = self.drives.len() + self.net.len() + usize::from(self.entropy.is_some());
         if devices > layout::MAX_VIRTIO_DEVICES {
             return Err(ConfigError::TooManyDevices(devices));
         }

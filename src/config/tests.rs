@@ -10,6 +10,8 @@ fn config(boot_args: Option<&str>) -> VmConfig {
         machine_config: MachineConfig::default(),
         drives: Vec::new(),
         net: Vec::new(),
+        mmds_config: None,
+        entropy: None,
     }
 }
 

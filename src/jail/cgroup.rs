@@ -1,4 +1,5 @@
-//! The jail's cgroup (v2): `fennec/ID` under the unified hierarchy, with the jail's limits.
+//! The jail's cgroup (v2): `fennec/ID` under the unified hierarchy, with the jail's limits;
+//! as Firecracker's jailer, `PARENT/ID` with the files `--cgroup` names.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -29,12 +30,36 @@ fn write(path: &Path, value: &str) -> Result<(), JailError> {
 impl Cgroup {
     /// Makes `fennec/ID` with `limits`, enabling the controllers they need on the way.
     pub fn create(id: &str, limits: &Limits) -> Result<Cgroup, JailError> {
+        Self::create_in("fennec", id, limits, &[])
+    }
+
+    /// Makes `parent/ID` with `limits` and then `files` written (`memory.max=...`), enabling
+    /// the controllers they need on the way (a file's controller is its name's first part).
+    pub fn create_in(
+        parent: &str,
+        id: &str,
+        limits: &Limits,
+        files: &[(String, String)],
+    ) -> Result<Cgroup, JailError> {
+        if parent.is_empty() || parent.contains("..") || parent.starts_with('/') {
+            return Err(cgroup_err(format!(
+                "the parent cgroup {parent:?} must be a relative path without '..'"
+            )));
+        }
+        for (file, _) in files {
+            if file.contains('/') || !file.contains('.') || file.starts_with("cgroup.") {
+                return Err(cgroup_err(format!(
+                    "{file:?} is not a controller's file (such as memory.max or cpu.max)"
+                )));
+            }
+        }
         let root = Path::new(CGROUP_ROOT);
         let available = fs::read_to_string(root.join("cgroup.controllers")).map_err(|_| {
             cgroup_err(format!(
-                "cgroup v2 is not mounted at {CGROUP_ROOT}: the jail's --cpus, --memory-max and \
-                 --pids-max need the unified hierarchy (Debian 12's default; \
-                 systemd.unified_cgroup_hierarchy=1 on older hosts), or leave them out"
+                "cgroup v2 is not mounted at {CGROUP_ROOT}: the jail's cgroup limits (--cpus, \
+                 --memory-max, --pids-max; the jailer's --cgroup) need the unified hierarchy \
+                 (Debian 12's default; systemd.unified_cgroup_hierarchy=1 on older hosts), or \
+                 leave them out"
             ))
         })?;
         let mut wanted = Vec::new();
@@ -47,6 +72,12 @@ impl Cgroup {
         if limits.pids_max.is_some() {
             wanted.push("pids");
         }
+        for (file, _) in files {
+            let controller = file.split('.').next().unwrap_or_default();
+            if !wanted.contains(&controller) {
+                wanted.push(controller);
+            }
+        }
         for controller in &wanted {
             if !available.split_whitespace().any(|c| c == *controller) {
                 return Err(cgroup_err(format!(
@@ -56,13 +87,19 @@ impl Cgroup {
                 )));
             }
         }
-        let parent = root.join("fennec");
-        match fs::create_dir(&parent) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(cgroup_err(format!("cannot make {}: {e}", parent.display()))),
+        // Each level from the root to the parent passes the controllers down.
+        let mut dirs = vec![root.to_path_buf()];
+        for part in Path::new(parent).components() {
+            let dir = dirs[dirs.len() - 1].join(part);
+            match fs::create_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(cgroup_err(format!("cannot make {}: {e}", dir.display()))),
+            }
+            dirs.push(dir);
         }
-        for dir in [root, parent.as_path()] {
+        let parent = dirs[dirs.len() - 1].clone();
+        for dir in &dirs {
             for controller in &wanted {
                 write(
                     &dir.join("cgroup.subtree_control"),
@@ -95,6 +132,9 @@ impl Cgroup {
         }
         if let Some(pids) = limits.pids_max {
             write(&cgroup.path.join("pids.max"), &pids.to_string())?;
+        }
+        for (file, value) in files {
+            write(&cgroup.path.join(file), value)?;
         }
         log::info!(
             "Cgroup {} made with the jail's limits",

@@ -30,6 +30,9 @@ pub(super) struct Plan {
     exe: OwnedFd,
     argv: Vec<CString>,
     envp: Vec<CString>,
+    /// `--daemonize`: /dev/null, opened before the jail, for stdin, stdout and stderr, and a
+    /// new session.
+    daemon: Option<OwnedFd>,
 }
 
 fn cstring(s: &OsStr) -> Result<CString, JailError> {
@@ -45,18 +48,42 @@ impl Plan {
         cgroup: Option<&Cgroup>,
         has_config: bool,
     ) -> Result<Plan, JailError> {
-        // This very binary, opened now: the jail's root holds no copy of it.
-        let exe = File::open("/proc/self/exe")
-            .map_err(super::step("open fennec's own binary"))?
-            .into();
-        let mut args: Vec<OsString> = vec!["fennec".into(), "run".into()];
-        args.extend(spec.run_args.iter().cloned());
-        if has_config {
-            args.extend(["--config-file".into(), "/vm.json".into()]);
-        }
-        if let Some(socket) = &spec.api_socket {
-            args.extend(["--api-socket".into(), format!("/{socket}").into()]);
-        }
+        // The program, opened now: the jail's root holds no copy of it. fennec's own binary,
+        // or the jailer's --exec-file.
+        let (exe, args) = match &spec.jailer {
+            None => {
+                let exe = File::open("/proc/self/exe")
+                    .map_err(super::step("open fennec's own binary"))?;
+                let mut args: Vec<OsString> = vec!["fennec".into(), "run".into()];
+                args.extend(spec.run_args.iter().cloned());
+                if has_config {
+                    args.extend(["--config-file".into(), "/vm.json".into()]);
+                }
+                if let Some(socket) = &spec.api_socket {
+                    args.extend(["--api-socket".into(), format!("/{socket}").into()]);
+                }
+                (exe, args)
+            }
+            Some(jailer) => {
+                let exe = File::open(&jailer.exec_file).map_err(super::step(format!(
+                    "open the --exec-file {}",
+                    jailer.exec_file.display()
+                )))?;
+                (exe, jailer_argv(spec, jailer)?)
+            }
+        };
+        let exe = exe.into();
+        let daemon = match spec.jailer.as_ref().is_some_and(|j| j.daemonize) {
+            true => Some(
+                File::options()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/null")
+                    .map_err(super::step("open /dev/null"))?
+                    .into(),
+            ),
+            false => None,
+        };
         let argv = args
             .iter()
             .map(|a| cstring(a))
@@ -85,6 +112,7 @@ impl Plan {
             exe,
             argv,
             envp,
+            daemon,
         })
     }
 
@@ -96,7 +124,8 @@ impl Plan {
         unsafe { libc::_exit(127) }
     }
 
-    fn steps(&self) -> Result<Infallible, String> {
+    /// Every step, ending in the program's exec; in this process, or in the forked child.
+    pub(super) fn steps(&self) -> Result<Infallible, String> {
         if let Some(procs) = &self.cgroup_procs {
             std::fs::write(procs, "0")
                 .map_err(|e| format!("cannot join the cgroup ({}): {e}", procs.display()))?;
@@ -154,6 +183,16 @@ impl Plan {
             ) as i32
         })
         .map_err(|e| format!("cannot close inherited file descriptors: {e}"))?;
+        if let Some(null) = &self.daemon {
+            // SAFETY: setsid takes nothing; dup2 copies a descriptor we own onto 0, 1 and 2.
+            check(unsafe { libc::setsid() }.min(0))
+                .map_err(|e| format!("cannot start a new session (--daemonize): {e}"))?;
+            for fd in 0..3 {
+                // SAFETY: as above.
+                check(unsafe { libc::dup2(null.as_raw_fd(), fd) }.min(0))
+                    .map_err(|e| format!("cannot redirect fd {fd} to /dev/null: {e}"))?;
+            }
+        }
         let argv: Vec<*const libc::c_char> = self
             .argv
             .iter()
@@ -170,7 +209,8 @@ impl Plan {
         // the call; the fd is fennec's binary, open for reading.
         unsafe { libc::fexecve(self.exe.as_raw_fd(), argv.as_ptr(), envp.as_ptr()) };
         Err(format!(
-            "cannot execute fennec in the jail: {}",
+            "cannot execute {:?} in the jail: {}",
+            self.argv[0],
             std::io::Error::last_os_error()
         ))
     }
@@ -270,6 +310,32 @@ impl Plan {
         check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
             .map_err(|e| format!("cannot set no_new_privs: {e}"))
     }
+}
+
+/// The jailer's program's command line: its file name, the caller's arguments, then `--id`
+/// and the start times (wall clock and CPU, in microseconds), as Firecracker's jailer passes
+/// them.
+fn jailer_argv(spec: &JailSpec, jailer: &super::JailerMode) -> Result<Vec<OsString>, JailError> {
+    let mut args: Vec<OsString> = vec![jailer.exec_name()?.into()];
+    args.extend(jailer.args.iter().cloned());
+    let wall_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    let mut cpu = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut cpu) };
+    let cpu_us = cpu.tv_sec as u128 * 1_000_000 + cpu.tv_nsec as u128 / 1000;
+    for (flag, value) in [
+        ("--id", spec.id.clone()),
+        ("--start-time-us", wall_us.to_string()),
+        ("--start-time-cpu-us", cpu_us.to_string()),
+    ] {
+        args.extend([flag.into(), value.into()]);
+    }
+    Ok(args)
 }
 
 fn check(r: i32) -> std::io::Result<()> {

@@ -20,6 +20,14 @@
 //!    the cgroup when it ends.
 //!
 //! Every step that can fail says which and why; the VM then never starts.
+//!
+//! As Firecracker's `jailer` ([`JailerMode`], `src/jailer_mode.rs`), the same steps follow
+//! that program's contract instead: the directory is `BASE/EXEC/ID/root` and may exist already
+//! (engines put the VM's files there first), the program run is the `--exec-file` (fennec as
+//! `firecracker`, or any other) with the caller's arguments and `--id`, cgroup files are
+//! written as given, and nothing is removed afterwards. Without `--new-pid-ns` the jailer's
+//! own process becomes the program, so its PID is the VM's; with it, the program is PID 1 of
+//! a new PID namespace, its PID goes to `root/EXEC.pid`, and the jailer exits.
 
 mod cgroup;
 mod child;
@@ -82,6 +90,41 @@ pub struct JailSpec {
     pub api_socket: Option<String>,
     /// Further arguments for `fennec run` (`--seccomp-filter`, `--id`, `-v`, ...).
     pub run_args: Vec<OsString>,
+    /// Firecracker's jailer's layout and process model instead of fennec's.
+    pub jailer: Option<JailerMode>,
+}
+
+/// How Firecracker's `jailer` runs its program (see the module's documentation).
+#[derive(Clone, Debug, Default)]
+pub struct JailerMode {
+    /// The program (`--exec-file`): opened before the jail, run as `argv[0]` = its file name.
+    pub exec_file: PathBuf,
+    /// Its arguments (after `--`); the jailer adds `--id` and the start times.
+    pub args: Vec<OsString>,
+    /// Fork into a new PID namespace and exit once the program runs (`--new-pid-ns`).
+    pub new_pid_ns: bool,
+    /// A new session, and /dev/null as stdin, stdout and stderr (`--daemonize`).
+    pub daemonize: bool,
+    /// The cgroup's parent (`--parent-cgroup`; default the program's file name).
+    pub parent_cgroup: Option<String>,
+    /// Cgroup v2 files to write, such as `memory.max=268435456` (`--cgroup`).
+    pub cgroup: Vec<(String, String)>,
+}
+
+impl JailerMode {
+    /// The program's file name: the chroot's parent directory and its `argv[0]`.
+    pub fn exec_name(&self) -> Result<String, JailError> {
+        self.exec_file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                JailError::Unsupported(format!(
+                    "--exec-file {} has no usable file name",
+                    self.exec_file.display()
+                ))
+            })
+    }
 }
 
 /// Why a jail could not be made or run.
@@ -240,6 +283,9 @@ pub fn run(spec: &JailSpec) -> Result<Ended, JailError> {
         }
         None => (Vec::new(), None),
     };
+    if let Some(jailer) = &spec.jailer {
+        return run_as_jailer(spec, jailer);
+    }
     let dir = spec.base.join(&spec.id);
     if dir.exists() {
         return Err(JailError::Exists(dir));
@@ -267,6 +313,57 @@ pub fn run(spec: &JailSpec) -> Result<Ended, JailError> {
         }
     }
     Ok(ended)
+}
+
+/// [`run`] as Firecracker's jailer: returns only with `--new-pid-ns` (once the program runs)
+/// or on failure; otherwise this process becomes the program.
+fn run_as_jailer(spec: &JailSpec, jailer: &JailerMode) -> Result<Ended, JailError> {
+    let exec_name = jailer.exec_name()?;
+    let root = spec.base.join(&exec_name).join(&spec.id).join("root");
+    build_root(spec, &root, &[], None)?;
+    let cgroup = match (jailer.cgroup.is_empty(), spec.limits.wants_cgroup()) {
+        (true, false) => None,
+        _ => {
+            let parent = jailer.parent_cgroup.as_deref().unwrap_or(&exec_name);
+            Some(cgroup::Cgroup::create_in(
+                parent,
+                &spec.id,
+                &spec.limits,
+                &jailer.cgroup,
+            )?)
+        }
+    };
+    log::info!("Jail {} made in {}", spec.id, root.display());
+    let plan = child::Plan::new(spec, &root, &[], cgroup.as_ref(), false)?;
+    if !jailer.new_pid_ns {
+        let Err(message) = plan.steps();
+        return Err(JailError::Child(message));
+    }
+    let (err_read, err_write) = pipe().map_err(step("make a pipe"))?;
+    // SAFETY: unshare takes flags only; CLONE_NEWPID affects this process's later children.
+    if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+        return Err(step("make a PID namespace")(std::io::Error::last_os_error()));
+    }
+    // SAFETY: this process has one thread, so the child may run anything; it ends in exec or
+    // _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(step("fork")(std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        drop(err_read);
+        plan.run(err_write);
+    }
+    drop(err_write);
+    let mut failure = String::new();
+    let _ = fs::File::from(err_read).read_to_string(&mut failure);
+    if !failure.is_empty() {
+        let _ = wait(pid);
+        return Err(JailError::Child(failure));
+    }
+    let pid_file = root.join(format!("{exec_name}.pid"));
+    fs::write(&pid_file, pid.to_string()).map_err(step(format!("write {}", pid_file.display())))?;
+    Ok(Ended::Exited(0))
 }
 
 /// What the jail made, removed when dropped.
@@ -369,12 +466,16 @@ fn build_root(
         .mode(0o755)
         .create(&spec.base)
         .map_err(step(format!("make {}", spec.base.display())))?;
+    // The jailer's directories may exist: engines put the VM's files in first.
+    let existing = spec.jailer.is_some();
     fs::DirBuilder::new()
         .mode(0o700)
+        .recursive(existing)
         .create(root.parent().unwrap_or(root))
         .map_err(step(format!("make the jail in {}", spec.base.display())))?;
     fs::DirBuilder::new()
         .mode(0o700)
+        .recursive(existing)
         .create(root)
         .map_err(step(format!("make {}", root.display())))?;
     owner(root)?;
@@ -403,18 +504,26 @@ fn build_root(
         }
     }
     let dev = root.join("dev");
-    fs::create_dir(&dev).map_err(step("make the jail's /dev"))?;
+    let mkdir = |path: &Path| match fs::create_dir(path) {
+        Err(e) if !(existing && e.kind() == std::io::ErrorKind::AlreadyExists) => Err(e),
+        _ => Ok(()),
+    };
+    mkdir(&dev).map_err(step("make the jail's /dev"))?;
     let mut nodes = vec![("kvm", 232)];
     if config.is_some_and(|c| !c.net.is_empty()) || config.is_none() {
-        fs::create_dir(dev.join("net")).map_err(step("make the jail's /dev/net"))?;
+        mkdir(&dev.join("net")).map_err(step("make the jail's /dev/net"))?;
         nodes.push(("net/tun", 200));
     }
     for (name, minor) in nodes {
         let path = dev.join(name);
+        if existing {
+            // Made here, never taken from what was there.
+            let _ = fs::remove_file(&path);
+        }
         mknod_char(&path, 10, minor).map_err(step(format!("make /dev/{name} in the jail")))?;
         owner(&path)?;
     }
-    fs::create_dir(root.join("proc")).map_err(step("make the jail's /proc"))?;
+    mkdir(&root.join("proc")).map_err(step("make the jail's /proc"))?;
     if let Some(config) = config {
         let json = serde_json::to_string_pretty(config)
             .map_err(|e| JailError::Unsupported(format!("cannot write the configuration: {e}")))?;

@@ -33,6 +33,7 @@ fn spec(config: Option<VmConfig>) -> JailSpec {
         config,
         api_socket: None,
         run_args: Vec::new(),
+        jailer: None,
     }
 }
 

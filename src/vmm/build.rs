@@ -11,6 +11,7 @@ use vm_memory::GuestMemoryMmap;
 use super::{open, Error};
 use crate::config::{ConfigError, VmConfig};
 use crate::device_manager::{Console, DeviceManager};
+use crate::mmds::Mmds;
 use crate::vstate::kvm::KvmContext;
 use crate::vstate::memory;
 use crate::vstate::vcpu::Vcpu;
@@ -28,6 +29,12 @@ impl Vm {
     /// Builds a VM from `config`, with `console` as its serial console: create, attach,
     /// describe, boot.
     pub fn new(config: &VmConfig, console: Console) -> Result<Self, Error> {
+        Self::with_mmds(config, console, &Mmds::default())
+    }
+
+    /// [`Vm::new`], the guest's metadata service (if `config` has one) answering from `mmds`,
+    /// which the caller keeps to change the metadata while the VM runs.
+    pub fn with_mmds(config: &VmConfig, console: Console, mmds: &Mmds) -> Result<Self, Error> {
         config.validate()?;
         if let Some(d) = config.drives.iter().find(|d| d.image_path().is_none()) {
             return Err(ConfigError::Unprovisioned(d.id.clone()).into());
@@ -42,14 +49,7 @@ impl Vm {
             .transpose()?;
 
         let (kvm, mem, kvm_vm, vcpus) = Self::create(config)?;
-        let devices = DeviceManager::new(
-            &kvm_vm,
-            &mem,
-            console,
-            &config.drives_in_guest_order(),
-            &config.net,
-            config.machine_config.acpi,
-        )?;
+        let devices = DeviceManager::new(&kvm_vm, &mem, console, config, mmds)?;
         let (cmdline, rsdp) = Self::describe(config, &mem, &devices)?;
 
         // Boot: the kernel, the initrd, the boot protocol's tables, the vCPUs' registers.

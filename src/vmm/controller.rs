@@ -283,6 +283,8 @@ impl Vm {
         };
         let drives = devices.drives;
         let nets = devices.nets;
+        let entropy = devices.entropy;
+        let entropy_at_exit = entropy.clone();
         let run = ControllerRun {
             serial_input: devices.serial_input,
             subscribers: devices.subscribers,
@@ -312,6 +314,9 @@ impl Vm {
             for n in &nets_at_exit {
                 super::log_metrics("Network interface", &n.id, &*n.metrics);
             }
+            if let Some(m) = &entropy_at_exit {
+                super::log_metrics("Entropy device", "rng", &**m);
+            }
             // Guest memory outlives every vCPU thread and the VM (`run_controller` joined
             // the first and dropped the second).
             drop(mem);
@@ -332,6 +337,7 @@ impl Vm {
                 vcpu_exits,
                 drives,
                 nets,
+                entropy,
             }))),
             Err(e) => Err(start_err("controller thread", e)),
         }

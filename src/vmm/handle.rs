@@ -133,6 +133,9 @@ pub struct VmMetrics {
     pub drives: BTreeMap<String, Value>,
     /// Each network interface's counters, by interface ID.
     pub network_interfaces: BTreeMap<String, Value>,
+    /// The entropy device's counters, when the VM has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entropy: Option<Value>,
 }
 
 pub(super) struct HandleInner {
@@ -148,6 +151,7 @@ pub(super) struct HandleInner {
     pub vcpu_exits: Vec<Arc<VcpuExits>>,
     pub drives: Vec<DriveInfo>,
     pub nets: Vec<NetInfo>,
+    pub entropy: Option<Arc<fennec_devices::virtio::rng::RngMetrics>>,
 }
 
 /// A running VM. Clones are handles to the same VM, for other threads.
@@ -391,6 +395,7 @@ impl VmHandle {
                 .iter()
                 .map(|n| (n.id.clone(), counters(&*n.metrics)))
                 .collect(),
+            entropy: self.0.entropy.as_ref().map(|m| counters(&**m)),
         }
     }
 

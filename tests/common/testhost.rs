@@ -81,7 +81,8 @@ pub fn result(name: &str) -> TestResult {
     })
 }
 
-/// Names of this binary's Linux tests (named `linux_*`).
+/// Names of this binary's Linux tests (named `linux_*`, in any module: the name without its
+/// module path, which `linux_test!` reports its result under).
 fn list_tests(exe: &Path) -> Vec<String> {
     let out = Command::new(exe)
         .args(["--list", "--format", "terse"])
@@ -90,6 +91,7 @@ fn list_tests(exe: &Path) -> Vec<String> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.strip_suffix(": test"))
+        .filter_map(|path| path.rsplit("::").next())
         .filter(|name| name.starts_with("linux_"))
         .map(str::to_string)
         .collect()

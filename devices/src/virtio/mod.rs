@@ -20,6 +20,7 @@ pub mod mmio;
 pub mod mmio_fuzzing;
 pub mod net;
 pub mod queue;
+pub mod rng;
 
 pub use virtio_queue::{Queue, QueueT};
 

@@ -19,7 +19,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::frame::{
     self, buffers_needed, FrameError, RxBuffer, ETH_HLEN, MAX_FRAME_LEN, VNET_HDR_LEN,
 };
-use super::{MacAddr, NetBackend, NetMetrics};
+use super::{FrameService, MacAddr, NetBackend, NetMetrics};
 use crate::rate_limiter::{Buckets, RateLimiter};
 use crate::virtio::queue::{avail_sane, drain_limited};
 use crate::virtio::{
@@ -53,6 +53,8 @@ pub struct NetSpec {
     pub rx_rate_limiter: RateLimiter,
     /// Limits on what the guest sends.
     pub tx_rate_limiter: RateLimiter,
+    /// A service answered on the link (instance metadata), if any.
+    pub service: Option<Box<dyn FrameService>>,
 }
 
 /// How receive went.
@@ -69,6 +71,9 @@ enum Deliver {
 /// A virtio-net device.
 pub struct Net {
     pub(super) backend: Box<dyn NetBackend>,
+    service: Option<Box<dyn FrameService>>,
+    /// The waiting frame came from the service, not the TAP.
+    rx_from_service: bool,
     features: u64,
     config: [u8; CONFIG_LEN],
     queue_events: Vec<EventFd>,
@@ -119,6 +124,8 @@ impl Net {
         config[8..10].copy_from_slice(&1u16.to_le_bytes());
         Ok(Net {
             backend: spec.backend,
+            service: spec.service,
+            rx_from_service: false,
             features,
             config,
             queue_events: vec![EventFd::new(EFD_NONBLOCK)?, EventFd::new(EFD_NONBLOCK)?],
@@ -191,10 +198,23 @@ impl Net {
                 // Its timer calls again; a frame read meanwhile waits, and the TAP is unwatched.
                 break;
             }
-            let len = match self.rx_pending {
-                Some(len) => len,
-                None if frames == RX_BUDGET || self.backend_failed => break,
-                None => match self.backend.recv(&mut self.rx_frame) {
+            let service_frame = match (self.rx_pending, self.service.as_mut()) {
+                (None, Some(service)) if frames < RX_BUDGET => service
+                    .next_frame(&mut self.rx_frame[VNET_HDR_LEN..])
+                    .map(|len| {
+                        // No offloads: the service's frames are complete.
+                        self.rx_frame[..VNET_HDR_LEN].fill(0);
+                        VNET_HDR_LEN + len
+                    }),
+                _ => None,
+            };
+            if service_frame.is_some() {
+                self.rx_from_service = true;
+            }
+            let len = match (self.rx_pending, service_frame) {
+                (Some(len), _) | (None, Some(len)) => len,
+                (None, None) if frames == RX_BUDGET || self.backend_failed => break,
+                (None, None) => match self.backend.recv(&mut self.rx_frame) {
                     Ok(len) => len,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -227,6 +247,9 @@ impl Net {
                 Deliver::Delivered => {
                     NetMetrics::add(&self.metrics.rx_packets, 1);
                     NetMetrics::add(&self.metrics.rx_bytes, (len - VNET_HDR_LEN) as u64);
+                    if std::mem::take(&mut self.rx_from_service) {
+                        NetMetrics::add(&self.metrics.service_rx_packets, 1);
+                    }
                     self.rx_pending = None;
                     self.rx_charged = false;
                     // Tell the guest now, not after the batch, so it processes this frame
@@ -238,6 +261,7 @@ impl Net {
                     NetMetrics::add(&self.metrics.rx_dropped, 1);
                     self.rx_pending = None;
                     self.rx_charged = false;
+                    self.rx_from_service = false;
                 }
                 Deliver::NoRoom => {
                     if self.rx_pending.is_none() {
@@ -258,6 +282,14 @@ impl Net {
         }
         // Unusable buffers returned on the way count as used too.
         rx.notify(&*active.interrupt);
+        // The TAP wakes the loop while it has frames; the service's frames need a nudge.
+        if frames == RX_BUDGET && self.rx_pending.is_none() && self.service_has_frames() {
+            let _ = self.queue_events[RX_QUEUE].write(1);
+        }
+    }
+
+    fn service_has_frames(&self) -> bool {
+        self.service.as_ref().is_some_and(|s| s.has_frames())
     }
 
     /// Sends every frame the driver queued to the backend, at most a queue's worth per call
@@ -274,6 +306,7 @@ impl Net {
             return;
         }
         let (backend, frame, metrics) = (&mut self.backend, &mut self.tx_frame, &self.metrics);
+        let service = &mut self.service;
         let limiter = &mut self.tx_limiter;
         let queue = &mut active.queues[TX_QUEUE];
         let drained = drain_limited(queue, &active.mem, u64::MAX, |chain| {
@@ -284,7 +317,14 @@ impl Net {
                         NetMetrics::add(&metrics.tx_rate_limited, 1);
                         return None;
                     }
-                    send(backend.as_mut(), &frame[..len], metrics)
+                    let taken = service
+                        .as_mut()
+                        .is_some_and(|s| s.offer(&frame[VNET_HDR_LEN..len]));
+                    if taken {
+                        NetMetrics::add(&metrics.service_tx_packets, 1);
+                    } else {
+                        send(backend.as_mut(), &frame[..len], metrics)
+                    }
                 }
                 Err(e) => {
                     log::debug!("virtio-net: dropping a transmit chain: {e}");
@@ -309,6 +349,10 @@ impl Net {
             log::debug!("virtio-net: the driver corrupted the transmit queue; stopped until reset");
             NetMetrics::add(&self.metrics.bad_chains, 1);
             self.tx_broken = true;
+        }
+        // What the guest sent the service may have an answer.
+        if self.rx_pending.is_none() && self.service_has_frames() {
+            self.process_rx();
         }
     }
 
@@ -513,6 +557,7 @@ impl VirtioDevice for Net {
         if self.rx_pending.take().is_some() {
             NetMetrics::add(&self.metrics.rx_dropped, 1);
         }
+        self.rx_from_service = false;
         self.rx_charged = false;
         self.rx_broken = false;
         self.tx_broken = false;

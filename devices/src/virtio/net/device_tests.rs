@@ -51,6 +51,10 @@ struct Fixture {
 }
 
 fn fixture(acked: u64) -> Fixture {
+    fixture_with(acked, None)
+}
+
+fn fixture_with(acked: u64, service: Option<Box<dyn FrameService>>) -> Fixture {
     let mem = memory();
     let (ours, peer) = UnixDatagram::pair().unwrap();
     ours.set_nonblocking(true).unwrap();
@@ -65,6 +69,7 @@ fn fixture(acked: u64) -> Fixture {
         mac: MacAddr([2, 0xfc, 0, 0, 0, 1]),
         rx_rate_limiter: RateLimiter::unlimited().unwrap(),
         tx_rate_limiter: RateLimiter::unlimited().unwrap(),
+        service,
     })
     .unwrap();
     let rx = TestRing::new(&mem, 0, RING_SIZE);
@@ -406,4 +411,118 @@ fn test_net_rx_rate_limited_frame_waits_with_the_tap_unwatched() {
     );
     assert!(f.net.wants_backend());
     assert_eq!(f.net.metrics().rx_dropped.load(Ordering::Relaxed), 0);
+}
+
+/// A service that takes the frames of one EtherType and answers each with `copies` frames of
+/// its own (the frame with its first byte set to the copy's number).
+struct Reflector {
+    copies: u8,
+    out: VecDeque<Vec<u8>>,
+}
+
+/// The local experimental EtherType the reflector takes.
+const REFLECTED: [u8; 2] = [0x88, 0xb5];
+
+impl FrameService for Reflector {
+    fn offer(&mut self, frame: &[u8]) -> bool {
+        if frame[12..14] != REFLECTED {
+            return false;
+        }
+        for i in 0..self.copies {
+            let mut answer = frame.to_vec();
+            answer[0] = i;
+            self.out.push_back(answer);
+        }
+        true
+    }
+
+    fn next_frame(&mut self, buf: &mut [u8]) -> Option<usize> {
+        let frame = self.out.pop_front()?;
+        buf[..frame.len()].copy_from_slice(&frame);
+        Some(frame.len())
+    }
+
+    fn has_frames(&self) -> bool {
+        !self.out.is_empty()
+    }
+}
+
+fn reflected_frame(len: usize, seed: u8) -> Vec<u8> {
+    let mut f = frame(len, seed);
+    f[VNET_HDR_LEN + 12..VNET_HDR_LEN + 14].copy_from_slice(&REFLECTED);
+    f
+}
+
+#[test]
+fn test_net_service_frames_bypass_the_tap_both_ways() {
+    let service = Reflector {
+        copies: 2,
+        out: VecDeque::new(),
+    };
+    let mut f = fixture_with(0, Some(Box::new(service)));
+    let heads = [
+        f.rx.post(&f.mem, &[(BUFS + 0x1000, 2048, WRITE)]),
+        f.rx.post(&f.mem, &[(BUFS + 0x2000, 2048, WRITE)]),
+    ];
+    // One frame for the service, then one for the TAP.
+    let mut mine = reflected_frame(80, 5);
+    // Offload flags the guest set must not come back: the service's frames are complete.
+    mine[0] = 1;
+    let other = frame(70, 9);
+    f.mem.write_slice(&mine, GuestAddress(BUFS)).unwrap();
+    f.mem
+        .write_slice(&other, GuestAddress(BUFS + 0x200))
+        .unwrap();
+    f.tx.post(&f.mem, &[(BUFS, 80, 0)]);
+    f.tx.post(&f.mem, &[(BUFS + 0x200, 70, 0)]);
+    f.net.process_tx();
+    assert_eq!(peer_frames(&f.peer), vec![other], "only the other frame");
+    // Both answers arrived in the receive buffers, without the caller asking.
+    let used = f.rx.take_used(&f.mem);
+    assert_eq!(
+        used,
+        vec![(u32::from(heads[0]), 80), (u32::from(heads[1]), 80)]
+    );
+    for (i, addr) in [BUFS + 0x1000, BUFS + 0x2000].into_iter().enumerate() {
+        let got = read(&f.mem, addr, 80);
+        assert_eq!(
+            got[..VNET_HDR_LEN - 2],
+            [0; VNET_HDR_LEN - 2],
+            "a zero header"
+        );
+        assert_eq!(got[VNET_HDR_LEN], i as u8);
+        assert_eq!(got[VNET_HDR_LEN + 1..], mine[VNET_HDR_LEN + 1..]);
+    }
+    let m = f.net.metrics();
+    assert_eq!(m.service_tx_packets.load(Ordering::Relaxed), 1);
+    assert_eq!(m.service_rx_packets.load(Ordering::Relaxed), 2);
+    assert_eq!(m.tx_packets.load(Ordering::Relaxed), 1);
+    assert_eq!(m.rx_packets.load(Ordering::Relaxed), 2);
+}
+
+#[test]
+fn test_net_service_answers_wait_for_receive_buffers() {
+    let service = Reflector {
+        copies: 3,
+        out: VecDeque::new(),
+    };
+    let mut f = fixture_with(0, Some(Box::new(service)));
+    f.mem
+        .write_slice(&reflected_frame(60, 1), GuestAddress(BUFS))
+        .unwrap();
+    f.tx.post(&f.mem, &[(BUFS, 60, 0)]);
+    f.net.process_tx();
+    assert!(f.rx.take_used(&f.mem).is_empty(), "no buffers yet");
+    // The guest posts one buffer: one answer; two wait.
+    f.rx.post(&f.mem, &[(BUFS + 0x1000, 2048, WRITE)]);
+    f.net.process_rx();
+    assert_eq!(f.rx.take_used(&f.mem).len(), 1);
+    f.rx.post(&f.mem, &[(BUFS + 0x1000, 2048, WRITE)]);
+    f.rx.post(&f.mem, &[(BUFS + 0x2000, 2048, WRITE)]);
+    f.net.process_rx();
+    assert_eq!(f.rx.take_used(&f.mem).len(), 2, "nothing was lost");
+    assert_eq!(
+        f.net.metrics().service_rx_packets.load(Ordering::Relaxed),
+        3
+    );
 }

@@ -80,6 +80,7 @@ pub fn serve_memory(memory: &[u8], frames: &[Vec<u8>]) -> (u16, u16, usize, Arc<
         mac: MacAddr([2, 0xfc, 0, 0, 0, 1]),
         rx_rate_limiter: crate::rate_limiter::RateLimiter::unlimited().expect("a timerfd"),
         tx_rate_limiter: crate::rate_limiter::RateLimiter::unlimited().expect("a timerfd"),
+        service: None,
     })
     .expect("eventfds");
     let flags = memory.first().copied().unwrap_or(0);

@@ -4,6 +4,8 @@
 //!   every hostile case is unit-tested);
 //! - [`tap`]: the TAP backend (`/dev/net/tun` with `IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`, offloads
 //!   through `TUNSETOFFLOAD`);
+//! - [`service`]: a service the VMM answers on the guest's link (instance metadata), whose
+//!   frames bypass the TAP;
 //! - [`device`]: the [`Net`] device (features, configuration space, the rx and tx queues);
 //! - `event_handler`: its event-loop subscriber, which watches the TAP only while the guest has
 //!   room for what it would read;
@@ -21,9 +23,11 @@ pub mod features;
 pub mod frame;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+pub mod service;
 pub mod tap;
 
 pub use device::{Net, NetSpec};
+pub use service::FrameService;
 pub use tap::{NetBackend, Tap, TapError};
 
 /// A MAC address.
@@ -110,6 +114,10 @@ pub struct NetMetrics {
     pub rx_rate_limited: AtomicU64,
     /// Times a frame to send waited for the transmit rate limiter.
     pub tx_rate_limited: AtomicU64,
+    /// Frames the guest sent to the link's service (instance metadata) instead of the TAP.
+    pub service_tx_packets: AtomicU64,
+    /// Frames from the link's service delivered to the guest.
+    pub service_rx_packets: AtomicU64,
 }
 
 impl NetMetrics {
