@@ -270,6 +270,26 @@ pub struct BuiltVm {
 }
 
 impl BuiltVm {
+    /// The VM a snapshot describes, its guest memory mapped from `mem_file`, the console
+    /// `console` and its metadata service answering from `mmds`; its vCPUs start parked
+    /// unless `resume`. The snapshot's configuration may have been changed first (new TAPs,
+    /// other images).
+    pub fn restore(
+        state: &crate::snapshot::SnapshotState,
+        mem_file: &std::path::Path,
+        console: Console,
+        mmds: &Mmds,
+        resume: bool,
+    ) -> Result<BuiltVm, StartError> {
+        let vm = Vm::restore(state, mem_file, console, mmds, resume)?;
+        Ok(BuiltVm {
+            vm,
+            console: None,
+            config: state.config.clone(),
+            disks: Provisioned::default(),
+        })
+    }
+
     /// The configuration the VM is built with (template drives with their clones' paths).
     pub fn config(&self) -> &VmConfig {
         &self.config

@@ -22,7 +22,7 @@ use fennec_devices::legacy::acpi::{self as acpi_regs, AcpiPower};
 use fennec_devices::legacy::boot_timer::{BootTime, BootTimer};
 use fennec_devices::legacy::i8042::I8042;
 use fennec_devices::legacy::serial::{
-    ConsoleIn, ConsoleOut, SerialDevice, SerialInput, SerialMetrics,
+    ConsoleIn, ConsoleOut, SerialDevice, SerialInput, SerialMetrics, SerialSnapshot,
 };
 use fennec_devices::rate_limiter::RateLimiter;
 use fennec_devices::virtio::block::{Block, BlockMetrics, BlockSpec, DiskError, DiskFile};
@@ -35,6 +35,7 @@ use fennec_devices::EventFdTrigger;
 
 use crate::config::{BlockConfig, EntropyConfig, NetConfig, VmConfig};
 use crate::mmds::{Mmds, MmdsStack};
+use crate::snapshot::DevicesState;
 use crate::vstate::vm::{KvmVm, VmError};
 
 /// Errors setting up devices.
@@ -129,6 +130,8 @@ pub struct VirtioSlot {
     pub irq: u32,
     /// The device.
     pub device: Arc<Mutex<dyn VirtioDevice>>,
+    /// Its transport, for snapshots.
+    pub transport: Arc<Mutex<MmioTransport>>,
 }
 
 /// A network interface as the guest sees it.
@@ -237,7 +240,7 @@ impl DeviceManager {
         mem: &GuestMemoryMmap,
         console: Console,
         config: &VmConfig,
-        mmds: &Mmds,
+        (mmds, serial_state): (&Mmds, Option<&SerialSnapshot>),
     ) -> Result<Self, DeviceError> {
         let acpi = config.machine_config.acpi;
         let mut pio = Bus::new();
@@ -246,11 +249,14 @@ impl DeviceManager {
         vm.register_irqfd(&serial_irq, layout::SERIAL_IRQ)
             .map_err(DeviceError::Kvm)?;
         let serial_metrics = Arc::new(SerialMetrics::default());
-        let (serial, buffer_ready) = SerialDevice::new(
-            EventFdTrigger::new(serial_irq),
-            console.output,
-            serial_metrics.clone(),
-        )
+        // A restored VM's serial port starts with the registers and FIFO it was saved with.
+        let irq = EventFdTrigger::new(serial_irq);
+        let (serial, buffer_ready) = match serial_state {
+            None => SerialDevice::new(irq, console.output, serial_metrics.clone()),
+            Some(state) => {
+                SerialDevice::restored(irq, console.output, serial_metrics.clone(), state)
+            }
+        }
         .map_err(|e| DeviceError::EventFd("serial input", e))?;
         let serial = Arc::new(Mutex::new(serial));
         pio.insert(
@@ -577,9 +583,13 @@ impl DeviceManager {
         let interrupt = Arc::new(MmioInterrupt::new(EventFdTrigger::new(irq_evt)));
         let device_type = device.device_type();
         let device = Arc::new(Mutex::new(device));
-        let transport = MmioTransport::new(device.clone(), mem.clone(), interrupt);
+        let transport = Arc::new(Mutex::new(MmioTransport::new(
+            device.clone(),
+            mem.clone(),
+            interrupt,
+        )));
         self.mmio
-            .insert(Arc::new(Mutex::new(transport)), base, mmio::MMIO_LEN)
+            .insert(transport.clone(), base, mmio::MMIO_LEN)
             .map_err(DeviceError::Bus)?;
         self.subscribers.push(device.clone());
         self.virtio.push(VirtioSlot {
@@ -588,6 +598,7 @@ impl DeviceManager {
             mmio_base: base,
             irq,
             device: device.clone(),
+            transport,
         });
         Ok((device, base, irq))
     }
@@ -607,6 +618,49 @@ impl DeviceManager {
             .iter()
             .map(|v| (v.irq, format!("virtio {}", v.id)));
         legacy.into_iter().chain(virtio).collect()
+    }
+
+    /// What a snapshot of the running VM reads its devices' state through.
+    pub fn snapshot_handles(&self) -> DeviceHandles {
+        DeviceHandles {
+            serial: self.serial.clone(),
+            i8042: self.i8042.clone(),
+            acpi: self.acpi.clone(),
+            transports: self
+                .virtio
+                .iter()
+                .map(|v| (v.id.clone(), v.transport.clone()))
+                .collect(),
+        }
+    }
+
+    /// Puts the devices' state of a snapshot back (the serial port's was given to
+    /// [`DeviceManager::new`]): the i8042, the ACPI registers, and each virtio transport,
+    /// whose devices the driver had started resume work on their queues.
+    pub fn restore(&self, state: &DevicesState) -> Result<(), String> {
+        fennec_devices::lock(&self.i8042).restore(&state.i8042);
+        if let (Some(acpi), Some(events)) = (&self.acpi, state.acpi_events) {
+            fennec_devices::lock(acpi).restore(events);
+        }
+        if state.virtio.len() != self.virtio.len() {
+            return Err(format!(
+                "the snapshot has {} virtio devices, the VM {}",
+                state.virtio.len(),
+                self.virtio.len()
+            ));
+        }
+        for ((id, saved), slot) in state.virtio.iter().zip(&self.virtio) {
+            if *id != slot.id {
+                return Err(format!(
+                    "the snapshot has virtio device {id:?} where the VM has {:?}",
+                    slot.id
+                ));
+            }
+            fennec_devices::lock(&slot.transport)
+                .restore(saved)
+                .map_err(|e| format!("virtio device {id:?}: {e}"))?;
+        }
+        Ok(())
     }
 
     /// The virtio device with ID `id`.
@@ -633,5 +687,32 @@ impl DeviceManager {
                 },
             )
             .collect()
+    }
+}
+
+/// The devices a snapshot saves, held by the running VM's controller.
+pub struct DeviceHandles {
+    serial: Arc<Mutex<SerialDevice>>,
+    i8042: Arc<Mutex<I8042<EventFdTrigger>>>,
+    acpi: Option<Arc<Mutex<AcpiPower<EventFdTrigger>>>>,
+    transports: Vec<(String, Arc<Mutex<MmioTransport>>)>,
+}
+
+impl DeviceHandles {
+    /// The devices' state; the VM is paused, so nothing changes it meanwhile.
+    pub fn save(&self) -> Result<DevicesState, String> {
+        let mut virtio = Vec::with_capacity(self.transports.len());
+        for (id, transport) in &self.transports {
+            let state = fennec_devices::lock(transport)
+                .save()
+                .map_err(|e| format!("virtio device {id:?}: {e}"))?;
+            virtio.push((id.clone(), state));
+        }
+        Ok(DevicesState {
+            serial: fennec_devices::lock(&self.serial).save(),
+            i8042: fennec_devices::lock(&self.i8042).save(),
+            acpi_events: self.acpi.as_ref().map(|a| fennec_devices::lock(a).save()),
+            virtio,
+        })
     }
 }

@@ -47,6 +47,7 @@ pub mod mmds;
 pub mod random;
 pub mod sandbox;
 pub mod seccomp;
+pub mod snapshot;
 pub mod storage;
 pub mod terminal;
 pub mod threads;

@@ -142,7 +142,8 @@ pub fn restrict_thread(access: &FileAccess) -> Result<Enforced, SandboxError> {
         ruleset = ruleset.add_rule(rule(path, read_file | write_file)?)?;
     }
     for path in &access.dirs {
-        let rights = read_file | write_file | AccessFs::ReadDir;
+        // Files beneath may also be made: a VM snapshot's state and memory files.
+        let rights = read_file | write_file | AccessFs::ReadDir | AccessFs::MakeReg;
         ruleset = ruleset.add_rule(rule(path, rights)?)?;
     }
     for path in &access.remove_in {

@@ -68,8 +68,14 @@ fn test_a_test_only_virtio_device_attaches_and_is_found_by_id() {
         output: Box::new(std::io::sink()),
         input: None,
     };
-    let mut devices =
-        DeviceManager::new(&vm, &mem, console, &VmConfig::default(), &Mmds::default()).unwrap();
+    let mut devices = DeviceManager::new(
+        &vm,
+        &mem,
+        console,
+        &VmConfig::default(),
+        (&Mmds::default(), None),
+    )
+    .unwrap();
 
     let (_probe, base, irq) = devices
         .attach_virtio(&vm, &mem, "probe0", Probe::new())

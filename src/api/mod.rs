@@ -124,6 +124,28 @@ pub enum ApiRequest {
     Mmds(MmdsRequest),
     /// `PUT /entropy`: an entropy device for the guest, before boot.
     PutEntropy(crate::config::EntropyConfig),
+    /// `PUT /snapshot/create`: the paused VM's state and memory to these files.
+    CreateSnapshot {
+        /// The state file.
+        snapshot_path: PathBuf,
+        /// The memory file.
+        mem_file_path: PathBuf,
+    },
+    /// `PUT /snapshot/load`: a VM from a snapshot, instead of configuring one.
+    LoadSnapshot(Box<LoadSnapshot>),
+}
+
+/// `PUT /snapshot/load`: which snapshot, and what changes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoadSnapshot {
+    /// The state file.
+    pub snapshot_path: PathBuf,
+    /// The memory file.
+    pub mem_file_path: PathBuf,
+    /// Run the VM at once (else it waits, paused, for `PATCH /vm Resumed`).
+    pub resume_vm: bool,
+    /// Network interfaces on other TAPs than the snapshot's: (iface_id, host_dev_name).
+    pub network_overrides: Vec<(String, String)>,
 }
 
 /// What a client asks of the metadata service.

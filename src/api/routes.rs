@@ -27,7 +27,6 @@ const FIRECRACKER_ONLY: &[&str] = &[
     "hotplug",
     "pmem",
     "serial",
-    "snapshot",
     "vsock",
 ];
 
@@ -36,6 +35,83 @@ const FIRECRACKER_ONLY: &[&str] = &[
 #[serde(deny_unknown_fields)]
 struct MetricsBody {
     metrics_path: std::path::PathBuf,
+}
+
+/// `PUT /snapshot/create` body: Firecracker's `SnapshotCreateParams`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotCreate {
+    #[serde(default)]
+    snapshot_type: Option<String>,
+    snapshot_path: std::path::PathBuf,
+    mem_file_path: std::path::PathBuf,
+    /// Deprecated in Firecracker, and ignored there too.
+    #[serde(default)]
+    #[allow(dead_code)]
+    version: Option<String>,
+}
+
+/// `mem_backend` of `PUT /snapshot/load`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemBackend {
+    backend_type: String,
+    backend_path: std::path::PathBuf,
+}
+
+/// One of `network_overrides`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetworkOverride {
+    iface_id: String,
+    host_dev_name: String,
+}
+
+/// `PUT /snapshot/load` body: Firecracker's `SnapshotLoadParams`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotLoadBody {
+    snapshot_path: std::path::PathBuf,
+    #[serde(default)]
+    mem_file_path: Option<std::path::PathBuf>,
+    #[serde(default)]
+    mem_backend: Option<MemBackend>,
+    #[serde(default)]
+    enable_diff_snapshots: bool,
+    #[serde(default)]
+    resume_vm: bool,
+    #[serde(default)]
+    network_overrides: Vec<NetworkOverride>,
+}
+
+fn snapshot_load(raw: &[u8]) -> Result<ApiRequest, ApiError> {
+    let load: SnapshotLoadBody = body(raw)?;
+    let bad = |m: &str| Err(ApiError::bad_request(m.to_string()));
+    if load.enable_diff_snapshots {
+        return bad("enable_diff_snapshots: fennec takes full snapshots only");
+    }
+    let mem_file_path = match (load.mem_file_path, load.mem_backend) {
+        (Some(path), None) => path,
+        (None, Some(b)) if b.backend_type == "File" => b.backend_path,
+        (None, Some(b)) => {
+            return Err(ApiError::bad_request(format!(
+                "mem_backend {:?} is not supported: fennec loads memory from a File",
+                b.backend_type
+            )))
+        }
+        (Some(_), Some(_)) => return bad("Give mem_backend or mem_file_path, not both"),
+        (None, None) => return bad("Missing mem_backend (or the older mem_file_path)"),
+    };
+    Ok(ApiRequest::LoadSnapshot(Box::new(super::LoadSnapshot {
+        snapshot_path: load.snapshot_path,
+        mem_file_path,
+        resume_vm: load.resume_vm,
+        network_overrides: load
+            .network_overrides
+            .into_iter()
+            .map(|o| (o.iface_id, o.host_dev_name))
+            .collect(),
+    })))
 }
 
 /// `PUT /actions` body: Firecracker's `InstanceActionInfo`, plus fennec's `timeout_ms`.
@@ -235,6 +311,24 @@ pub fn route(method: &str, target: &str, raw: &[u8]) -> Result<ApiRequest, ApiEr
         (_, ["metrics"]) => Err(method_not_allowed(method, path, "GET or PUT")),
         (_, ["status"]) => Err(method_not_allowed(method, path, "GET")),
 
+        ("PUT", ["snapshot", "create"]) => {
+            let create: SnapshotCreate = body(raw)?;
+            match create.snapshot_type.as_deref() {
+                None | Some("Full") => Ok(ApiRequest::CreateSnapshot {
+                    snapshot_path: create.snapshot_path,
+                    mem_file_path: create.mem_file_path,
+                }),
+                Some("Diff") => Err(bad(
+                    "snapshot_type Diff: fennec takes full snapshots only".into()
+                )),
+                Some(other) => Err(bad(format!(
+                    "Unknown snapshot_type {other:?}: use \"Full\""
+                ))),
+            }
+        }
+        ("PUT", ["snapshot", "load"]) => snapshot_load(raw),
+        (_, ["snapshot", "create" | "load"]) => Err(method_not_allowed(method, path, "PUT")),
+
         ("PUT", ["entropy"]) => Ok(ApiRequest::PutEntropy(body(raw)?)),
         (_, ["entropy"]) => Err(method_not_allowed(method, path, "PUT")),
 
@@ -411,6 +505,7 @@ mod tests {
         assert_eq!(status("POST", "/", ""), 405);
         assert_eq!(status("PUT", "/vsock", "{}"), 400);
         assert_eq!(status("PUT", "/snapshot/create", "{}"), 400);
+        assert_eq!(status("PUT", "/snapshot/fork", "{}"), 404);
     }
 
     #[test]

@@ -78,6 +78,12 @@ enum Action {
         store: String,
         snap: crate::storage::SnapRef,
     },
+    /// A snapshot of the whole paused VM (`PUT /snapshot/create`).
+    SaveVm {
+        state: PathBuf,
+        memory: PathBuf,
+        config: Box<VmConfig>,
+    },
 }
 
 impl Action {
@@ -89,6 +95,15 @@ impl Action {
         let (id, store, snap) = match self {
             Action::Pause => return Self::empty(handle.pause()),
             Action::Resume => return Self::empty(handle.resume()),
+            Action::SaveVm {
+                state,
+                memory,
+                config,
+            } => {
+                return Self::empty(
+                    crate::snapshot::save(handle, &config, &state, &memory).map(drop),
+                )
+            }
             Action::Snapshot { id, store, snap } => (id, store, snap),
         };
         let started = std::time::Instant::now();
@@ -244,7 +259,10 @@ impl VmService {
     fn queue_action(&mut self, request: ApiRequest, reply: &Reply) -> Option<ApiRequest> {
         let queued = matches!(
             request,
-            ApiRequest::Pause | ApiRequest::Resume | ApiRequest::SnapshotDrive { .. }
+            ApiRequest::Pause
+                | ApiRequest::Resume
+                | ApiRequest::SnapshotDrive { .. }
+                | ApiRequest::CreateSnapshot { .. }
         );
         if !queued {
             return Some(request);
@@ -253,6 +271,14 @@ impl VmService {
         let action = self.running().cloned().and_then(|handle| {
             let action = match request {
                 ApiRequest::SnapshotDrive { id, name } => self.snapshot_action(id, &name)?,
+                ApiRequest::CreateSnapshot {
+                    snapshot_path,
+                    mem_file_path,
+                } => Action::SaveVm {
+                    state: snapshot_path,
+                    memory: mem_file_path,
+                    config: Box::new(self.config.clone()),
+                },
                 ApiRequest::Pause => Action::Pause,
                 _ => Action::Resume,
             };
@@ -338,18 +364,27 @@ impl VmService {
                 "Cannot start the VM: no boot source; PUT /boot-source first",
             ));
         }
-        let console = (self.console)()
-            .map_err(|e| ApiError::bad_request(format!("Cannot set up the console: {e}")))?;
-        let mut builder = crate::VmBuilder::from_config(self.config.clone())
-            .console(console)
-            .mmds(self.mmds.clone());
+        let mut builder =
+            crate::VmBuilder::from_config(self.config.clone()).mmds(self.mmds.clone());
         if let Some(helper) = &self.helper {
             builder = builder.storage_helper(helper.clone());
         }
+        self.launch("start", |console| builder.console(console).build())
+    }
+
+    /// Builds a VM with `build` (given the console), confines this thread and the VM's, and
+    /// starts it; `what` names the step in errors ("start", "load the snapshot").
+    fn launch(
+        &mut self,
+        what: &str,
+        build: impl FnOnce(Console) -> Result<crate::BuiltVm, crate::StartError>,
+    ) -> Result<(), ApiError> {
+        let console = (self.console)()
+            .map_err(|e| ApiError::bad_request(format!("Cannot set up the console: {e}")))?;
         let cannot = |e: &dyn std::error::Error| {
-            ApiError::bad_request(format!("Cannot start the VM: {}", one_line(e)))
+            ApiError::bad_request(format!("Cannot {what} the VM: {}", one_line(e)))
         };
-        let built = builder.build().map_err(|e| cannot(&e))?;
+        let built = build(console).map_err(|e| cannot(&e))?;
         if let Some((allowed, socket)) = &self.file_access {
             // This thread and the VM's threads open nothing else from here.
             let mut access = FileAccess::for_vm(built.config(), allowed).with_socket(socket);
@@ -459,6 +494,9 @@ impl VmService {
         match request {
             ApiRequest::Mmds(request) => self.serve_mmds(request),
             ApiRequest::PutEntropy(entropy) => self.put_entropy(entropy),
+            ApiRequest::LoadSnapshot(load) => self.load_snapshot(*load),
+            // Queued as an action (`queue_action`); here only if the VM never started.
+            ApiRequest::CreateSnapshot { .. } => Err(not_before_start()),
             ApiRequest::PutLogger(config) => match &self.logger {
                 None => Err(ApiError::bad_request(
                     "This fennec logs to stderr (fennec run -v, RUST_LOG); PUT /logger works \

@@ -1,8 +1,9 @@
 //! The control socket's requests for what Firecracker's guests get besides drives and
-//! interfaces: the metadata service (`/mmds`) and the entropy device (`/entropy`).
+//! interfaces: the metadata service (`/mmds`), the entropy device (`/entropy`), and loading a
+//! snapshot (`/snapshot/load`; creating one is an action of the running VM).
 
-use super::{not_after_start, VmService};
-use crate::api::{ApiError, ApiResponse, MmdsRequest};
+use super::{not_after_start, one_line, VmService};
+use crate::api::{ApiError, ApiResponse, LoadSnapshot, MmdsRequest};
 use crate::config::EntropyConfig;
 
 impl VmService {
@@ -40,6 +41,48 @@ impl VmService {
             return Err(not_after_start());
         }
         self.config.entropy = Some(entropy);
+        Ok(ApiResponse::Empty)
+    }
+
+    /// `PUT /snapshot/load`: the VM of a snapshot instead of one configured here, running or
+    /// paused as asked. Only before anything is configured, as in Firecracker.
+    pub(super) fn load_snapshot(&mut self, load: LoadSnapshot) -> Result<ApiResponse, ApiError> {
+        if self.instance.is_some() {
+            return Err(not_after_start());
+        }
+        let c = &self.config;
+        if c.boot_source.is_some() || !c.drives.is_empty() || !c.net.is_empty() {
+            return Err(ApiError::bad_request(
+                "Loading a snapshot is not allowed after configuring the VM (boot source, \
+                 drives or network interfaces): the snapshot brings its own",
+            ));
+        }
+        let bad = |e: &dyn std::error::Error| ApiError::bad_request(one_line(e));
+        let mut state = crate::snapshot::load(&load.snapshot_path).map_err(|e| bad(&e))?;
+        for (iface, tap) in &load.network_overrides {
+            let net = state
+                .config
+                .net
+                .iter_mut()
+                .find(|n| n.id == *iface)
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "network_overrides names interface {iface:?}, which the snapshot's VM \
+                         does not have"
+                    ))
+                })?;
+            net.tap = tap.clone();
+        }
+        state.config.validate().map_err(|e| bad(&e))?;
+        let (mem, mmds, resume) = (load.mem_file_path, self.mmds.clone(), load.resume_vm);
+        self.launch("load the snapshot into", |console| {
+            crate::BuiltVm::restore(&state, &mem, console, &mmds, resume)
+        })?;
+        log::info!(
+            "VM restored from {} ({})",
+            load.snapshot_path.display(),
+            if resume { "running" } else { "paused" }
+        );
         Ok(ApiResponse::Empty)
     }
 }

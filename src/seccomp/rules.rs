@@ -22,7 +22,8 @@ use crate::threads::Role;
 #[allow(non_snake_case, missing_docs)]
 pub mod ioctls {
     use kvm_bindings::{
-        kvm_irqchip, kvm_lapic_state, kvm_mp_state, kvm_regs, kvm_sregs, kvm_vcpu_events, KVMIO,
+        kvm_clock_data, kvm_cpuid2, kvm_debugregs, kvm_irqchip, kvm_lapic_state, kvm_mp_state,
+        kvm_msrs, kvm_pit_state2, kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave, KVMIO,
     };
 
     vmm_sys_util::ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
@@ -32,6 +33,13 @@ pub mod ioctls {
     vmm_sys_util::ioctl_ior_nr!(KVM_GET_MP_STATE, KVMIO, 0x98, kvm_mp_state);
     vmm_sys_util::ioctl_ior_nr!(KVM_GET_VCPU_EVENTS, KVMIO, 0x9f, kvm_vcpu_events);
     vmm_sys_util::ioctl_iowr_nr!(KVM_GET_IRQCHIP, KVMIO, 0x62, kvm_irqchip);
+    vmm_sys_util::ioctl_iowr_nr!(KVM_GET_CPUID2, KVMIO, 0x91, kvm_cpuid2);
+    vmm_sys_util::ioctl_iowr_nr!(KVM_GET_MSRS, KVMIO, 0x88, kvm_msrs);
+    vmm_sys_util::ioctl_ior_nr!(KVM_GET_XSAVE, KVMIO, 0xa4, kvm_xsave);
+    vmm_sys_util::ioctl_ior_nr!(KVM_GET_XCRS, KVMIO, 0xa6, kvm_xcrs);
+    vmm_sys_util::ioctl_ior_nr!(KVM_GET_DEBUGREGS, KVMIO, 0xa1, kvm_debugregs);
+    vmm_sys_util::ioctl_ior_nr!(KVM_GET_PIT2, KVMIO, 0x9f, kvm_pit_state2);
+    vmm_sys_util::ioctl_ior_nr!(KVM_GET_CLOCK, KVMIO, 0x7c, kvm_clock_data);
 }
 
 /// A role's rules under construction: syscall number to the argument checks of which one must
@@ -221,6 +229,12 @@ fn vcpu(r: &mut Rules) {
         ioctls::KVM_GET_LAPIC(),
         ioctls::KVM_GET_MP_STATE(),
         ioctls::KVM_GET_VCPU_EVENTS(),
+        // Saving a paused vCPU for a snapshot: the rest of its state.
+        ioctls::KVM_GET_CPUID2(),
+        ioctls::KVM_GET_MSRS(),
+        ioctls::KVM_GET_XSAVE(),
+        ioctls::KVM_GET_XCRS(),
+        ioctls::KVM_GET_DEBUGREGS(),
         // A virtio-net device activated by the guest's DRIVER_OK sets the TAP's offloads.
         libc::TUNSETOFFLOAD,
     ]);
@@ -252,7 +266,13 @@ fn vmm(r: &mut Rules) {
         // Kicking vCPU threads (pthread_kill) to pause, resume, describe or probe them.
         .allow(libc::SYS_tgkill)
         // Describing the VM and pressing the power button read the IOAPIC's pins.
-        .ioctls(&[ioctls::KVM_GET_IRQCHIP()])
+        // A snapshot of a paused VM reads the interrupt controllers (KVM_GET_IRQCHIP again),
+        // the PIT and the KVM clock.
+        .ioctls(&[
+            ioctls::KVM_GET_IRQCHIP(),
+            ioctls::KVM_GET_PIT2(),
+            ioctls::KVM_GET_CLOCK(),
+        ])
         // Copies of eventfds for the paused VM's loop.
         .fcntls(&[libc::F_DUPFD_CLOEXEC])
         // A device's rate limiter arms its timer when a request must wait.
@@ -298,9 +318,14 @@ fn api_service(r: &mut Rules) {
         .allow(libc::SYS_tgkill)
         // New rate limits (PATCH /drives) re-arm a waiting device's timer.
         .allow(libc::SYS_timerfd_settime)
-        // A live snapshot flushes the drive's image before the store snapshots it.
+        // A live snapshot flushes the drive's image before the store snapshots it; a VM
+        // snapshot syncs its files.
         .allow(libc::SYS_fdatasync)
         .allow(libc::SYS_fsync)
+        // A VM snapshot sizes its memory file and writes its pages where they are, leaving
+        // holes for pages of zeros.
+        .allow(libc::SYS_ftruncate)
+        .allow(libc::SYS_pwrite64)
         // The storage helper: requests over its socket pair, and reaping it at the end.
         .allow(libc::SYS_recvfrom)
         .allow(libc::SYS_sendto)

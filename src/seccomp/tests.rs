@@ -11,6 +11,13 @@ fn test_ioctl_numbers_are_the_kernels() {
     assert_eq!(ioctls::KVM_GET_MP_STATE(), 0x8004_ae98);
     assert_eq!(ioctls::KVM_GET_VCPU_EVENTS(), 0x8040_ae9f);
     assert_eq!(ioctls::KVM_GET_IRQCHIP(), 0xc208_ae62);
+    assert_eq!(ioctls::KVM_GET_CPUID2(), 0xc008_ae91);
+    assert_eq!(ioctls::KVM_GET_MSRS(), 0xc008_ae88);
+    assert_eq!(ioctls::KVM_GET_XSAVE(), 0x9000_aea4);
+    assert_eq!(ioctls::KVM_GET_XCRS(), 0x8188_aea6);
+    assert_eq!(ioctls::KVM_GET_DEBUGREGS(), 0x8080_aea1);
+    assert_eq!(ioctls::KVM_GET_PIT2(), 0x8070_ae9f);
+    assert_eq!(ioctls::KVM_GET_CLOCK(), 0x8030_ae7c);
 }
 
 #[test]

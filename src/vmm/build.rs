@@ -23,6 +23,10 @@ pub struct Vm {
     pub(super) kvm_vm: KvmVm,
     pub(super) vcpus: Vec<Vcpu>,
     pub(super) devices: DeviceManager,
+    /// Start with every vCPU parked (a restored VM not resumed yet).
+    pub(super) paused: bool,
+    /// The host's XSAVE area fits a snapshot's.
+    pub(super) snapshots: bool,
 }
 
 impl Vm {
@@ -49,7 +53,7 @@ impl Vm {
             .transpose()?;
 
         let (kvm, mem, kvm_vm, vcpus) = Self::create(config)?;
-        let devices = DeviceManager::new(&kvm_vm, &mem, console, config, mmds)?;
+        let devices = DeviceManager::new(&kvm_vm, &mem, console, config, (mmds, None))?;
         let (cmdline, rsdp) = Self::describe(config, &mem, &devices)?;
 
         // Boot: the kernel, the initrd, the boot protocol's tables, the vCPUs' registers.
@@ -82,17 +86,28 @@ impl Vm {
             vcpu.configure(&cpuid, count, entry)?;
         }
         log_boot(config, &boot.kernel_image_path, &kernel, initrd, &cmdline);
+        let snapshots = kvm.xsave_size() <= crate::snapshot::XSAVE_AREA;
         Ok(Vm {
             mem,
             kvm_vm,
             vcpus,
             devices,
+            paused: false,
+            snapshots,
         })
     }
 
     /// Create: KVM, guest memory, the VM with its irqchip and PIT, and the vCPUs (configured
     /// when a kernel is booted into them, or restored).
     fn create(config: &VmConfig) -> Result<(KvmContext, GuestMemoryMmap, KvmVm, Vec<Vcpu>), Error> {
+        Self::create_with(config, |size| Ok(memory::create_guest_memory(size)?))
+    }
+
+    /// [`Vm::create`] with guest memory from `memory` (given the RAM size).
+    pub(super) fn create_with(
+        config: &VmConfig,
+        memory: impl FnOnce(u64) -> Result<GuestMemoryMmap, Error>,
+    ) -> Result<(KvmContext, GuestMemoryMmap, KvmVm, Vec<Vcpu>), Error> {
         let machine = &config.machine_config;
         let kvm = KvmContext::open()?;
         if usize::from(machine.vcpu_count) > kvm.max_vcpus() {
@@ -101,10 +116,11 @@ impl Vm {
                 max: kvm.max_vcpus(),
             });
         }
-        let mem = memory::create_guest_memory(machine.mem_size_bytes())?;
+        let mem = memory(machine.mem_size_bytes())?;
         let kvm_vm = KvmVm::new(&kvm, &mem)?;
+        let msr_list: std::sync::Arc<[u32]> = kvm.msr_index_list()?.into();
         let vcpus = (0..machine.vcpu_count)
-            .map(|index| Vcpu::new(&kvm_vm, index))
+            .map(|index| Vcpu::new(&kvm_vm, index, msr_list.clone()))
             .collect::<Result<Vec<_>, _>>()?;
         Ok((kvm, mem, kvm_vm, vcpus))
     }

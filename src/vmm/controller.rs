@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
+use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -22,7 +23,8 @@ use fennec_devices::EventFdTrigger;
 
 use super::handle::{ExitGuard, HandleInner, Lifecycle, Stopper, VmHandle, VmState};
 use super::{Error, ExitReason, Vm};
-use crate::device_manager::Subscriber;
+use crate::device_manager::{DeviceHandles, Subscriber};
+use crate::snapshot::MachineState;
 use crate::threads::{self, Role};
 use crate::vstate::vcpu::idle::{self, IdleWatch};
 use crate::vstate::vcpu::run::{self as vcpu_run, Answer, Command as VcpuCommand, ExitSignal};
@@ -105,10 +107,18 @@ impl MutEventSubscriber for Controller {
 }
 
 /// A request to the controller thread, with where to send the answer: the text of a
-/// [`Command::Describe`], empty for the others, or why it failed.
+/// [`Command::Describe`], the state of a [`Command::Snapshot`], empty for the others, or why it
+/// failed.
 pub(super) struct CommandMsg {
     pub command: Command,
-    pub reply: mpsc::Sender<Result<String, Error>>,
+    pub reply: mpsc::Sender<Result<Reply, Error>>,
+}
+
+/// What the controller answers.
+pub(super) enum Reply {
+    Text(String),
+    /// The machine's state and guest memory (which the caller writes to the memory file).
+    Snapshot(Box<(MachineState, GuestMemoryMmap)>),
 }
 
 /// What a [`VmHandle`] asks of the controller.
@@ -119,6 +129,8 @@ pub(super) enum Command {
     Describe,
     /// Press the ACPI power button, if the guest listens to it.
     PowerButton,
+    /// Read the paused VM's whole state.
+    Snapshot,
 }
 
 /// Everything the controller thread owns besides its event subscriber.
@@ -135,6 +147,14 @@ struct ControllerRun {
     irq_pins: Vec<(u32, String)>,
     /// The ACPI power registers, with the power button; `None` without ACPI.
     acpi: Option<Arc<Mutex<AcpiPower<EventFdTrigger>>>>,
+    /// The devices a snapshot saves.
+    devices: DeviceHandles,
+    /// Guest memory, for a snapshot's memory file.
+    mem: GuestMemoryMmap,
+    /// Whether this host's vCPUs can be snapshotted.
+    snapshots: bool,
+    /// Start with the vCPUs parked.
+    start_paused: bool,
 }
 
 impl ControllerRun {
@@ -213,6 +233,38 @@ impl ControllerRun {
         }
     }
 
+    /// The whole state of the paused VM: every vCPU's (each reads its own), the interrupt
+    /// controllers, PIT and clock, and the devices'.
+    fn snapshot(&self) -> Result<Reply, Error> {
+        if !self.snapshots {
+            return Err(Error::SnapshotState(format!(
+                "this host's vCPUs have an XSAVE area larger than the {} bytes a snapshot holds",
+                crate::snapshot::XSAVE_AREA
+            )));
+        }
+        let mut vcpus = Vec::with_capacity(self.vcpus.len());
+        for v in &self.vcpus {
+            match v.ask(VcpuCommand::SaveState, DESCRIBE_TIMEOUT) {
+                Some(Answer::State(saved)) => {
+                    vcpus.push(saved.take().map_err(Error::SnapshotState)?)
+                }
+                _ => {
+                    return Err(Error::SnapshotState(format!(
+                        "vCPU {} did not answer",
+                        v.index()
+                    )))
+                }
+            }
+        }
+        let vm = self
+            .kvm_vm
+            .save_state()
+            .map_err(|e| Error::SnapshotState(format!("KVM refused the VM's state: {e}")))?;
+        let devices = self.devices.save().map_err(Error::SnapshotState)?;
+        let machine = MachineState { vcpus, vm, devices };
+        Ok(Reply::Snapshot(Box::new((machine, self.mem.clone()))))
+    }
+
     /// Probes the vCPUs that have been still long enough; true when none can run again.
     fn guest_halted(&self, watches: &mut [IdleWatch]) -> bool {
         let now = Instant::now();
@@ -248,7 +300,10 @@ impl Vm {
             kvm_vm,
             vcpus,
             mut devices,
+            paused,
+            snapshots,
         } = self;
+        let device_handles = devices.snapshot_handles();
         let irq_pins = devices.irq_pins();
         let pio = Arc::new(std::mem::take(&mut devices.pio));
         let mmio = Arc::new(std::mem::take(&mut devices.mmio));
@@ -260,7 +315,7 @@ impl Vm {
                 mmio: mmio.clone(),
                 exit: exit.clone(),
             };
-            match VcpuThread::spawn(vcpu, ctx) {
+            match VcpuThread::spawn(vcpu, ctx, paused) {
                 Ok(thread) => threads.push(thread),
                 Err(e) => {
                     threads.into_iter().for_each(VcpuThread::stop);
@@ -272,6 +327,9 @@ impl Vm {
 
         let (command_tx, command_rx) = mpsc::channel();
         let lifecycle = Arc::new(Lifecycle::default());
+        if paused {
+            lifecycle.set(VmState::Paused);
+        }
         let controller = Controller {
             exit_evt,
             stop_evt: clone(&stop_evt, "stop eventfd")?,
@@ -295,6 +353,10 @@ impl Vm {
             serial: devices.serial,
             irq_pins,
             acpi: devices.acpi,
+            devices: device_handles,
+            mem: mem.clone(),
+            snapshots,
+            start_paused: paused,
         };
         let drives_at_exit = drives.clone();
         let nets_at_exit = nets.clone();
@@ -374,7 +436,7 @@ fn event_loop(
     for subscriber in run.subscribers.drain(..) {
         running.add_subscriber(subscriber);
     }
-    let mut paused = false;
+    let mut paused = run.start_paused;
     let start = Instant::now();
     let mut watches: Vec<IdleWatch> = run.vcpus.iter().map(|_| IdleWatch::new(start)).collect();
     let mut next_check = start + IDLE_CHECK;
@@ -394,14 +456,16 @@ fn event_loop(
         }
         while let Ok(msg) = run.commands.try_recv() {
             let result = match (msg.command, paused) {
-                (Command::Describe, _) => Ok(run.describe()),
-                (Command::PowerButton, _) => run.press_power_button(),
-                (Command::Pause, true) | (Command::Resume, false) => Ok(String::new()),
+                (Command::Describe, _) => Ok(Reply::Text(run.describe())),
+                (Command::PowerButton, _) => run.press_power_button().map(Reply::Text),
+                (Command::Snapshot, false) => Err(Error::NotPaused),
+                (Command::Snapshot, true) => run.snapshot(),
+                (Command::Pause, true) | (Command::Resume, false) => Ok(Reply::Text(String::new())),
                 (Command::Pause, false) => run.pause().map(|()| {
                     paused = true;
                     run.lifecycle.set(VmState::Paused);
                     log::info!("VM paused");
-                    String::new()
+                    Reply::Text(String::new())
                 }),
                 (Command::Resume, true) => {
                     paused = false;
@@ -411,7 +475,7 @@ fn event_loop(
                     watches.iter_mut().for_each(|w| *w = IdleWatch::new(now));
                     run.lifecycle.set(VmState::Running);
                     log::info!("VM resumed");
-                    Ok(String::new())
+                    Ok(Reply::Text(String::new()))
                 }
             };
             let _ = msg.reply.send(result);

@@ -18,10 +18,12 @@ use fennec_devices::rate_limiter::{BucketSpec, Buckets};
 use fennec_devices::virtio::block::Block;
 use fennec_devices::EventFdTrigger;
 
-use super::controller::{Command, CommandMsg};
+use super::controller::{Command, CommandMsg, Reply};
 use super::{Error, ExitReason};
 use crate::device_manager::{self, DriveInfo, NetInfo};
+use crate::snapshot::MachineState;
 use crate::vstate::vcpu::run::VcpuExits;
+use vm_memory::GuestMemoryMmap;
 
 /// Where a started VM stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -186,6 +188,22 @@ impl VmHandle {
     }
 
     fn command(&self, command: Command) -> Result<String, Error> {
+        match self.ask(command)? {
+            Reply::Text(text) => Ok(text),
+            Reply::Snapshot(_) => Ok(String::new()),
+        }
+    }
+
+    /// The whole state of the paused VM and its guest memory, for a snapshot; the VM must be
+    /// paused ([`VmHandle::pause`]).
+    pub fn snapshot(&self) -> Result<(MachineState, GuestMemoryMmap), Error> {
+        match self.ask(Command::Snapshot)? {
+            Reply::Snapshot(state) => Ok(*state),
+            Reply::Text(_) => Err(Error::SnapshotState("no state came back".into())),
+        }
+    }
+
+    fn ask(&self, command: Command) -> Result<Reply, Error> {
         let (reply, answer) = mpsc::channel();
         let sent = fennec_devices::lock(&self.0.commands)
             .send(CommandMsg { command, reply })

@@ -29,6 +29,7 @@ use crate::vstate::vm::VmError;
 mod build;
 mod controller;
 mod handle;
+mod restore;
 
 pub use build::Vm;
 pub use handle::{Stopper, VmHandle, VmMetrics, VmState};
@@ -210,6 +211,15 @@ pub enum Error {
     /// No network interface has this ID.
     #[error("No network interface has the ID {0:?}")]
     NoSuchNet(String),
+    /// A snapshot could not be taken, read or loaded.
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
+    /// A snapshot's state could not be read from the paused VM.
+    #[error("Cannot snapshot the VM: {0}")]
+    SnapshotState(String),
+    /// A snapshot was asked of a running VM.
+    #[error("Cannot snapshot the VM: it is running; pause it first (PATCH /vm Paused)")]
+    NotPaused,
 }
 
 /// Opens the kernel or initrd at `path`, which must be a regular file, naming it in the error.

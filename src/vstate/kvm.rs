@@ -39,6 +39,9 @@ pub enum KvmError {
     /// The supported-CPUID query failed.
     #[error("Failed to read KVM's supported CPUID")]
     SupportedCpuid(#[source] kvm_ioctls::Error),
+    /// The MSR list query failed.
+    #[error("Failed to read KVM's list of MSRs")]
+    MsrList(#[source] kvm_ioctls::Error),
 }
 
 /// `/dev/kvm`, checked.
@@ -72,6 +75,22 @@ impl KvmContext {
     /// The `kvm-ioctls` handle.
     pub fn kvm(&self) -> &Kvm {
         &self.kvm
+    }
+
+    /// The MSRs a VMM can save and restore (`KVM_GET_MSR_INDEX_LIST`).
+    pub fn msr_index_list(&self) -> Result<Vec<u32>, KvmError> {
+        self.kvm
+            .get_msr_index_list()
+            .map(|l| l.as_slice().to_vec())
+            .map_err(KvmError::MsrList)
+    }
+
+    /// The size of a vCPU's XSAVE area on this host (`KVM_CAP_XSAVE2`; 4096 without it).
+    pub fn xsave_size(&self) -> usize {
+        match self.kvm.check_extension_int(Cap::Xsave2) {
+            n if n > 0 => n as usize,
+            _ => 4096,
+        }
     }
 
     /// The most vCPUs KVM allows in one VM.

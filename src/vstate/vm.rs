@@ -1,10 +1,11 @@
 //! The KVM VM: memory slots, the in-kernel irqchip and PIT, irqfds.
 
 use kvm_bindings::{
-    kvm_irqchip, kvm_pit_config, kvm_userspace_memory_region, KVM_IRQCHIP_IOAPIC,
-    KVM_PIT_SPEAKER_DUMMY,
+    kvm_clock_data, kvm_irqchip, kvm_pit_config, kvm_pit_state2, kvm_userspace_memory_region,
+    KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{IoEventAddress, VmFd};
+use serde::{Deserialize, Serialize};
 use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -58,6 +59,18 @@ pub enum VmError {
         #[source]
         source: kvm_ioctls::Error,
     },
+}
+
+/// The VM-wide state KVM keeps, in a snapshot: the interrupt controllers, the PIT and the
+/// KVM clock.
+#[derive(Serialize, Deserialize)]
+pub struct KvmVmState {
+    /// The PICs and the IOAPIC (`KVM_GET_IRQCHIP` of each).
+    pub irqchips: Vec<kvm_irqchip>,
+    /// The PIT's channels.
+    pub pit: kvm_pit_state2,
+    /// The guest's KVM clock.
+    pub clock: kvm_clock_data,
 }
 
 /// The mask bit of an IOAPIC redirection entry.
@@ -137,6 +150,41 @@ impl KvmVm {
         self.fd
             .register_irqfd(evt, gsi)
             .map_err(|source| VmError::RegisterIrqfd { gsi, source })
+    }
+
+    /// The interrupt controllers, the PIT and the clock of the paused VM.
+    pub fn save_state(&self) -> Result<KvmVmState, kvm_ioctls::Error> {
+        let mut irqchips = Vec::with_capacity(3);
+        for chip_id in [
+            KVM_IRQCHIP_PIC_MASTER,
+            KVM_IRQCHIP_PIC_SLAVE,
+            KVM_IRQCHIP_IOAPIC,
+        ] {
+            let mut chip = kvm_irqchip {
+                chip_id,
+                ..Default::default()
+            };
+            self.fd.get_irqchip(&mut chip)?;
+            irqchips.push(chip);
+        }
+        Ok(KvmVmState {
+            irqchips,
+            pit: self.fd.get_pit2()?,
+            clock: self.fd.get_clock()?,
+        })
+    }
+
+    /// Puts a snapshot's interrupt controllers, PIT and clock into this new VM.
+    pub fn restore_state(&self, state: &KvmVmState) -> Result<(), kvm_ioctls::Error> {
+        self.fd.set_pit2(&state.pit)?;
+        let mut clock = state.clock;
+        // Flags KVM reports (TSC_STABLE, REALTIME) are not flags it takes.
+        clock.flags = 0;
+        self.fd.set_clock(&clock)?;
+        for chip in &state.irqchips {
+            self.fd.set_irqchip(chip)?;
+        }
+        Ok(())
     }
 
     /// The IOAPIC as KVM holds it: its interrupt request register and its redirection

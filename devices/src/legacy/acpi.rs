@@ -51,6 +51,16 @@ impl<T: Trigger> AcpiPower<T>
 where
     T::E: std::fmt::Display,
 {
+    /// The enabled events, for a snapshot.
+    pub fn save(&self) -> u8 {
+        self.events
+    }
+
+    /// Puts a snapshot's enabled events back.
+    pub fn restore(&mut self, events: u8) {
+        self.events = events;
+    }
+
     /// Registers that fire `power_off` when the guest enters soft-off, `reset` when it resets,
     /// and `event_irq` (the generic event device's interrupt) when an event is pending.
     pub fn new(power_off: T, reset: T, event_irq: T) -> Self {

@@ -77,6 +77,22 @@ const CTRL_ALT_DEL: [u8; 4] = [0x14, 0x11, 0xe0, 0x71];
 /// loses what comes after these.
 const OUTPUT_CAPACITY: usize = 16;
 
+/// The i8042's state in a snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct I8042State {
+    /// The controller configuration byte.
+    pub config: u8,
+    /// The output port.
+    pub output_port: u8,
+    /// The last port-0x64 write was a command.
+    pub last_was_command: bool,
+    /// Where the next data byte goes (0 keyboard, 1 configuration byte, 2 output port, 3 AUX
+    /// loopback, 4 AUX device).
+    pub data_target: u8,
+    /// Bytes waiting for the guest.
+    pub output: Vec<u8>,
+}
+
 /// What the next byte written to the data port is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum DataTarget {
@@ -114,6 +130,32 @@ impl<T: Trigger> I8042<T> {
             data_target: DataTarget::Keyboard,
             output: VecDeque::with_capacity(OUTPUT_CAPACITY),
         }
+    }
+
+    /// The controller's registers and output buffer, for a snapshot.
+    pub fn save(&self) -> I8042State {
+        I8042State {
+            config: self.config,
+            output_port: self.output_port,
+            last_was_command: self.last_was_command,
+            data_target: self.data_target as u8,
+            output: self.output.iter().copied().collect(),
+        }
+    }
+
+    /// Puts the registers and output buffer of a snapshot back.
+    pub fn restore(&mut self, state: &I8042State) {
+        self.config = state.config;
+        self.output_port = state.output_port;
+        self.last_was_command = state.last_was_command;
+        self.data_target = match state.data_target {
+            1 => DataTarget::ConfigByte,
+            2 => DataTarget::OutputPort,
+            3 => DataTarget::AuxLoopback,
+            4 => DataTarget::AuxDevice,
+            _ => DataTarget::Keyboard,
+        };
+        self.output = state.output.iter().copied().take(OUTPUT_CAPACITY).collect();
     }
 
     /// Presses Ctrl-Alt-Del on the keyboard. Fails only if the interrupt cannot be raised; with

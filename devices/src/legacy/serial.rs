@@ -57,6 +57,22 @@ impl SerialEvents for ConsoleEvents {
 /// A boxed console writer.
 pub type ConsoleOut = Box<dyn Write + Send>;
 
+/// The 16550's registers and receive FIFO in a snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[allow(missing_docs)]
+pub struct SerialSnapshot {
+    pub baud_divisor_low: u8,
+    pub baud_divisor_high: u8,
+    pub interrupt_enable: u8,
+    pub interrupt_identification: u8,
+    pub line_control: u8,
+    pub line_status: u8,
+    pub modem_control: u8,
+    pub modem_status: u8,
+    pub scratch: u8,
+    pub in_buffer: Vec<u8>,
+}
+
 /// The serial port on the PIO bus.
 pub struct SerialDevice {
     inner: Serial<EventFdTrigger, ConsoleEvents, ConsoleOut>,
@@ -81,6 +97,52 @@ impl SerialDevice {
             },
             buffer_ready,
         ))
+    }
+
+    /// [`SerialDevice::new`] with the registers and receive FIFO of a snapshot.
+    pub fn restored(
+        irq: EventFdTrigger,
+        out: ConsoleOut,
+        metrics: Arc<SerialMetrics>,
+        state: &SerialSnapshot,
+    ) -> io::Result<(Self, EventFd)> {
+        let buffer_ready = EventFd::new(EFD_NONBLOCK)?;
+        let events = ConsoleEvents {
+            metrics,
+            buffer_ready: buffer_ready.try_clone()?,
+        };
+        let serial_state = vm_superio::serial::SerialState {
+            baud_divisor_low: state.baud_divisor_low,
+            baud_divisor_high: state.baud_divisor_high,
+            interrupt_enable: state.interrupt_enable,
+            interrupt_identification: state.interrupt_identification,
+            line_control: state.line_control,
+            line_status: state.line_status,
+            modem_control: state.modem_control,
+            modem_status: state.modem_status,
+            scratch: state.scratch,
+            in_buffer: state.in_buffer.clone(),
+        };
+        let inner = Serial::from_state(&serial_state, irq, events, out)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{e:?}")))?;
+        Ok((SerialDevice { inner }, buffer_ready))
+    }
+
+    /// The registers and receive FIFO, for a snapshot.
+    pub fn save(&self) -> SerialSnapshot {
+        let s = self.inner.state();
+        SerialSnapshot {
+            baud_divisor_low: s.baud_divisor_low,
+            baud_divisor_high: s.baud_divisor_high,
+            interrupt_enable: s.interrupt_enable,
+            interrupt_identification: s.interrupt_identification,
+            line_control: s.line_control,
+            line_status: s.line_status,
+            modem_control: s.modem_control,
+            modem_status: s.modem_status,
+            scratch: s.scratch,
+            in_buffer: s.in_buffer,
+        }
     }
 
     /// The registers a driver's interrupt handling depends on, in one line, read without side

@@ -17,8 +17,12 @@ use super::{
     features, interrupt, status, ActiveQueues, InterruptKind, Queue, QueueT, VirtioDevice,
     VirtioInterrupt,
 };
+
+#[path = "mmio_state.rs"]
+mod state;
 use crate::bus::BusDevice;
 use crate::{lock, EventFdTrigger, Trigger};
+pub use state::{MmioState, SavedQueue};
 
 /// "virt", little-endian.
 pub const MAGIC_VALUE: u32 = 0x7472_6976;

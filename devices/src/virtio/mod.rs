@@ -22,7 +22,13 @@ pub mod net;
 pub mod queue;
 pub mod rng;
 
-pub use virtio_queue::{Queue, QueueT};
+pub use virtio_queue::{Queue, QueueState, QueueT};
+
+/// The states of `active`'s queues ([`VirtioDevice::queue_states`] for a device that holds no
+/// chain between its turns).
+pub fn active_queue_states(active: Option<&ActiveQueues>) -> Option<Vec<QueueState>> {
+    active.map(|a| a.queues.iter().map(Queue::state).collect())
+}
 
 /// Device status bits (virtio 1.2, 2.1).
 pub mod status {
@@ -130,6 +136,13 @@ pub trait VirtioDevice: Send {
     fn activate(&mut self, active: ActiveQueues) -> Result<(), ActivateError>;
     /// Stops serving the queues and forgets them: the driver reset the device.
     fn reset(&mut self);
+    /// Where the running device's queues stand, for a snapshot of a paused VM: the driver's
+    /// rings and how far the device got in each, counting a chain it took but has not used
+    /// as not taken (it is taken again after a restore). `None` while not active, and from
+    /// a device that cannot be saved.
+    fn queue_states(&self) -> Option<Vec<QueueState>> {
+        None
+    }
 }
 
 /// Copies `src[offset..]` into `data`, zero-filling past its end: how a device reads its config.

@@ -229,6 +229,10 @@ impl VirtioDevice for Rng {
         self.active = None;
         self.broken = false;
     }
+
+    fn queue_states(&self) -> Option<Vec<crate::virtio::QueueState>> {
+        crate::virtio::active_queue_states(self.active.as_ref())
+    }
 }
 
 impl MutEventSubscriber for Rng {

@@ -20,6 +20,7 @@ use crate::ExitReason;
 
 pub mod idle;
 pub mod run;
+pub mod state;
 
 /// Real-time signal (offset from `SIGRTMIN`) used to kick vCPUs out of `KVM_RUN`.
 pub const KICK_SIGNAL_OFFSET: i32 = 0;
@@ -79,16 +80,23 @@ pub enum ProbedState {
 pub struct Vcpu {
     index: u8,
     fd: VcpuFd,
+    /// The MSRs KVM lets a VMM save (`KVM_GET_MSR_INDEX_LIST`), for snapshots.
+    msr_list: std::sync::Arc<[u32]>,
 }
 
 impl Vcpu {
-    /// Creates vCPU `index` (its APIC ID) in `vm`.
-    pub fn new(vm: &KvmVm, index: u8) -> Result<Self, VcpuError> {
+    /// Creates vCPU `index` (its APIC ID) in `vm`; `msr_list` is what a snapshot saves of its
+    /// MSRs.
+    pub fn new(vm: &KvmVm, index: u8, msr_list: std::sync::Arc<[u32]>) -> Result<Self, VcpuError> {
         let fd = vm
             .fd()
             .create_vcpu(index.into())
             .map_err(|source| VcpuError::Create { index, source })?;
-        Ok(Vcpu { index, fd })
+        Ok(Vcpu {
+            index,
+            fd,
+            msr_list,
+        })
     }
 
     fn set<T>(&self, what: &'static str, r: Result<T, kvm_ioctls::Error>) -> Result<T, VcpuError> {

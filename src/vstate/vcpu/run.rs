@@ -23,6 +23,7 @@ use vmm_sys_util::signal::Killable;
 
 use fennec_devices::bus::Bus;
 
+use super::state::VcpuState;
 use super::{ProbedState, Vcpu, VcpuError, KICK_SIGNAL_OFFSET};
 use crate::threads::{self, Role};
 use crate::ExitReason;
@@ -38,6 +39,8 @@ pub enum Command {
     Describe,
     /// Answer with [`Vcpu::probe`].
     Probe,
+    /// Answer with [`Vcpu::save_state`]; only a parked vCPU does.
+    SaveState,
     /// End the thread.
     Stop,
 }
@@ -53,7 +56,36 @@ pub enum Answer {
     Description(String),
     /// Whether the vCPU can run again.
     Probed(ProbedState),
+    /// The vCPU's whole state, or why it could not be read.
+    State(SavedVcpu),
 }
+
+/// A vCPU's saved state, as a [`Answer::State`] carries it.
+#[derive(Clone)]
+pub struct SavedVcpu(pub Arc<Mutex<Option<Result<VcpuState, String>>>>);
+
+impl SavedVcpu {
+    /// Takes the state out (once).
+    pub fn take(&self) -> Result<VcpuState, String> {
+        fennec_devices::lock(&self.0)
+            .take()
+            .unwrap_or_else(|| Err("the vCPU's state was taken already".into()))
+    }
+}
+
+impl std::fmt::Debug for SavedVcpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SavedVcpu")
+    }
+}
+
+impl PartialEq for SavedVcpu {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SavedVcpu {}
 
 impl Answer {
     fn answers(&self, command: Command) -> bool {
@@ -63,6 +95,7 @@ impl Answer {
                 | (Answer::Resumed, Command::Resume)
                 | (Answer::Description(_), Command::Describe)
                 | (Answer::Probed(_), Command::Probe)
+                | (Answer::State(_), Command::SaveState)
         )
     }
 }
@@ -168,7 +201,9 @@ pub struct VcpuThread {
 
 impl VcpuThread {
     /// Starts `vcpu` on a thread of its own, running the guest at once.
-    pub fn spawn(vcpu: Vcpu, ctx: RunContext) -> std::io::Result<VcpuThread> {
+    /// Starts the thread for `vcpu`: running, or parked until a [`Command::Resume`] when
+    /// `paused` (a VM restored without being resumed).
+    pub fn spawn(vcpu: Vcpu, ctx: RunContext, paused: bool) -> std::io::Result<VcpuThread> {
         let index = vcpu.index();
         let (commands, command_rx) = mpsc::channel();
         let (answer_tx, answers) = mpsc::channel();
@@ -181,6 +216,7 @@ impl VcpuThread {
             answers: answer_tx,
             tid: tid.clone(),
             exits: exits.clone(),
+            paused,
         };
         let thread = threads::spawn(Role::Vcpu, &format!("vcpu{index}"), move || run.run())?;
         Ok(VcpuThread {
@@ -266,6 +302,7 @@ struct Runner {
     answers: Sender<Answer>,
     tid: Arc<AtomicI32>,
     exits: Arc<VcpuExits>,
+    paused: bool,
 }
 
 /// What the run loop does next.
@@ -288,7 +325,10 @@ impl Runner {
                 crate::process_start().elapsed().as_secs_f64() * 1000.0
             );
         }
-        let mut next = Next::Run;
+        let mut next = match self.paused {
+            true => Next::Wait,
+            false => Next::Run,
+        };
         loop {
             next = match next {
                 Next::End => break,
@@ -313,6 +353,14 @@ impl Runner {
             Command::Resume => (Answer::Resumed, Next::Run),
             Command::Describe => (Answer::Description(self.vcpu.describe()), keep(running)),
             Command::Probe => (Answer::Probed(self.vcpu.probe()), keep(running)),
+            Command::SaveState => {
+                let state = match running {
+                    true => Err(format!("vCPU {} is running", self.vcpu.index())),
+                    false => self.vcpu.save_state().map_err(|e| e.to_string()),
+                };
+                let saved = SavedVcpu(Arc::new(Mutex::new(Some(state))));
+                (Answer::State(saved), keep(running))
+            }
             Command::Stop => return Next::End,
         };
         // The VMM may have stopped waiting; that is not the vCPU's concern.

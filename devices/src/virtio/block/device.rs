@@ -340,6 +340,10 @@ impl VirtioDevice for Block {
         self.activate_evt.write(1).map_err(ActivateError::Wake)
     }
 
+    fn queue_states(&self) -> Option<Vec<crate::virtio::QueueState>> {
+        crate::virtio::active_queue_states(self.active.as_ref())
+    }
+
     fn reset(&mut self) {
         self.active = None;
         self.broken = false;

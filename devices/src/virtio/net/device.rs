@@ -551,6 +551,18 @@ impl VirtioDevice for Net {
         self.activate_evt.write(1).map_err(ActivateError::Wake)
     }
 
+    /// Receive buffers the device holds (popped, not used) count as not taken: after a restore
+    /// the device pops them again. A frame waiting for buffers is not saved (as a frame lost
+    /// on a wire).
+    fn queue_states(&self) -> Option<Vec<crate::virtio::QueueState>> {
+        let mut states = crate::virtio::active_queue_states(self.active.as_ref())?;
+        let held = u16::try_from(self.held.len()).unwrap_or(u16::MAX);
+        if let Some(rx) = states.get_mut(RX_QUEUE) {
+            rx.next_avail = rx.next_avail.wrapping_sub(held);
+        }
+        Some(states)
+    }
+
     fn reset(&mut self) {
         self.active = None;
         self.held.clear();

@@ -1,0 +1,182 @@
+//! The snapshot files on disk: the state file's header, checksum and payload, and the memory
+//! file (written sparsely, mapped privately).
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+
+use vm_memory::mmap::MmapRegion;
+use vm_memory::{
+    FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+    GuestRegionMmap,
+};
+
+use super::{SnapshotError, SnapshotState};
+
+/// What a state file starts with.
+const MAGIC: &[u8; 8] = b"FNECSNAP";
+/// The state file's format; a file of another version is refused.
+pub const FORMAT_VERSION: u32 = 1;
+/// Magic, version, payload length, CRC-32.
+const HEADER_LEN: usize = 8 + 4 + 8 + 4;
+/// The largest payload read (a state is some kilobytes per vCPU).
+const MAX_PAYLOAD: u64 = 64 << 20;
+/// The unit of the memory file's holes.
+const PAGE: usize = 4096;
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
+    move |source| SnapshotError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Creates (or truncates) `path`, mode 0600.
+fn create(path: &Path) -> Result<File, SnapshotError> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(path))
+}
+
+/// Writes `state` to `path` and syncs it.
+pub fn write_state(path: &Path, state: &SnapshotState) -> Result<(), SnapshotError> {
+    let payload = serde_json::to_vec(state).map_err(|e| SnapshotError::Parse {
+        path: path.display().to_string(),
+        why: e.to_string(),
+    })?;
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    let mut file = create(path)?;
+    file.write_all(&out).map_err(io(path))?;
+    file.sync_all().map_err(io(path))
+}
+
+/// Reads the state file at `path`, checking its header and checksum before parsing.
+pub fn read_state(path: &Path) -> Result<SnapshotState, SnapshotError> {
+    let name = || path.display().to_string();
+    let not = |why: &str| SnapshotError::NotASnapshot {
+        path: name(),
+        why: why.to_string(),
+    };
+    let mut file = File::open(path).map_err(io(path))?;
+    let mut header = [0u8; HEADER_LEN];
+    file.read_exact(&mut header)
+        .map_err(|_| not("shorter than its header"))?;
+    if &header[..8] != MAGIC {
+        return Err(not("no FNECSNAP header"));
+    }
+    let version = u32::from_le_bytes(header[8..12].try_into().unwrap_or_default());
+    if version != FORMAT_VERSION {
+        return Err(SnapshotError::Version {
+            path: name(),
+            found: version,
+        });
+    }
+    let len = u64::from_le_bytes(header[12..20].try_into().unwrap_or_default());
+    let crc = u32::from_le_bytes(header[20..24].try_into().unwrap_or_default());
+    if len > MAX_PAYLOAD {
+        return Err(not("its header claims an impossible length"));
+    }
+    let mut payload = Vec::with_capacity(len as usize);
+    file.take(len + 1)
+        .read_to_end(&mut payload)
+        .map_err(io(path))?;
+    if payload.len() as u64 != len {
+        return Err(not(&format!(
+            "truncated: {} bytes of state where its header says {len}",
+            payload.len()
+        )));
+    }
+    if crc32fast::hash(&payload) != crc {
+        return Err(SnapshotError::Checksum { path: name() });
+    }
+    serde_json::from_slice(&payload).map_err(|e| SnapshotError::Parse {
+        path: name(),
+        why: e.to_string(),
+    })
+}
+
+/// Writes guest RAM to `path`, region after region; pages of zeros are left as holes.
+pub fn write_memory(path: &Path, mem: &GuestMemoryMmap) -> Result<(), SnapshotError> {
+    let file = create(path)?;
+    let total: u64 = mem.iter().map(|r| r.len()).sum();
+    file.set_len(total).map_err(io(path))?;
+    let mut offset = 0u64;
+    for region in mem.iter() {
+        let len = region.len() as usize;
+        let mut page = vec![0u8; PAGE];
+        let mut done = 0usize;
+        while done < len {
+            let n = PAGE.min(len - done);
+            let buf = &mut page[..n];
+            vm_memory::Bytes::read_slice(
+                mem,
+                buf,
+                GuestAddress(region.start_addr().0 + done as u64),
+            )
+            .map_err(|e| SnapshotError::Memory {
+                path: path.display().to_string(),
+                why: format!("cannot read guest memory: {e}"),
+            })?;
+            if buf.iter().any(|&b| b != 0) {
+                file.write_all_at(buf, offset + done as u64)
+                    .map_err(io(path))?;
+            }
+            done += n;
+        }
+        offset += len as u64;
+    }
+    file.sync_all().map_err(io(path))
+}
+
+/// Maps the memory file at `path` as guest RAM laid out as `regions` (guest address,
+/// length), privately: the guest's writes stay in this process, the file is only read.
+pub fn map_memory(path: &Path, regions: &[(u64, u64)]) -> Result<GuestMemoryMmap, SnapshotError> {
+    let mut file = File::open(path).map_err(io(path))?;
+    let size = file.seek(SeekFrom::End(0)).map_err(io(path))?;
+    let wanted: u64 = regions.iter().map(|(_, len)| len).sum();
+    if size != wanted {
+        return Err(SnapshotError::Memory {
+            path: path.display().to_string(),
+            why: format!(
+                "the memory file has {size} bytes where the snapshot's VM has {wanted} of RAM"
+            ),
+        });
+    }
+    let mut mapped = Vec::with_capacity(regions.len());
+    let mut offset = 0u64;
+    for &(start, len) in regions {
+        let clone = file.try_clone().map_err(io(path))?;
+        let region = MmapRegion::build(
+            Some(FileOffset::new(clone, offset)),
+            len as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_NORESERVE | libc::MAP_PRIVATE,
+        )
+        .map_err(|e| SnapshotError::Memory {
+            path: path.display().to_string(),
+            why: format!("cannot map it: {e}"),
+        })?;
+        let region = GuestRegionMmap::new(region, GuestAddress(start)).ok_or_else(|| {
+            SnapshotError::Memory {
+                path: path.display().to_string(),
+                why: format!("region at {start:#x} does not fit the address space"),
+            }
+        })?;
+        mapped.push(region);
+        offset += len;
+    }
+    GuestMemoryMmap::from_regions(mapped).map_err(|e| SnapshotError::Memory {
+        path: path.display().to_string(),
+        why: format!("the regions do not make guest memory: {e}"),
+    })
+}
