@@ -65,6 +65,10 @@ pub struct VmBuilder {
     console: ConsoleChoice,
     helper: Option<Arc<StorageHelper>>,
     mmds: Mmds,
+    /// Restore this snapshot (its state, the memory file) instead of booting.
+    restore: Option<(Box<crate::snapshot::SnapshotState>, PathBuf)>,
+    /// A restored VM starts running (else parked, for `resume`).
+    resume: bool,
 }
 
 impl VmBuilder {
@@ -87,7 +91,41 @@ impl VmBuilder {
             console: ConsoleChoice::Stream { tee: None },
             helper: None,
             mmds: Mmds::default(),
+            restore: None,
+            resume: true,
         }
+    }
+
+    /// The VM of the snapshot in directory `dir` (its `state` and `memory` files, as
+    /// [`Instance::snapshot`] and `fennec ctl snapshot` write them), to restore rather than
+    /// boot. Its configuration is the snapshot's; change a network interface's TAP with
+    /// [`VmBuilder::net_tap`] before [`VmBuilder::build`]. It starts running unless
+    /// [`VmBuilder::paused`].
+    pub fn restore(dir: impl AsRef<std::path::Path>) -> Result<Self, Error> {
+        let (state_path, memory_path) = crate::snapshot::files_in(dir.as_ref());
+        let state = crate::snapshot::load(&state_path)?;
+        Ok(VmBuilder {
+            config: state.config.clone(),
+            console: ConsoleChoice::Stream { tee: None },
+            helper: None,
+            mmds: Mmds::default(),
+            restore: Some((Box::new(state), memory_path)),
+            resume: true,
+        })
+    }
+
+    /// A restored VM starts with its vCPUs parked; `resume` runs it.
+    pub fn paused(mut self) -> Self {
+        self.resume = false;
+        self
+    }
+
+    /// Puts network interface `id` on TAP `tap` (a restored clone's own network).
+    pub fn net_tap(mut self, id: &str, tap: &str) -> Self {
+        if let Some(net) = self.config.net.iter_mut().find(|n| n.id == id) {
+            net.tap = tap.to_string();
+        }
+        self
     }
 
     /// A VM from a whole configuration (as the CLI's `--config-file` or the control socket
@@ -98,6 +136,8 @@ impl VmBuilder {
             console: ConsoleChoice::Stream { tee: None },
             helper: None,
             mmds: Mmds::default(),
+            restore: None,
+            resume: true,
         }
     }
 
@@ -246,6 +286,15 @@ impl VmBuilder {
                 (console, Some(stream))
             }
         };
+        if let Some((mut state, memory)) = self.restore {
+            state.config = config;
+            return BuiltVm::restore(&state, &memory, console, &self.mmds, self.resume).map(
+                |mut built| {
+                    built.console = stream;
+                    built
+                },
+            );
+        }
         // The clones are destroyed again if the VM cannot be built.
         let mut disks = storage::provision(&mut config)?;
         if let Some(helper) = self.helper {
@@ -318,6 +367,21 @@ pub struct Instance {
 }
 
 impl Instance {
+    /// Writes a snapshot of the paused VM into directory `dir` (made if missing): its `state`
+    /// and `memory` files, which [`VmBuilder::restore`] restores. Pause it first.
+    pub fn snapshot(
+        &self,
+        dir: impl AsRef<std::path::Path>,
+    ) -> Result<crate::snapshot::Saved, Error> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|source| crate::snapshot::SnapshotError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let (state, memory) = crate::snapshot::files_in(dir);
+        crate::snapshot::save(&self.handle, &self.config, &state, &memory)
+    }
+
     /// The handle, to clone and give to other threads.
     pub fn handle(&self) -> &VmHandle {
         &self.handle

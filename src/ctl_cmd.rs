@@ -1,6 +1,6 @@
 //! `fennec ctl`: one request to a running fennec's control socket, its answer on stdout.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -60,6 +60,22 @@ pub enum CtlCommand {
         /// The snapshot's name.
         name: String,
     },
+    /// Snapshot the whole VM into DIR (made if missing): its `state` and `memory` files. A
+    /// running VM is paused for it and resumed after; fennec must be allowed to write there
+    /// (`fennec run --allow-path`).
+    SnapshotVm {
+        /// The snapshot's directory.
+        dir: PathBuf,
+    },
+    /// Restore the VM snapshotted in DIR into this fennec, which must not be configured yet
+    /// (`fennec run --api-socket` alone).
+    Restore {
+        /// The snapshot's directory.
+        dir: PathBuf,
+        /// Leave it paused (resume with `fennec ctl resume`).
+        #[arg(long)]
+        paused: bool,
+    },
     /// Send any request: `fennec ctl --api-socket S request PUT /boot-source '{"kernel_image_path": "vmlinux"}'`.
     Request {
         /// GET, PUT or PATCH.
@@ -73,6 +89,9 @@ pub enum CtlCommand {
 
 /// `fennec ctl`: one request, its answer on stdout.
 pub fn ctl(args: &CtlArgs) -> ExitCode {
+    if let CtlCommand::SnapshotVm { dir } = &args.command {
+        return snapshot_vm(args, dir);
+    }
     let action = |kind: &str| json!({ "action_type": kind });
     let (method, path, body): (&str, String, Option<Value>) = match &args.command {
         CtlCommand::Status => ("GET", "/status".into(), None),
@@ -94,6 +113,19 @@ pub fn ctl(args: &CtlArgs) -> ExitCode {
             format!("/drives/{drive}/snapshot"),
             Some(json!({ "snapshot_name": name })),
         ),
+        CtlCommand::SnapshotVm { .. } => unreachable!("answered above"),
+        CtlCommand::Restore { dir, paused } => {
+            let (state, memory) = fennec::snapshot::files_in(&absolute(dir));
+            (
+                "PUT",
+                "/snapshot/load".into(),
+                Some(json!({
+                    "snapshot_path": state,
+                    "mem_backend": {"backend_type": "File", "backend_path": memory},
+                    "resume_vm": !paused,
+                })),
+            )
+        }
         CtlCommand::Request { method, path, body } => {
             let body = match body.as_deref().map(serde_json::from_str).transpose() {
                 Ok(b) => b,
@@ -128,6 +160,57 @@ pub fn ctl(args: &CtlArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("fennec ctl: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `dir` as the fennec at the other end of the socket reads it: absolute.
+fn absolute(dir: &Path) -> PathBuf {
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
+}
+
+/// `fennec ctl snapshot-vm DIR`: pause (if running), `PUT /snapshot/create`, resume (if it
+/// was running).
+fn snapshot_vm(args: &CtlArgs, dir: &Path) -> ExitCode {
+    let wait = Duration::from_secs(args.wait);
+    let call = |method: &str, path: &str, body: Option<Value>| match client::request(
+        &args.api_socket,
+        method,
+        path,
+        body.as_ref(),
+        wait,
+    ) {
+        Ok(reply) if reply.ok() => Ok(reply.body),
+        Ok(reply) => Err(format!(
+            "{} {path}: {}",
+            reply.status,
+            reply.fault().unwrap_or("no fault_message in the answer")
+        )),
+        Err(e) => Err(one_line(&e)),
+    };
+    let result = (|| {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+        let (state, memory) = fennec::snapshot::files_in(&absolute(dir));
+        let info = call("GET", "/", None)?.unwrap_or_default();
+        let running = info["state"] == "Running";
+        if running {
+            call("PATCH", "/vm", Some(json!({"state": "Paused"})))?;
+        }
+        let created = call(
+            "PUT",
+            "/snapshot/create",
+            Some(json!({"snapshot_type": "Full", "snapshot_path": state, "mem_file_path": memory})),
+        );
+        if running {
+            call("PATCH", "/vm", Some(json!({"state": "Resumed"})))?;
+        }
+        created.map(|_| println!("{}", json!({"state": state, "memory": memory})))
+    })();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fennec ctl: {e}");
             ExitCode::FAILURE
         }
     }

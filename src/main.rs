@@ -116,7 +116,7 @@ enum Command {
 
 #[derive(Args)]
 #[command(group = clap::ArgGroup::new("source").required(true).multiple(true)
-    .args(["kernel", "config_file", "api_socket"]))]
+    .args(["kernel", "config_file", "api_socket", "restore"]))]
 struct RunArgs {
     /// Kernel image: ELF vmlinux (entered through PVH if it has the note, else the 64-bit
     /// protocol) or bzImage.
@@ -128,6 +128,13 @@ struct RunArgs {
     #[arg(long, value_name = "PATH",
           conflicts_with_all = ["kernel", "initrd", "cmdline", "vcpus", "memory", "no_acpi", "disk", "net"])]
     config_file: Option<PathBuf>,
+
+    /// Restore the VM snapshotted in DIR (its `state` and `memory` files, written by `fennec
+    /// ctl snapshot-vm` or PUT /snapshot/create) instead of booting one: it goes on where it
+    /// was, with the drives and network interfaces it had.
+    #[arg(long, value_name = "DIR",
+          conflicts_with_all = ["kernel", "initrd", "cmdline", "vcpus", "memory", "no_acpi", "disk", "net", "config_file"])]
+    restore: Option<PathBuf>,
 
     /// Serve the control socket (HTTP + JSON, Firecracker's API) at PATH, mode 0600. A stale
     /// socket there is replaced; a live one is refused.
@@ -481,8 +488,18 @@ fn run(args: &RunArgs) -> ExitCode {
                     }
                 },
             };
+            let builder = match &args.restore {
+                None => VmBuilder::from_config(config),
+                Some(dir) => match VmBuilder::restore(dir) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        eprintln!("fennec: {}", one_line(&e));
+                        return ExitCode::FAILURE;
+                    }
+                },
+            };
             exit_status(run_direct(
-                config,
+                builder,
                 (&args.allow_path, args.allow_drive_dirs),
                 block_signals(),
                 helper,
@@ -531,6 +548,17 @@ fn run_with_api(
     if args.allow_drive_dirs {
         vm = vm.with_drive_dirs();
     }
+    if let Some(dir) = &args.restore {
+        let (snapshot_path, mem_file_path) = fennec::snapshot::files_in(dir);
+        let load = fennec::api::LoadSnapshot {
+            snapshot_path,
+            mem_file_path,
+            resume_vm: true,
+            network_overrides: Vec::new(),
+        };
+        vm.serve_request(fennec::api::ApiRequest::LoadSnapshot(Box::new(load)))
+            .map_err(|e| e.message)?;
+    }
     if let Some(sink) = metrics {
         vm = vm.with_metrics(sink);
     }
@@ -551,7 +579,7 @@ fn run_with_api(
 
 /// Boots the configured guest with the console on stdin/stdout and waits for it to end.
 fn run_direct(
-    config: VmConfig,
+    builder: VmBuilder,
     (allowed, drive_dirs): (&[PathBuf], bool),
     signals: Option<libc::sigset_t>,
     helper: Option<Arc<StorageHelper>>,
@@ -569,7 +597,7 @@ fn run_direct(
         Err(e) => return Err(format!("cannot use stdin/stdout as the console: {e}")),
     };
     let stdin = io::stdin();
-    let mut builder = VmBuilder::from_config(config).console(console).mmds(mmds);
+    let mut builder = builder.console(console).mmds(mmds);
     if let Some(helper) = helper {
         builder = builder.storage_helper(helper);
     }

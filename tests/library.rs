@@ -176,3 +176,52 @@ fn test_library_two_vms_in_one_process_run_side_by_side() {
         "elf64.elf console=ttyS0 reboot=k"
     );
 }
+
+#[test]
+fn test_library_snapshot_and_restore_with_the_builder() {
+    require_kvm();
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("snap");
+    let sink = Sink::default();
+    let console = Console {
+        output: Box::new(sink.clone()),
+        input: None,
+    };
+    let vm =
+        fennec::VmBuilder::from_config(config("pvh.elf", "tiny.mode=counter counter.delay=200000"))
+            .console(console)
+            .start()
+            .unwrap();
+    sink.wait_for("TINY tick 2\n");
+    assert!(
+        vm.snapshot(&snap).is_err(),
+        "a running VM is not snapshotted"
+    );
+    vm.pause().unwrap();
+    // What the guest printed before the pause reaches the sink through the console's buffer.
+    std::thread::sleep(Duration::from_millis(300));
+    let saved = vm.snapshot(&snap).unwrap();
+    assert_eq!(saved.memory_bytes, 64 << 20);
+    let last = sink
+        .text()
+        .lines()
+        .filter(|l| l.starts_with("TINY tick"))
+        .count() as u64
+        - 1;
+    drop(vm);
+
+    let restored_sink = Sink::default();
+    let console = Console {
+        output: Box::new(restored_sink.clone()),
+        input: None,
+    };
+    let restored = fennec::VmBuilder::restore(&snap)
+        .unwrap()
+        .console(console)
+        .start()
+        .unwrap();
+    restored_sink.wait_for(&format!("TINY tick {}\n", last + 1));
+    assert!(!restored_sink.text().contains("TINY tick 0\n"));
+    restored.stop().unwrap();
+    assert_eq!(restored.wait().unwrap(), ExitReason::Stopped);
+}

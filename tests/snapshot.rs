@@ -353,3 +353,55 @@ fn snapshot_of_a_disk_guest_keeps_its_queue_going() {
     assert!(drive_line.contains("write_count=1 "), "{drive_line}");
     assert!(drive_line.contains("flush_count=1 "), "{drive_line}");
 }
+
+#[test]
+fn ctl_snapshot_vm_then_run_restore_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("snap");
+    let mut vm = Running::spawn(
+        &[
+            "run",
+            "--api-socket",
+            "api.sock",
+            "--allow-path",
+            dir.path().to_str().unwrap(),
+            "--kernel",
+            common::tiny("pvh.elf").to_str().unwrap(),
+            "--cmdline",
+            "console=ttyS0 tiny.mode=counter counter.delay=200000",
+        ],
+        &[],
+    );
+    let socket = vm.socket();
+    wait_until("a few ticks", &vm, |out| ticks(out).len() >= 3);
+    let saved = common::ctl(&socket, &["snapshot-vm", snap.to_str().unwrap()]);
+    assert_eq!(saved["state"], snap.join("state").to_str().unwrap());
+    // The VM runs on after its snapshot.
+    assert_eq!(ok(&socket, "GET", "/", "")["state"], "Running");
+    let before = ticks(&vm.stdout.lock().unwrap()).len();
+    wait_until("counting on after the snapshot", &vm, |out| {
+        ticks(out).len() > before + 2
+    });
+    ok(&socket, "PUT", "/actions", r#"{"action_type": "Stop"}"#);
+    vm.wait(TIMEOUT);
+
+    // The snapshot, restored straight from the command line, console on stdio.
+    let mut restored = Running::spawn(&["run", "--restore", snap.to_str().unwrap()], &[]);
+    wait_until("counting in the restored VM", &restored, |out| {
+        ticks(out).len() >= 2
+    });
+    let first = ticks(&restored.stdout.lock().unwrap())[0];
+    assert!(first > 2, "it went on from the snapshot, at tick {first}");
+    // SAFETY: kill on our own child's PID.
+    unsafe { libc::kill(restored.child.id() as i32, libc::SIGTERM) };
+    restored.wait(TIMEOUT).expect("SIGTERM stops it");
+
+    // And into a waiting fennec, paused.
+    let waiting = empty_fennec();
+    let answer = common::ctl(
+        &waiting.socket(),
+        &["restore", snap.to_str().unwrap(), "--paused"],
+    );
+    assert!(answer.is_null(), "{answer}");
+    assert_eq!(ok(&waiting.socket(), "GET", "/", "")["state"], "Paused");
+}

@@ -100,9 +100,17 @@ impl Action {
                 memory,
                 config,
             } => {
-                return Self::empty(
-                    crate::snapshot::save(handle, &config, &state, &memory).map(drop),
-                )
+                return crate::snapshot::save(handle, &config, &state, &memory)
+                    .map(|_| ApiResponse::Empty)
+                    .map_err(|e| {
+                        let mut err = VmService::vm_error(e);
+                        if err.message.contains("Permission denied") {
+                            err.message += " (a running VM writes files only beneath the \
+                                            directories fennec run --allow-path gives; as \
+                                            firecracker, its drives' directories too)";
+                        }
+                        err
+                    })
             }
             Action::Snapshot { id, store, snap } => (id, store, snap),
         };

@@ -159,6 +159,11 @@ impl SnapshotState {
     }
 }
 
+/// The state and memory files of a snapshot directory: `DIR/state`, `DIR/memory`.
+pub fn files_in(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    (dir.join("state"), dir.join("memory"))
+}
+
 /// Reads and checks the state file at `path`.
 pub fn load(path: &Path) -> Result<SnapshotState, SnapshotError> {
     let state = read_state(path)?;
