@@ -555,6 +555,7 @@ fn run_with_api(
             mem_file_path,
             resume_vm: true,
             network_overrides: Vec::new(),
+            drive_overrides: Vec::new(),
         };
         vm.serve_request(fennec::api::ApiRequest::LoadSnapshot(Box::new(load)))
             .map_err(|e| e.message)?;

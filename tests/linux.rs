@@ -10,6 +10,8 @@ mod common;
 mod jail;
 #[path = "linux/mmds.rs"]
 mod mmds;
+#[path = "linux/snapshot.rs"]
+mod snapshot;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

@@ -146,6 +146,9 @@ pub struct LoadSnapshot {
     pub resume_vm: bool,
     /// Network interfaces on other TAPs than the snapshot's: (iface_id, host_dev_name).
     pub network_overrides: Vec<(String, String)>,
+    /// **Extension**: drives on other images than the snapshot's (a clone's own copy):
+    /// (drive_id, path_on_host).
+    pub drive_overrides: Vec<(String, PathBuf)>,
 }
 
 /// What a client asks of the metadata service.

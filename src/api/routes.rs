@@ -67,7 +67,15 @@ struct NetworkOverride {
     host_dev_name: String,
 }
 
-/// `PUT /snapshot/load` body: Firecracker's `SnapshotLoadParams`.
+/// One of `drive_overrides` (fennec's extension).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DriveOverride {
+    drive_id: String,
+    path_on_host: std::path::PathBuf,
+}
+
+/// `PUT /snapshot/load` body: Firecracker's `SnapshotLoadParams`, and `drive_overrides`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SnapshotLoadBody {
@@ -82,6 +90,8 @@ struct SnapshotLoadBody {
     resume_vm: bool,
     #[serde(default)]
     network_overrides: Vec<NetworkOverride>,
+    #[serde(default)]
+    drive_overrides: Vec<DriveOverride>,
 }
 
 fn snapshot_load(raw: &[u8]) -> Result<ApiRequest, ApiError> {
@@ -110,6 +120,11 @@ fn snapshot_load(raw: &[u8]) -> Result<ApiRequest, ApiError> {
             .network_overrides
             .into_iter()
             .map(|o| (o.iface_id, o.host_dev_name))
+            .collect(),
+        drive_overrides: load
+            .drive_overrides
+            .into_iter()
+            .map(|o| (o.drive_id, o.path_on_host))
             .collect(),
     })))
 }

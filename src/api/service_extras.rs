@@ -73,6 +73,19 @@ impl VmService {
                 })?;
             net.tap = tap.clone();
         }
+        for (id, path) in &load.drive_overrides {
+            let drive = state
+                .config
+                .drives
+                .iter_mut()
+                .find(|d| d.id == *id)
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "drive_overrides names drive {id:?}, which the snapshot's VM does not have"
+                    ))
+                })?;
+            drive.source = crate::config::DriveSource::Path(path.clone());
+        }
         state.config.validate().map_err(|e| bad(&e))?;
         let (mem, mmds, resume) = (load.mem_file_path, self.mmds.clone(), load.resume_vm);
         self.launch("load the snapshot into", |console| {

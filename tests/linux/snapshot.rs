@@ -1,0 +1,162 @@
+//! Snapshots of a Linux guest: boot once, leave a mark in its tmpfs, snapshot it, and restore
+//! three clones at once, each in its own network namespace on a TAP of its own and with its
+//! own copy of the data disk. Each sees the mark, runs its own commands, reaches its host,
+//! and writes its own disk; the original's disk is unchanged.
+
+use std::path::Path;
+
+use crate::common::linux::{Guest, Session};
+use crate::common::netns::NetNs;
+use crate::{api, guest_pings_host, linux_test, p, CMDLINE};
+
+const MAC: &str = "02:fc:aa:bb:cc:01";
+
+/// The first bytes of sector 0 of `image`, up to a newline.
+fn first_line(image: &Path) -> String {
+    let bytes = std::fs::read(image).unwrap();
+    let end = bytes
+        .iter()
+        .position(|&b| b == b'\n' || b == 0)
+        .unwrap_or(0);
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// A namespace with TAP `tap` at 10.0.0.1/24, its MAC `MAC`, as every clone's host side:
+/// the guest's neighbour cache from before the snapshot still holds.
+fn host_side(tag: &str, tap: &str) -> NetNs {
+    let ns = NetNs::new(tag);
+    ns.add_tap(tap, None);
+    ns.ip(&["link", "set", tap, "down"]);
+    ns.ip(&["link", "set", tap, "address", MAC]);
+    ns.ip(&["addr", "add", "10.0.0.1/24", "dev", tap]);
+    ns.ip(&["link", "set", tap, "up"]);
+    ns
+}
+
+linux_test!(
+    linux_snapshot_three_clones_with_their_own_disks_and_taps,
+    |g: &Guest| {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data.img");
+        std::fs::write(&data, vec![0u8; 4 << 20]).unwrap();
+        let socket = dir.path().join("api.sock");
+        let ns = host_side("snap0", "tap0");
+        let disk = format!("path={}", data.display());
+        let mut vm = Session::start_in(
+            &ns,
+            &[
+                "--kernel",
+                p(&g.vmlinux),
+                "--initrd",
+                p(&g.initramfs),
+                "--cmdline",
+                CMDLINE,
+                "--memory",
+                "256",
+                "--net",
+                "tap=tap0",
+                "--disk",
+                &disk,
+                "--api-socket",
+                p(&socket),
+                "--allow-path",
+                p(dir.path()),
+            ],
+        );
+        vm.expect("FENNEC-GUEST-READY");
+        guest_pings_host(&mut vm, "10.0.0.2/24", "10.0.0.1");
+        vm.run("echo made-before-the-snapshot > /tmp/mark");
+        let wrote = vm.run(
+            "echo original | dd of=/dev/vda bs=512 count=1 conv=fsync 2>/dev/null; echo rc=$?",
+        );
+        assert!(wrote.ends_with("rc=0"), "{wrote}");
+        api(
+            &socket,
+            "PATCH",
+            "/vm",
+            serde_json::json!({"state": "Paused"}),
+        );
+        let snap = dir.path().join("snap");
+        std::fs::create_dir(&snap).unwrap();
+        api(
+            &socket,
+            "PUT",
+            "/snapshot/create",
+            serde_json::json!({
+                "snapshot_path": snap.join("state"), "mem_file_path": snap.join("memory"),
+            }),
+        );
+        api(
+            &socket,
+            "PUT",
+            "/actions",
+            serde_json::json!({"action_type": "Stop"}),
+        );
+        vm.assert_exit(0);
+        assert_eq!(first_line(&data), "original");
+
+        // Three clones at once, each with its own namespace, TAP and disk.
+        let clones: Vec<(NetNs, Session, std::path::PathBuf)> = (1..=3)
+        .map(|i| {
+            let tap = format!("clone{i}");
+            let ns = host_side(&format!("snap{i}"), &tap);
+            let image = dir.path().join(format!("clone{i}.img"));
+            std::fs::copy(&data, &image).unwrap();
+            let socket = dir.path().join(format!("clone{i}.sock"));
+            let vm = Session::start_in(&ns, &["--api-socket", p(&socket)]);
+            let deadline = std::time::Instant::now() + crate::common::TIMEOUT;
+            while !socket.exists() {
+                assert!(std::time::Instant::now() < deadline, "no socket: {}", vm.stderr());
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            api(
+                &socket,
+                "PUT",
+                "/snapshot/load",
+                serde_json::json!({
+                    "snapshot_path": snap.join("state"),
+                    "mem_backend": {"backend_type": "File", "backend_path": snap.join("memory")},
+                    "resume_vm": true,
+                    "network_overrides": [{"iface_id": "net0", "host_dev_name": tap}],
+                    "drive_overrides": [{"drive_id": "disk0", "path_on_host": image}],
+                }),
+            );
+            (ns, vm, image)
+        })
+        .collect();
+        let mut clones = clones;
+        for (i, (_ns, vm, _image)) in clones.iter_mut().enumerate() {
+            let i = i + 1;
+            assert_eq!(
+                vm.run("cat /tmp/mark"),
+                "made-before-the-snapshot",
+                "clone {i}"
+            );
+            let wrote = vm.run(&format!(
+                "echo clone-{i} | dd of=/dev/vda bs=512 count=1 conv=fsync 2>/dev/null; echo rc=$?"
+            ));
+            assert!(wrote.ends_with("rc=0"), "clone {i}: {wrote}");
+            let ping = vm.run("ping -c 3 -w 30 10.0.0.1 | grep -c 'bytes from'");
+            assert_eq!(
+                ping.lines().last(),
+                Some("3"),
+                "clone {i} reaches its host: {ping}"
+            );
+        }
+        for (i, (_ns, vm, image)) in clones.iter_mut().enumerate() {
+            let i = i + 1;
+            vm.send_line("reboot -f");
+            vm.assert_exit(0);
+            assert_eq!(
+                first_line(image),
+                format!("clone-{i}"),
+                "clone {i} wrote its own disk"
+            );
+        }
+        assert_eq!(
+            first_line(&data),
+            "original",
+            "the original's disk is unchanged"
+        );
+    }
+);
