@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Snapshot benchmark: the tiny counter guest restored from a snapshot against the same guest
+"""Snapshot benchmark: the tiny echo guest restored from a snapshot against the same guest
 booted cold, side by side in one run, and the memory three restored clones share.
 
 For each of N rounds (interleaved, so drift on the host hits both alike) it times, from process
-start to the guest's first "TINY tick" line on the console:
-  boot     fennec run --kernel pvh.elf (tiny.mode=counter): the guest's whole boot
-  restore  fennec run --restore DIR: the same guest, snapshotted once after it had counted
+start, how long until the guest answers: a byte typed at once comes back echoed.
+  boot     fennec run --kernel pvh.elf (tiny.mode=echo): the guest's whole boot first
+  restore  fennec run --restore DIR: the same guest, snapshotted once while it waited for input
 and prints the medians and their ratio. Then it restores three clones at once, waits until each
 counts, and reads /proc/PID/smaps_rollup: each clone's RSS and PSS, and how much of the three
 RSS is shared (guest memory mapped MAP_PRIVATE from one memory file).
@@ -27,21 +27,24 @@ import time
 
 from tinybench import add_vmm_args, build
 
-COUNTER = "console=ttyS0 tiny.mode=counter counter.delay=200000"
-MARKER = b"TINY tick "
+ECHO = "console=ttyS0 tiny.mode=echo"
+# A byte nothing else on the console has: the guest's echo of it is its answer.
+PROBE = b"#"
 
 
-def until_marker(argv):
-    """Starts argv; returns (process, seconds from start to the first tick)."""
+def until_answer(argv):
+    """Starts argv and types PROBE at once; returns (process, seconds until it comes back)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL)
+    proc.stdin.write(PROBE)
+    proc.stdin.flush()
     buf = b""
-    while MARKER not in buf:
+    while PROBE not in buf:
         chunk = os.read(proc.stdout.fileno(), 4096)
         if not chunk:
             proc.wait()
-            sys.exit(f"{argv} ended before its first tick (exit {proc.returncode})")
+            sys.exit(f"{argv} ended before it answered (exit {proc.returncode})")
         buf += chunk
     return proc, time.perf_counter() - start
 
@@ -52,16 +55,18 @@ def stop(proc):
 
 
 def make_snapshot(fennec, kernel, workdir):
-    """Boots the counter with a control socket, lets it count, snapshots it into DIR."""
+    """Boots the echo guest with a control socket and snapshots it, waiting for input, into
+    DIR."""
     sock = os.path.join(workdir, "api.sock")
     snap = os.path.join(workdir, "snap")
     proc = subprocess.Popen([fennec, "run", "--api-socket", sock, "--allow-path", workdir,
-                             "--kernel", str(kernel), "--cmdline", COUNTER],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             "--kernel", str(kernel), "--cmdline", ECHO],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL)
     buf = b""
-    while buf.count(MARKER) < 3:
+    while b"TINY ready" not in buf:
         buf += os.read(proc.stdout.fileno(), 4096)
+    time.sleep(0.2)
     subprocess.run([fennec, "ctl", "--api-socket", sock, "snapshot-vm", snap], check=True,
                    stdout=subprocess.DEVNULL)
     stop(proc)
@@ -91,19 +96,19 @@ def main():
         snap = make_snapshot(fennec, kernel, workdir)
         times = {"boot": [], "restore": []}
         for _ in range(args.runs):
-            proc, t = until_marker([fennec, "run", "--kernel", str(kernel), "--cmdline", COUNTER])
+            proc, t = until_answer([fennec, "run", "--kernel", str(kernel), "--cmdline", ECHO])
             stop(proc)
             times["boot"].append(t)
-            proc, t = until_marker([fennec, "run", "--restore", snap])
+            proc, t = until_answer([fennec, "run", "--restore", snap])
             stop(proc)
             times["restore"].append(t)
         med = {k: statistics.median(v) * 1000 for k, v in times.items()}
-        print(f"{'':10} {'median ms to first tick':>24} {'min':>8} {'max':>8}   ({args.runs} runs)")
+        print(f"{'':10} {'median ms to an answer':>24} {'min':>8} {'max':>8}   ({args.runs} runs)")
         for k, v in times.items():
             print(f"{k:10} {med[k]:24.2f} {min(v) * 1000:8.2f} {max(v) * 1000:8.2f}")
         print(f"restore/boot {med['restore'] / med['boot']:.2f}")
 
-        clones = [until_marker([fennec, "run", "--restore", snap])[0] for _ in range(3)]
+        clones = [until_answer([fennec, "run", "--restore", snap])[0] for _ in range(3)]
         time.sleep(0.5)
         rows = [rollup(p.pid) for p in clones]
         for p in clones:

@@ -180,3 +180,76 @@ pub fn map_memory(path: &Path, regions: &[(u64, u64)]) -> Result<GuestMemoryMmap
         why: format!("the regions do not make guest memory: {e}"),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(version: u32, payload: &[u8], crc: u32) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&version.to_le_bytes());
+        out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        out.extend_from_slice(&crc.to_le_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn read(bytes: &[u8]) -> Result<SnapshotState, SnapshotError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        std::fs::write(&path, bytes).unwrap();
+        read_state(&path)
+    }
+
+    #[test]
+    fn test_state_file_header_checks() {
+        let payload = b"{}";
+        let good_crc = crc32fast::hash(payload);
+        assert!(matches!(
+            read(&header(FORMAT_VERSION, payload, good_crc)),
+            Err(SnapshotError::Parse { .. })
+        ));
+        assert!(matches!(
+            read(&header(FORMAT_VERSION + 1, payload, good_crc)),
+            Err(SnapshotError::Version { found, .. }) if found == FORMAT_VERSION + 1
+        ));
+        assert!(matches!(
+            read(&header(FORMAT_VERSION, payload, good_crc ^ 1)),
+            Err(SnapshotError::Checksum { .. })
+        ));
+        let mut short = header(FORMAT_VERSION, payload, good_crc);
+        short.pop();
+        assert!(matches!(
+            read(&short),
+            Err(SnapshotError::NotASnapshot { .. })
+        ));
+        let mut huge = header(FORMAT_VERSION, payload, good_crc);
+        huge[12..20].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(matches!(
+            read(&huge),
+            Err(SnapshotError::NotASnapshot { .. })
+        ));
+        assert!(matches!(
+            read(b"FNEC"),
+            Err(SnapshotError::NotASnapshot { .. })
+        ));
+    }
+
+    proptest::proptest! {
+        /// No bytes panic the reader: a state file is refused or parsed.
+        #[test]
+        fn test_state_file_arbitrary_bytes_never_panic(
+            tail in proptest::collection::vec(proptest::num::u8::ANY, 0..256),
+            whole in proptest::bool::ANY,
+        ) {
+            let bytes = if whole {
+                header(FORMAT_VERSION, &tail, crc32fast::hash(&tail))
+            } else {
+                let mut b = MAGIC.to_vec();
+                b.extend_from_slice(&tail);
+                b
+            };
+            let _ = read(&bytes);
+        }
+    }
+}
