@@ -114,6 +114,19 @@ impl VmBuilder {
         })
     }
 
+    /// The VM of a snapshot's `state` (already loaded, perhaps changed: a checkpoint's drives
+    /// on their clones) with its memory file `memory`, to restore rather than boot.
+    pub fn from_state(state: crate::snapshot::SnapshotState, memory: PathBuf) -> Self {
+        VmBuilder {
+            config: state.config.clone(),
+            console: ConsoleChoice::Stream { tee: None },
+            helper: None,
+            mmds: Mmds::default(),
+            restore: Some((Box::new(state), memory)),
+            resume: true,
+        }
+    }
+
     /// A restored VM starts with its vCPUs parked; `resume` runs it.
     pub fn paused(mut self) -> Self {
         self.resume = false;
@@ -344,6 +357,19 @@ impl BuiltVm {
         &self.config
     }
 
+    /// The stores the VM's template drives come from.
+    pub fn stores(&self) -> Vec<&dyn storage::DiskStore> {
+        let mut stores: Vec<&dyn storage::DiskStore> = Vec::new();
+        for d in &self.config.drives {
+            if let Some((store, _)) = self.disks.disk_of(&d.id) {
+                if !stores.iter().any(|s| s.spec() == store.spec()) {
+                    stores.push(store);
+                }
+            }
+        }
+        stores
+    }
+
     /// Starts the VM.
     pub fn start(self) -> Result<Instance, StartError> {
         let handle = self.vm.start()?;
@@ -400,6 +426,12 @@ impl Instance {
     /// The store disk behind drive `id`, when it was cloned from a template.
     pub fn template_disk(&self, id: &str) -> Option<(&dyn storage::DiskStore, &storage::DiskRef)> {
         self.disks.disk_of(id)
+    }
+
+    /// Whether drive `id`'s disk is destroyed when the VM ends (a template drive without
+    /// `vm_name`).
+    pub fn is_ephemeral(&self, id: &str) -> bool {
+        self.disks.is_ephemeral(id)
     }
 }
 

@@ -67,6 +67,14 @@ pub enum CtlCommand {
         /// The snapshot's directory.
         dir: PathBuf,
     },
+    /// Checkpoint the VM: pause it, snapshot each of its disks in their image store as
+    /// VM/DISK@NAME, write its state and memory beside them, resume. Every drive must come
+    /// from a template with a VM name (`--disk template=T,vm=NAME`). Restore copies with
+    /// `fennec run --from-checkpoint NAME --vm NEWNAME`.
+    Checkpoint {
+        /// The checkpoint's name.
+        name: String,
+    },
     /// Restore the VM snapshotted in DIR into this fennec, which must not be configured yet
     /// (`fennec run --api-socket` alone).
     Restore {
@@ -114,6 +122,11 @@ pub fn ctl(args: &CtlArgs) -> ExitCode {
             Some(json!({ "snapshot_name": name })),
         ),
         CtlCommand::SnapshotVm { .. } => unreachable!("answered above"),
+        CtlCommand::Checkpoint { name } => (
+            "PUT",
+            "/checkpoint".into(),
+            Some(json!({ "checkpoint_name": name })),
+        ),
         CtlCommand::Restore { dir, paused } => {
             let (state, memory) = fennec::snapshot::files_in(&absolute(dir));
             (

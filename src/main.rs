@@ -116,7 +116,7 @@ enum Command {
 
 #[derive(Args)]
 #[command(group = clap::ArgGroup::new("source").required(true).multiple(true)
-    .args(["kernel", "config_file", "api_socket", "restore"]))]
+    .args(["kernel", "config_file", "api_socket", "restore", "from_checkpoint"]))]
 struct RunArgs {
     /// Kernel image: ELF vmlinux (entered through PVH if it has the note, else the 64-bit
     /// protocol) or bzImage.
@@ -135,6 +135,23 @@ struct RunArgs {
     #[arg(long, value_name = "DIR",
           conflicts_with_all = ["kernel", "initrd", "cmdline", "vcpus", "memory", "no_acpi", "disk", "net", "config_file"])]
     restore: Option<PathBuf>,
+
+    /// Restore checkpoint NAME (taken with `fennec ctl checkpoint NAME`) as a new VM: every
+    /// disk cloned from the checkpoint's snapshot as NEWNAME/DISK in the store (--store), then
+    /// the VM goes on from the checkpoint on them. Each run with another --vm is another
+    /// independent copy.
+    #[arg(long, value_name = "NAME", requires = "vm",
+          conflicts_with_all = ["kernel", "initrd", "cmdline", "vcpus", "memory", "no_acpi", "disk", "net", "config_file", "restore"])]
+    from_checkpoint: Option<String>,
+
+    /// The new VM's name for --from-checkpoint (its disks are NAME/DISK in the store).
+    #[arg(long, value_name = "NAME", requires = "from_checkpoint")]
+    vm: Option<String>,
+
+    /// The image store of --from-checkpoint (default $FENNEC_STORE, else
+    /// dir:/var/lib/fennec/images).
+    #[arg(long, value_name = "SPEC", requires = "from_checkpoint")]
+    store: Option<String>,
 
     /// Serve the control socket (HTTP + JSON, Firecracker's API) at PATH, mode 0600. A stale
     /// socket there is replaced; a live one is refused.
@@ -488,15 +505,17 @@ fn run(args: &RunArgs) -> ExitCode {
                     }
                 },
             };
-            let builder = match &args.restore {
-                None => VmBuilder::from_config(config),
-                Some(dir) => match VmBuilder::restore(dir) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        eprintln!("fennec: {}", one_line(&e));
-                        return ExitCode::FAILURE;
-                    }
-                },
+            let builder = match (&args.restore, &args.from_checkpoint) {
+                (None, None) => Ok(VmBuilder::from_config(config)),
+                (Some(dir), _) => VmBuilder::restore(dir),
+                (None, Some(name)) => checkpoint_builder(name, args),
+            };
+            let builder = match builder {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("fennec: {}", one_line(&e));
+                    return ExitCode::FAILURE;
+                }
             };
             exit_status(run_direct(
                 builder,
@@ -507,6 +526,17 @@ fn run(args: &RunArgs) -> ExitCode {
             ))
         }
     }
+}
+
+/// The builder of `--from-checkpoint NAME --vm NEWNAME`: the checkpoint's disks cloned for
+/// NEWNAME, its VM state on them.
+fn checkpoint_builder(name: &str, args: &RunArgs) -> Result<VmBuilder, fennec::Error> {
+    let spec = fennec::storage::default_spec(args.store.as_deref());
+    let store = fennec::storage::open(&spec)
+        .map_err(|e| fennec::snapshot::SnapshotError::Checkpoint(e.to_string()))?;
+    let vm = args.vm.as_deref().unwrap_or_default();
+    let (state, memory) = fennec::snapshot::checkpoint::prepare(store.as_ref(), name, vm)?;
+    Ok(VmBuilder::from_state(state, memory))
 }
 
 /// Serves the control socket until the guest ends (or the VMM is stopped before a start).
@@ -548,14 +578,33 @@ fn run_with_api(
     if args.allow_drive_dirs {
         vm = vm.with_drive_dirs();
     }
-    if let Some(dir) = &args.restore {
-        let (snapshot_path, mem_file_path) = fennec::snapshot::files_in(dir);
+    let restore = match (&args.restore, &args.from_checkpoint) {
+        (Some(dir), _) => Some((dir.clone(), Vec::new())),
+        (None, Some(name)) => {
+            // The checkpoint's disks cloned for the new VM; the snapshot loaded on them.
+            let state = checkpoint_builder(name, args).map_err(|e| one_line(&e))?;
+            let spec = fennec::storage::default_spec(args.store.as_deref());
+            let store = fennec::storage::open(&spec).map_err(|e| e.to_string())?;
+            let dir = fennec::snapshot::checkpoint::dir(store.as_ref(), name)
+                .map_err(|e| e.to_string())?;
+            let drives = state
+                .config()
+                .drives
+                .iter()
+                .filter_map(|d| Some((d.id.clone(), d.image_path()?.to_path_buf())))
+                .collect();
+            Some((dir, drives))
+        }
+        (None, None) => None,
+    };
+    if let Some((dir, drive_overrides)) = restore {
+        let (snapshot_path, mem_file_path) = fennec::snapshot::files_in(&dir);
         let load = fennec::api::LoadSnapshot {
             snapshot_path,
             mem_file_path,
             resume_vm: true,
             network_overrides: Vec::new(),
-            drive_overrides: Vec::new(),
+            drive_overrides,
         };
         vm.serve_request(fennec::api::ApiRequest::LoadSnapshot(Box::new(load)))
             .map_err(|e| e.message)?;

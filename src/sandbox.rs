@@ -142,8 +142,10 @@ pub fn restrict_thread(access: &FileAccess) -> Result<Enforced, SandboxError> {
         ruleset = ruleset.add_rule(rule(path, read_file | write_file)?)?;
     }
     for path in &access.dirs {
-        // Files beneath may also be made: a VM snapshot's state and memory files.
-        let rights = read_file | write_file | AccessFs::ReadDir | AccessFs::MakeReg;
+        // Files beneath may also be made: a VM snapshot's state and memory files, and a
+        // checkpoint's directory.
+        let rights =
+            read_file | write_file | AccessFs::ReadDir | AccessFs::MakeReg | AccessFs::MakeDir;
         ruleset = ruleset.add_rule(rule(path, rights)?)?;
     }
     for path in &access.remove_in {

@@ -133,6 +133,8 @@ pub enum ApiRequest {
     },
     /// `PUT /snapshot/load`: a VM from a snapshot, instead of configuring one.
     LoadSnapshot(Box<LoadSnapshot>),
+    /// `PUT /checkpoint` (extension): the VM and its template disks, snapshotted together.
+    Checkpoint(String),
 }
 
 /// `PUT /snapshot/load`: which snapshot, and what changes.

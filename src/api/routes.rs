@@ -67,6 +67,13 @@ struct NetworkOverride {
     host_dev_name: String,
 }
 
+/// `PUT /checkpoint` body (fennec's extension).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckpointBody {
+    checkpoint_name: String,
+}
+
 /// One of `drive_overrides` (fennec's extension).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -342,6 +349,13 @@ pub fn route(method: &str, target: &str, raw: &[u8]) -> Result<ApiRequest, ApiEr
             }
         }
         ("PUT", ["snapshot", "load"]) => snapshot_load(raw),
+        ("PUT", ["checkpoint"]) => {
+            let c: CheckpointBody = body(raw)?;
+            crate::storage::check_name("checkpoint", &c.checkpoint_name)
+                .map_err(|e| bad(e.to_string()))?;
+            Ok(ApiRequest::Checkpoint(c.checkpoint_name))
+        }
+        (_, ["checkpoint"]) => Err(method_not_allowed(method, path, "PUT")),
         (_, ["snapshot", "create" | "load"]) => Err(method_not_allowed(method, path, "PUT")),
 
         ("PUT", ["entropy"]) => Ok(ApiRequest::PutEntropy(body(raw)?)),

@@ -54,6 +54,9 @@ pub struct VmService {
     file_access: Option<(Vec<PathBuf>, PathBuf)>,
     /// The drives' directories are allowed too ([`FileAccess::with_drive_dirs`]).
     drive_dirs: bool,
+    /// Each store's checkpoints directory, by store, found when the VM was built (the running
+    /// VMM runs no store command).
+    checkpoint_dirs: Vec<(String, PathBuf)>,
     /// Where the VM's metrics go, a JSON line at a time (Firecracker's `--metrics-path`).
     metrics: Option<MetricsSink>,
     /// Reconfigures the process's logger (`PUT /logger`), when the process has such a logger.
@@ -77,6 +80,14 @@ enum Action {
         id: String,
         store: String,
         snap: crate::storage::SnapRef,
+    },
+    /// A checkpoint: the VM and its template disks (`PUT /checkpoint`).
+    Checkpoint {
+        name: String,
+        dir: PathBuf,
+        store: String,
+        disks: Vec<(String, crate::storage::DiskRef)>,
+        config: Box<VmConfig>,
     },
     /// A snapshot of the whole paused VM (`PUT /snapshot/create`).
     SaveVm {
@@ -111,6 +122,36 @@ impl Action {
                         }
                         err
                     })
+            }
+            Action::Checkpoint {
+                name,
+                dir,
+                store,
+                disks,
+                config,
+            } => {
+                let snapshot = |snap: &crate::storage::SnapRef| match helper {
+                    Some(helper) => helper.snapshot(&store, snap),
+                    None => crate::storage::open(&store)
+                        .and_then(|s| s.snapshot(snap))
+                        .map_err(|e| e.to_string()),
+                };
+                return crate::snapshot::checkpoint::take(
+                    handle,
+                    &config,
+                    (&dir, &name),
+                    (&store, &disks),
+                    &snapshot,
+                )
+                .map(|saved| {
+                    ApiResponse::Json(json!({
+                        "checkpoint": name,
+                        "store": store,
+                        "directory": dir,
+                        "memory_bytes": saved.memory_bytes,
+                    }))
+                })
+                .map_err(VmService::vm_error);
             }
             Action::Snapshot { id, store, snap } => (id, store, snap),
         };
@@ -209,6 +250,7 @@ impl VmService {
             helper: None,
             file_access: None,
             drive_dirs: false,
+            checkpoint_dirs: Vec::new(),
             metrics: None,
             logger: None,
             actions: None,
@@ -271,6 +313,7 @@ impl VmService {
                 | ApiRequest::Resume
                 | ApiRequest::SnapshotDrive { .. }
                 | ApiRequest::CreateSnapshot { .. }
+                | ApiRequest::Checkpoint(_)
         );
         if !queued {
             return Some(request);
@@ -287,6 +330,7 @@ impl VmService {
                     memory: mem_file_path,
                     config: Box::new(self.config.clone()),
                 },
+                ApiRequest::Checkpoint(name) => self.checkpoint_action(name)?,
                 ApiRequest::Pause => Action::Pause,
                 _ => Action::Resume,
             };
@@ -393,12 +437,27 @@ impl VmService {
             ApiError::bad_request(format!("Cannot {what} the VM: {}", one_line(e)))
         };
         let built = build(console).map_err(|e| cannot(&e))?;
+        // Checkpoints write beside the VM's disks, in their stores.
+        self.checkpoint_dirs = built
+            .stores()
+            .into_iter()
+            .filter_map(|s| match s.checkpoints_dir() {
+                Ok(dir) => Some((s.spec(), dir)),
+                Err(e) => {
+                    log::warn!("No checkpoints in {}: {e}", s.spec());
+                    None
+                }
+            })
+            .collect();
         if let Some((allowed, socket)) = &self.file_access {
             // This thread and the VM's threads open nothing else from here.
             let mut access = FileAccess::for_vm(built.config(), allowed).with_socket(socket);
             if self.drive_dirs {
                 access = access.with_drive_dirs(built.config());
             }
+            access
+                .dirs
+                .extend(self.checkpoint_dirs.iter().map(|(_, d)| d.clone()));
             crate::sandbox::restrict_thread(&access).map_err(|e| cannot(&e))?;
         }
         let instance = built.start().map_err(|e| cannot(&e))?;
@@ -504,7 +563,9 @@ impl VmService {
             ApiRequest::PutEntropy(entropy) => self.put_entropy(entropy),
             ApiRequest::LoadSnapshot(load) => self.load_snapshot(*load),
             // Queued as an action (`queue_action`); here only if the VM never started.
-            ApiRequest::CreateSnapshot { .. } => Err(not_before_start()),
+            ApiRequest::CreateSnapshot { .. } | ApiRequest::Checkpoint(_) => {
+                Err(not_before_start())
+            }
             ApiRequest::PutLogger(config) => match &self.logger {
                 None => Err(ApiError::bad_request(
                     "This fennec logs to stderr (fennec run -v, RUST_LOG); PUT /logger works \

@@ -98,4 +98,57 @@ impl VmService {
         );
         Ok(ApiResponse::Empty)
     }
+
+    /// The action of `PUT /checkpoint NAME`: every drive must be a store disk that outlives
+    /// the VM (a template drive with a `vm_name`), all in one store.
+    pub(super) fn checkpoint_action(&self, name: String) -> Result<super::Action, ApiError> {
+        let instance = self.instance.as_ref().ok_or_else(super::not_before_start)?;
+        let mut disks = Vec::new();
+        let mut store: Option<String> = None;
+        for d in &self.config.drives {
+            let (s, disk) = instance.template_disk(&d.id).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "Drive {:?} is a plain image file: a checkpoint needs every drive cloned \
+                     from a template (\"template\" and \"vm_name\" in PUT /drives)",
+                    d.id
+                ))
+            })?;
+            if instance.is_ephemeral(&d.id) {
+                return Err(ApiError::bad_request(format!(
+                    "Drive {:?}'s disk is destroyed when the VM ends: give the drive a vm_name \
+                     to checkpoint it",
+                    d.id
+                )));
+            }
+            match &store {
+                Some(spec) if *spec != s.spec() => {
+                    return Err(ApiError::bad_request(
+                        "The VM's drives are in two stores: a checkpoint is in one",
+                    ))
+                }
+                _ => store = Some(s.spec()),
+            }
+            disks.push((d.id.clone(), disk.clone()));
+        }
+        let store = store.ok_or_else(|| {
+            ApiError::bad_request(
+                "The VM has no drive from an image store: snapshot it with PUT /snapshot/create",
+            )
+        })?;
+        let root = self
+            .checkpoint_dirs
+            .iter()
+            .find(|(spec, _)| *spec == store)
+            .map(|(_, dir)| dir.clone())
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("{store} has no directory for checkpoints"))
+            })?;
+        Ok(super::Action::Checkpoint {
+            dir: root.join(&name),
+            name,
+            store,
+            disks,
+            config: Box::new(self.config.clone()),
+        })
+    }
 }

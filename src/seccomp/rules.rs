@@ -326,6 +326,8 @@ fn api_service(r: &mut Rules) {
         // holes for pages of zeros.
         .allow(libc::SYS_ftruncate)
         .allow(libc::SYS_pwrite64)
+        // A checkpoint makes its directory in the store's checkpoints directory.
+        .allow(libc::SYS_mkdir)
         // The storage helper: requests over its socket pair, and reaping it at the end.
         .allow(libc::SYS_recvfrom)
         .allow(libc::SYS_sendto)

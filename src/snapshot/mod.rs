@@ -10,6 +10,7 @@
 //!   are holes). A restored VM maps it `MAP_PRIVATE`: a restore costs page faults, not a copy,
 //!   and VMs restored from one file share its pages until they write them.
 
+pub mod checkpoint;
 mod file;
 
 use std::path::Path;
@@ -86,6 +87,9 @@ pub enum SnapshotError {
     /// The state does not fit the machine it is loaded into.
     #[error("the snapshot cannot be loaded: {0}")]
     Mismatch(String),
+    /// A checkpoint could not be taken or found.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
 }
 
 /// The devices' state: the legacy devices and each virtio transport, by the device's ID.

@@ -255,6 +255,32 @@ impl DiskStore for DirStore {
         )))
     }
 
+    fn clone_snapshot(&self, snap: &SnapRef, disk: &DiskRef) -> Result<PathBuf> {
+        let source = self.snapshot_file(snap);
+        if !source.exists() {
+            return Err(StorageError::not_found(self, "snapshot", snap));
+        }
+        let dest = self.disk_dir(disk);
+        if dest.exists() {
+            return Err(StorageError::exists(self, "Disk", disk));
+        }
+        let staged = self.staging()?;
+        copy_image(&source, &staged.path().join(IMAGE_FILE), &mut |_| {})?;
+        let origin = staged.path().join("origin");
+        fs::write(&origin, format!("{snap}\n")).map_err(StorageError::io(format!(
+            "cannot write {}",
+            origin.display()
+        )))?;
+        self.install(staged, &dest)?;
+        Ok(dest.join(IMAGE_FILE))
+    }
+
+    fn checkpoints_dir(&self) -> Result<PathBuf> {
+        let dir = self.root.join("checkpoints");
+        create_private_dirs(&dir)?;
+        Ok(dir)
+    }
+
     fn rollback(&self, snap: &SnapRef, force: bool) -> Result<()> {
         let image = self.disk_path(&snap.disk)?;
         let source = self.snapshot_file(snap);

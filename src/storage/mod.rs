@@ -365,6 +365,12 @@ pub trait DiskStore: fmt::Debug + Send + Sync {
     /// Takes a snapshot of a disk. The caller makes sure the image is consistent (a running
     /// VM is paused and its drive flushed: see [`crate::VmHandle::quiesce_drive`]).
     fn snapshot(&self, snap: &SnapRef) -> Result<()>;
+    /// Makes disk `disk` a copy of snapshot `snap` (a ZFS clone; a copy in a directory, shared
+    /// extents where the filesystem has reflinks); returns its image's path.
+    fn clone_snapshot(&self, snap: &SnapRef, disk: &DiskRef) -> Result<PathBuf>;
+    /// The directory checkpoints keep their VM state and memory files in, made if missing
+    /// (root's alone).
+    fn checkpoints_dir(&self) -> Result<PathBuf>;
 
     /// Returns a disk to a snapshot. Refused while a VM has the disk open, unless `force`.
     fn rollback(&self, snap: &SnapRef, force: bool) -> Result<()>;
@@ -602,6 +608,13 @@ impl Provisioned {
             .iter()
             .find(|d| d.drive_id == drive_id)
             .map(|d| (d.store.as_ref(), &d.disk))
+    }
+
+    /// Whether drive `drive_id`'s disk is destroyed when the VM ends (no `vm=` name).
+    pub fn is_ephemeral(&self, drive_id: &str) -> bool {
+        self.disks
+            .iter()
+            .any(|d| d.drive_id == drive_id && d.ephemeral)
     }
 }
 

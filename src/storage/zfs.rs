@@ -503,6 +503,32 @@ impl DiskStore for ZfsStore {
         self.zfs.zfs(&["snapshot", &name]).map(drop)
     }
 
+    fn clone_snapshot(&self, snap: &SnapRef, disk: &DiskRef) -> Result<PathBuf> {
+        let source = format!("{}@{}", self.disk_ds(&snap.disk), snap.snap);
+        if !self.zfs.exists(&source)? {
+            return Err(StorageError::not_found(self, "snapshot", snap));
+        }
+        let ds = self.disk_ds(disk);
+        if self.zfs.exists(&ds)? {
+            return Err(StorageError::exists(self, "Disk", disk));
+        }
+        let mut undo = Undo::default();
+        self.ensure(&format!("{}/vms", self.parent), &mut undo)?;
+        self.ensure(&self.vm_ds(&disk.vm), &mut undo)?;
+        self.zfs
+            .zfs(&["clone", "-o", "readonly=off", &source, &ds])?;
+        self.undo_destroy(&ds, &mut undo);
+        let image = self.image_of(&ds)?;
+        undo.commit();
+        Ok(image)
+    }
+
+    fn checkpoints_dir(&self) -> Result<PathBuf> {
+        let dir = self.mountpoint(&self.parent)?.join("checkpoints");
+        super::create_private_dirs(&dir)?;
+        Ok(dir)
+    }
+
     fn rollback(&self, snap: &SnapRef, force: bool) -> Result<()> {
         let ds = self.require_disk(&snap.disk)?;
         let name = format!("{ds}@{}", snap.snap);
