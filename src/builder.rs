@@ -136,6 +136,8 @@ impl VmBuilder {
     /// Puts network interface `id` on TAP `tap` (a restored clone's own network).
     pub fn net_tap(mut self, id: &str, tap: &str) -> Self {
         if let Some(net) = self.config.net.iter_mut().find(|n| n.id == id) {
+            // The guest keeps the MAC it has (one derived from the old TAP's name too).
+            net.mac = Some(net.guest_mac());
             net.tap = tap.to_string();
         }
         self

@@ -20,6 +20,8 @@
 //!   in order with a timeout; a failure carries the console's tail. [`TestVm::run`] runs a
 //!   command in a guest shell (the busybox guests' `sh` on the console) and returns its output
 //!   and exit status. Dropping a `TestVm` always stops and reaps the VM.
+//! - [`TestVm::checkpoint`] snapshots a booted guest and [`TestVm::restore`] starts further
+//!   VMs from it, each in milliseconds instead of a boot.
 //!
 //! It runs wherever `/dev/kvm` runs guests: directly on hardware virtualization, or inside the
 //! nested test host that fennec's Linux tests use on machines whose KVM emulates guest code.
@@ -293,6 +295,21 @@ impl TestVm {
             cursor: 0,
             timeout,
         })
+    }
+
+    /// Snapshots the VM into `dir` (pausing it for that, then resuming it): boot a guest once,
+    /// then start every further test VM from here with [`TestVm::restore`].
+    pub fn checkpoint(&mut self, dir: &Path) -> Result<()> {
+        self.vm.pause()?;
+        let saved = self.vm.snapshot(dir);
+        self.vm.resume()?;
+        saved.map(drop).map_err(HarnessError::Vm)
+    }
+
+    /// A VM restored from the snapshot in `dir` ([`TestVm::checkpoint`]): it goes on where the
+    /// snapshotted one was, in milliseconds. Its console starts empty.
+    pub fn restore(dir: &Path, timeout: Duration) -> Result<TestVm> {
+        TestVm::boot(VmBuilder::restore(dir)?, timeout)
     }
 
     /// Everything the guest printed so far.

@@ -50,6 +50,33 @@ fn test_two_vms_in_one_process_each_with_its_own_console() {
 }
 
 #[test]
+fn test_checkpoint_once_then_restore_vms_from_it() {
+    require_kvm();
+    let dir = tempfile::tempdir().unwrap();
+    let mut booted = echo_vm("origin");
+    booted.expect("TINY ready").unwrap();
+    booted.send("before ").unwrap();
+    booted.expect("before").unwrap();
+    booted.checkpoint(dir.path()).unwrap();
+    // The original runs on.
+    booted.send("after ").unwrap();
+    booted.expect("after").unwrap();
+    // Two VMs from the checkpoint, at once: each echoes its own input, booted no more.
+    let mut a = TestVm::restore(dir.path(), TIMEOUT).unwrap();
+    let mut b = TestVm::restore(dir.path(), TIMEOUT).unwrap();
+    a.send("to-a ").unwrap();
+    b.send("to-b ").unwrap();
+    a.expect("to-a").unwrap();
+    b.expect("to-b").unwrap();
+    assert!(!a.console().contains("TINY ready"), "restored, not booted");
+    assert!(!a.console().contains("to-b") && !b.console().contains("to-a"));
+    for mut vm in [booted, a, b] {
+        vm.send("q").unwrap();
+        assert_eq!(vm.wait().unwrap(), ExitReason::Reset);
+    }
+}
+
+#[test]
 fn test_expect_that_never_comes_fails_in_time_with_the_console_tail() {
     require_kvm();
     let mut vm = echo_vm("waiting");

@@ -189,8 +189,23 @@ linux_test!(linux_harness_runs_shell_commands_in_process, |g: &Guest| {
     );
     let failed = vm.run("echo to-stderr >&2; (exit 7)").unwrap();
     assert_eq!((failed.output.as_str(), failed.status), ("to-stderr", 7));
-    vm.send_line("reboot -f").unwrap();
-    assert!(vm.wait().unwrap().is_clean(), "{}", vm.tail());
+    // Boot once, then start further VMs from a checkpoint: each goes on from there.
+    vm.run("echo booted-once > /tmp/mark").unwrap();
+    let snap = tempfile::tempdir().unwrap();
+    vm.checkpoint(snap.path()).unwrap();
+    let mut restored: Vec<TestVm> = (0..2)
+        .map(|_| TestVm::restore(snap.path(), common::linux::GUEST_TIMEOUT).unwrap())
+        .collect();
+    for (i, r) in restored.iter_mut().enumerate() {
+        let seen = r.run(&format!(
+            "cat /tmp/mark; echo copy-{i} > /tmp/mine; cat /tmp/mine"
+        ));
+        assert_eq!(seen.unwrap().output, format!("booted-once\ncopy-{i}"));
+    }
+    for mut v in restored.into_iter().chain([vm]) {
+        v.send_line("reboot -f").unwrap();
+        assert!(v.wait().unwrap().is_clean(), "{}", v.tail());
+    }
 });
 
 linux_test!(linux_kernel_panic_ends_fennec_cleanly, |g: &Guest| {

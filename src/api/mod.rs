@@ -137,6 +137,18 @@ pub enum ApiRequest {
     Checkpoint(String),
 }
 
+/// A restored network interface's new host side, and (extension) its new MAC address.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NetOverride {
+    /// The interface.
+    pub iface_id: String,
+    /// Its TAP.
+    pub tap: String,
+    /// The MAC address its device reports from now on (the guest's driver reads it when it
+    /// next probes the device).
+    pub guest_mac: Option<crate::MacAddr>,
+}
+
 /// `PUT /snapshot/load`: which snapshot, and what changes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoadSnapshot {
@@ -146,8 +158,8 @@ pub struct LoadSnapshot {
     pub mem_file_path: PathBuf,
     /// Run the VM at once (else it waits, paused, for `PATCH /vm Resumed`).
     pub resume_vm: bool,
-    /// Network interfaces on other TAPs than the snapshot's: (iface_id, host_dev_name).
-    pub network_overrides: Vec<(String, String)>,
+    /// Network interfaces on other TAPs than the snapshot's.
+    pub network_overrides: Vec<NetOverride>,
     /// **Extension**: drives on other images than the snapshot's (a clone's own copy):
     /// (drive_id, path_on_host).
     pub drive_overrides: Vec<(String, PathBuf)>,

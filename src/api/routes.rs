@@ -65,6 +65,9 @@ struct MemBackend {
 struct NetworkOverride {
     iface_id: String,
     host_dev_name: String,
+    /// fennec's extension.
+    #[serde(default)]
+    guest_mac: Option<String>,
 }
 
 /// `PUT /checkpoint` body (fennec's extension).
@@ -119,15 +122,29 @@ fn snapshot_load(raw: &[u8]) -> Result<ApiRequest, ApiError> {
         (Some(_), Some(_)) => return bad("Give mem_backend or mem_file_path, not both"),
         (None, None) => return bad("Missing mem_backend (or the older mem_file_path)"),
     };
+    let mut network_overrides = Vec::new();
+    for o in load.network_overrides {
+        let guest_mac = match o.guest_mac.as_deref().map(str::parse::<crate::MacAddr>) {
+            None => None,
+            Some(Ok(mac)) if mac.is_unicast() => Some(mac),
+            Some(Ok(mac)) => {
+                return Err(ApiError::bad_request(format!(
+                    "guest_mac {mac} is not a unicast MAC address"
+                )))
+            }
+            Some(Err(e)) => return Err(ApiError::bad_request(e)),
+        };
+        network_overrides.push(super::NetOverride {
+            iface_id: o.iface_id,
+            tap: o.host_dev_name,
+            guest_mac,
+        });
+    }
     Ok(ApiRequest::LoadSnapshot(Box::new(super::LoadSnapshot {
         snapshot_path: load.snapshot_path,
         mem_file_path,
         resume_vm: load.resume_vm,
-        network_overrides: load
-            .network_overrides
-            .into_iter()
-            .map(|o| (o.iface_id, o.host_dev_name))
-            .collect(),
+        network_overrides,
         drive_overrides: load
             .drive_overrides
             .into_iter()

@@ -59,7 +59,8 @@ impl VmService {
         }
         let bad = |e: &dyn std::error::Error| ApiError::bad_request(one_line(e));
         let mut state = crate::snapshot::load(&load.snapshot_path).map_err(|e| bad(&e))?;
-        for (iface, tap) in &load.network_overrides {
+        for over in &load.network_overrides {
+            let iface = &over.iface_id;
             let net = state
                 .config
                 .net
@@ -71,7 +72,13 @@ impl VmService {
                          does not have"
                     ))
                 })?;
-            net.tap = tap.clone();
+            // The MAC the guest knows stays, unless asked otherwise: a MAC derived from the
+            // old TAP's name is pinned before the TAP changes.
+            net.mac = Some(net.guest_mac());
+            net.tap = over.tap.clone();
+            if let Some(mac) = over.guest_mac {
+                net.mac = Some(mac);
+            }
         }
         for (id, path) in &load.drive_overrides {
             let drive = state

@@ -10,6 +10,16 @@ use crate::common::netns::NetNs;
 use crate::{api, guest_pings_host, linux_test, p, CMDLINE};
 
 const MAC: &str = "02:fc:aa:bb:cc:01";
+/// The guest MAC clone 3 is given at restore (fennec's `guest_mac` override).
+const CLONE3_MAC: &str = "02:fc:00:00:00:33";
+
+/// Clone `i`'s network override: its TAP, and for clone 3 a new MAC address.
+fn overrides(i: usize, tap: &str) -> serde_json::Value {
+    match i {
+        3 => serde_json::json!({"iface_id": "net0", "host_dev_name": tap, "guest_mac": CLONE3_MAC}),
+        _ => serde_json::json!({"iface_id": "net0", "host_dev_name": tap}),
+    }
+}
 
 /// The first bytes of sector 0 of `image`, up to a newline.
 fn first_line(image: &Path) -> String {
@@ -117,7 +127,7 @@ linux_test!(
                     "snapshot_path": snap.join("state"),
                     "mem_backend": {"backend_type": "File", "backend_path": snap.join("memory")},
                     "resume_vm": true,
-                    "network_overrides": [{"iface_id": "net0", "host_dev_name": tap}],
+                    "network_overrides": [overrides(i, &tap)],
                     "drive_overrides": [{"drive_id": "disk0", "path_on_host": image}],
                 }),
             );
@@ -143,6 +153,23 @@ linux_test!(
                 "clone {i} reaches its host: {ping}"
             );
         }
+        // Clone 3's device reports its new MAC; the guest's driver reads it when it probes
+        // the device again (here: unbound and bound). The others keep the guest's.
+        let original_mac = fennec::MacAddr::stable("tap0").to_string();
+        let rebind = "d=$(basename $(readlink /sys/class/net/eth0/device)); \
+                      echo $d > /sys/bus/virtio/drivers/virtio_net/unbind; \
+                      echo $d > /sys/bus/virtio/drivers/virtio_net/bind; \
+                      cat /sys/class/net/eth0/address";
+        assert_eq!(
+            clones[2].1.run("cat /sys/class/net/eth0/address"),
+            original_mac
+        );
+        assert_eq!(clones[2].1.run(rebind), CLONE3_MAC);
+        assert_eq!(
+            clones[0].1.run(rebind),
+            original_mac,
+            "a TAP override keeps the MAC"
+        );
         for (i, (_ns, vm, image)) in clones.iter_mut().enumerate() {
             let i = i + 1;
             vm.send_line("reboot -f");
