@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{Vcpu, VcpuError};
 
+/// The LAPIC timer's TSC deadline (`IA32_TSC_DEADLINE`).
+const MSR_IA32_TSC_DEADLINE: u32 = 0x6e0;
 /// Entries of the CPUID table asked for.
 const MAX_CPUID_ENTRIES: usize = 256;
 /// MSRs read per `KVM_GET_MSRS`.
@@ -135,6 +137,17 @@ impl Vcpu {
         self.set("XCRs", self.fd.set_xcrs(&state.xcrs))?;
         self.set("debug registers", self.fd.set_debug_regs(&state.debugregs))?;
         self.set("LAPIC", self.fd.set_lapic(&state.lapic))?;
+        // KVM drops a TSC deadline written while the LAPIC timer is not in TSC-deadline mode,
+        // as it was not yet when the MSRs went in above: write it again now that the LAPIC
+        // is, or a guest whose next tick was armed that way would wait for it forever.
+        if let Some(deadline) = state.msrs.iter().find(|m| m.index == MSR_IA32_TSC_DEADLINE) {
+            let msrs = Msrs::from_entries(&[*deadline]).map_err(|_| VcpuError::Msrs {
+                index: self.index,
+                set: 0,
+                wanted: 1,
+            })?;
+            self.set("TSC deadline", self.fd.set_msrs(&msrs))?;
+        }
         self.set("MP state", self.fd.set_mp_state(state.mp_state))?;
         self.set("pending events", self.fd.set_vcpu_events(&state.events))?;
         Ok(())
