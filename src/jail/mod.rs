@@ -339,22 +339,7 @@ fn run_as_jailer(spec: &JailSpec, jailer: &JailerMode) -> Result<Ended, JailErro
         let Err(message) = plan.steps();
         return Err(JailError::Child(message));
     }
-    let (err_read, err_write) = pipe().map_err(step("make a pipe"))?;
-    // SAFETY: unshare takes flags only; CLONE_NEWPID affects this process's later children.
-    if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
-        return Err(step("make a PID namespace")(std::io::Error::last_os_error()));
-    }
-    // SAFETY: this process has one thread, so the child may run anything; it ends in exec or
-    // _exit.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(step("fork")(std::io::Error::last_os_error()));
-    }
-    if pid == 0 {
-        drop(err_read);
-        plan.run(err_write);
-    }
-    drop(err_write);
+    let (pid, err_read) = fork_in_pid_namespace(plan)?;
     let mut failure = String::new();
     let _ = fs::File::from(err_read).read_to_string(&mut failure);
     if !failure.is_empty() {
@@ -374,24 +359,9 @@ struct Jail {
 
 impl Jail {
     fn spawn_and_wait(&self, plan: child::Plan) -> Result<Ended, JailError> {
-        let (err_read, err_write) = pipe().map_err(step("make a pipe"))?;
         // The VM's process is PID 1 of a PID namespace of its own: when it ends, so does
         // everything it could have started.
-        // SAFETY: unshare takes flags only; CLONE_NEWPID affects this process's later children.
-        if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
-            return Err(step("make a PID namespace")(std::io::Error::last_os_error()));
-        }
-        // SAFETY: this process has one thread (the CLI starts none before the jail), so the
-        // child may run anything; it ends in exec or _exit.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(step("fork")(std::io::Error::last_os_error()));
-        }
-        if pid == 0 {
-            drop(err_read);
-            plan.run(err_write);
-        }
-        drop(err_write);
+        let (pid, err_read) = fork_in_pid_namespace(plan)?;
         CHILD.store(pid, Ordering::SeqCst);
         for signo in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
             // SAFETY: `forward` is async-signal-safe (an atomic load and kill).
@@ -418,6 +388,28 @@ impl Drop for Jail {
             log::warn!("Cannot remove the jail {}: {e}", self.dir.display());
         }
     }
+}
+
+/// Forks `plan`'s process as PID 1 of a new PID namespace; returns its PID and the pipe on
+/// which it reports a failed step (closed by a successful exec).
+fn fork_in_pid_namespace(plan: child::Plan) -> Result<(libc::pid_t, OwnedFd), JailError> {
+    let (err_read, err_write) = pipe().map_err(step("make a pipe"))?;
+    // SAFETY: unshare takes flags only; CLONE_NEWPID affects this process's later children.
+    if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+        return Err(step("make a PID namespace")(std::io::Error::last_os_error()));
+    }
+    // SAFETY: this process has one thread (the CLI starts none before the jail), so the child
+    // may run anything; it ends in exec or _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(step("fork")(std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        drop(err_read);
+        plan.run(err_write);
+    }
+    drop(err_write);
+    Ok((pid, err_read))
 }
 
 fn wait(pid: libc::pid_t) -> std::io::Result<Ended> {

@@ -235,11 +235,7 @@ impl MmdsStack {
             match socket.state() {
                 tcp::State::Closed | tcp::State::TimeWait => {
                     // A finished exchange; no TIME-WAIT on a link that does not reorder.
-                    socket.abort();
-                    let _ = socket.listen(PORT);
-                    conn.inbox.clear();
-                    conn.outbox.clear();
-                    conn.closing = false;
+                    conn.listen_again(socket);
                     changed = true;
                 }
                 tcp::State::Listen => {
@@ -259,16 +255,22 @@ impl MmdsStack {
             // connection finds a socket listening and a guest that abandons connections
             // cannot lock itself out.
             if let Some(conn) = self.connections.iter_mut().min_by_key(|c| c.last_used) {
-                let socket = sockets.get_mut::<tcp::Socket>(conn.handle);
-                socket.abort();
-                let _ = socket.listen(PORT);
-                conn.inbox.clear();
-                conn.outbox.clear();
-                conn.closing = false;
+                conn.listen_again(sockets.get_mut::<tcp::Socket>(conn.handle));
                 changed = true;
             }
         }
         changed
+    }
+}
+
+impl Connection {
+    /// Drops whatever connection `socket` (this one's) holds, silently, and listens again.
+    fn listen_again(&mut self, socket: &mut tcp::Socket) {
+        socket.abort();
+        let _ = socket.listen(PORT);
+        self.inbox.clear();
+        self.outbox.clear();
+        self.closing = false;
     }
 }
 

@@ -86,6 +86,22 @@ impl DirStore {
             .join(format!("{}.img", snap.snap))
     }
 
+    /// Makes disk `disk` a copy of the image `source` (a template's or a snapshot's), recording
+    /// `origin`; returns its image's path.
+    fn copy_as_disk(&self, source: &Path, disk: &DiskRef, origin: &str) -> Result<PathBuf> {
+        let dest = self.disk_dir(disk);
+        if dest.exists() {
+            return Err(StorageError::exists(self, "Disk", disk));
+        }
+        let staged = self.staging()?;
+        copy_image(source, &staged.path().join(IMAGE_FILE), &mut |_| {})?;
+        let path = staged.path().join("origin");
+        fs::write(&path, format!("{origin}\n"))
+            .map_err(StorageError::io(format!("cannot write {}", path.display())))?;
+        self.install(staged, &dest)?;
+        Ok(dest.join(IMAGE_FILE))
+    }
+
     /// A staging directory under the root, removed on drop unless renamed into place.
     fn staging(&self) -> Result<tempfile::TempDir> {
         let err = || {
@@ -211,19 +227,7 @@ impl DiskStore for DirStore {
         if !source.exists() {
             return Err(StorageError::not_found(self, "template", template));
         }
-        let dest = self.disk_dir(disk);
-        if dest.exists() {
-            return Err(StorageError::exists(self, "Disk", disk));
-        }
-        let staged = self.staging()?;
-        copy_image(&source, &staged.path().join(IMAGE_FILE), &mut |_| {})?;
-        let origin = staged.path().join("origin");
-        fs::write(&origin, format!("{template}\n")).map_err(StorageError::io(format!(
-            "cannot write {}",
-            origin.display()
-        )))?;
-        self.install(staged, &dest)?;
-        Ok(dest.join(IMAGE_FILE))
+        self.copy_as_disk(&source, disk, template)
     }
 
     fn disk_path(&self, disk: &DiskRef) -> Result<PathBuf> {
@@ -260,19 +264,7 @@ impl DiskStore for DirStore {
         if !source.exists() {
             return Err(StorageError::not_found(self, "snapshot", snap));
         }
-        let dest = self.disk_dir(disk);
-        if dest.exists() {
-            return Err(StorageError::exists(self, "Disk", disk));
-        }
-        let staged = self.staging()?;
-        copy_image(&source, &staged.path().join(IMAGE_FILE), &mut |_| {})?;
-        let origin = staged.path().join("origin");
-        fs::write(&origin, format!("{snap}\n")).map_err(StorageError::io(format!(
-            "cannot write {}",
-            origin.display()
-        )))?;
-        self.install(staged, &dest)?;
-        Ok(dest.join(IMAGE_FILE))
+        self.copy_as_disk(&source, disk, &snap.to_string())
     }
 
     fn checkpoints_dir(&self) -> Result<PathBuf> {

@@ -346,6 +346,24 @@ impl ZfsStore {
         Ok(self.mountpoint(dataset)?.join(IMAGE_FILE))
     }
 
+    /// Makes disk `disk` a writable clone of snapshot `source` (a template's base or a
+    /// checkpoint's); returns its image's path. Undone if any step fails.
+    fn clone_as_disk(&self, source: &str, disk: &DiskRef) -> Result<PathBuf> {
+        let ds = self.disk_ds(disk);
+        if self.zfs.exists(&ds)? {
+            return Err(StorageError::exists(self, "Disk", disk));
+        }
+        let mut undo = Undo::default();
+        self.ensure(&format!("{}/vms", self.parent), &mut undo)?;
+        self.ensure(&self.vm_ds(&disk.vm), &mut undo)?;
+        self.zfs
+            .zfs(&["clone", "-o", "readonly=off", source, &ds])?;
+        self.undo_destroy(&ds, &mut undo);
+        let image = self.image_of(&ds)?;
+        undo.commit();
+        Ok(image)
+    }
+
     fn require_disk(&self, disk: &DiskRef) -> Result<String> {
         let ds = self.disk_ds(disk);
         if !self.zfs.exists(&ds)? {
@@ -471,18 +489,7 @@ impl DiskStore for ZfsStore {
         if !self.zfs.exists(&base)? {
             return Err(StorageError::not_found(self, "template", template));
         }
-        let ds = self.disk_ds(disk);
-        if self.zfs.exists(&ds)? {
-            return Err(StorageError::exists(self, "Disk", disk));
-        }
-        let mut undo = Undo::default();
-        self.ensure(&format!("{}/vms", self.parent), &mut undo)?;
-        self.ensure(&self.vm_ds(&disk.vm), &mut undo)?;
-        self.zfs.zfs(&["clone", "-o", "readonly=off", &base, &ds])?;
-        self.undo_destroy(&ds, &mut undo);
-        let image = self.image_of(&ds)?;
-        undo.commit();
-        Ok(image)
+        self.clone_as_disk(&base, disk)
     }
 
     fn disk_path(&self, disk: &DiskRef) -> Result<PathBuf> {
@@ -508,19 +515,7 @@ impl DiskStore for ZfsStore {
         if !self.zfs.exists(&source)? {
             return Err(StorageError::not_found(self, "snapshot", snap));
         }
-        let ds = self.disk_ds(disk);
-        if self.zfs.exists(&ds)? {
-            return Err(StorageError::exists(self, "Disk", disk));
-        }
-        let mut undo = Undo::default();
-        self.ensure(&format!("{}/vms", self.parent), &mut undo)?;
-        self.ensure(&self.vm_ds(&disk.vm), &mut undo)?;
-        self.zfs
-            .zfs(&["clone", "-o", "readonly=off", &source, &ds])?;
-        self.undo_destroy(&ds, &mut undo);
-        let image = self.image_of(&ds)?;
-        undo.commit();
-        Ok(image)
+        self.clone_as_disk(&source, disk)
     }
 
     fn checkpoints_dir(&self) -> Result<PathBuf> {
