@@ -128,12 +128,12 @@ const FLAGS: &[Flag] = &[
     flag(
         "snapshot-version",
         false,
-        "Print the snapshot format version (refused).",
+        "Print the snapshot format version fennec writes.",
     ),
     flag(
         "describe-snapshot",
         true,
-        "Print a snapshot's format version (refused).",
+        "Print the format version of a snapshot's state file.",
     ),
     Flag {
         default: Some("51200"),

@@ -53,6 +53,27 @@ pub fn main(args: Vec<std::ffi::OsString>) -> ExitCode {
         println!("Firecracker v{FIRECRACKER_VERSION}\n");
         return ExitCode::SUCCESS;
     }
+    // Firecracker's snapshot versions are its own; these print fennec's.
+    if fc.present("snapshot-version") {
+        println!("v{}.0.0", fennec::snapshot::FORMAT_VERSION);
+        return ExitCode::SUCCESS;
+    }
+    if let Some(path) = fc.value("describe-snapshot") {
+        return match fennec::snapshot::read_state(std::path::Path::new(path)) {
+            Ok(state) => {
+                println!(
+                    "v{}.0.0 (fennec {})",
+                    fennec::snapshot::FORMAT_VERSION,
+                    state.fennec_version
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("Error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match prepare(&fc) {
         Ok(run) => {
             log::info!(
@@ -77,8 +98,6 @@ fn prepare(fc: &FcArgs) -> Result<RunArgs, Refusal> {
             "fennec's syscall filters are one allowlist per thread role, built in; --no-seccomp \
              turns them off",
         ),
-        ("snapshot-version", "fennec has no snapshots yet"),
-        ("describe-snapshot", "fennec has no snapshots yet"),
         ("enable-pci", "fennec's devices are virtio-mmio"),
     ] {
         if fc.present(flag) {

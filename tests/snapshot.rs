@@ -141,6 +141,14 @@ fn snapshot_of_the_counter_guest_restores_in_a_new_process_and_counts_on() {
         );
     }
     assert!(state.len() < 1 << 20, "{} bytes of state", state.len());
+    // As firecracker, fennec describes its snapshots' format.
+    let described = std::process::Command::new(common::linux::fennec_bin())
+        .args(["firecracker", "--describe-snapshot"])
+        .arg(dir.path().join("vm.state"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&described.stdout);
+    assert!(said.starts_with("v1.0.0 (fennec "), "{said}");
     restore_and_check(dir.path(), last);
 }
 
