@@ -46,7 +46,8 @@ if [ ! -f "$kdir/vmlinuz" ]; then
     # Its symbols, to name where a frozen test host's CPUs are (QEMU's monitor gives addresses);
     # Debian ships a stub, the real table is in the -dbg package.
     cp "$tmp"/x/boot/System.map-* "$kdir.tmp/System.map"
-    for m in virt/lib/irqbypass arch/x86/kvm/kvm arch/x86/kvm/kvm-amd drivers/net/tun drivers/net/veth; do
+    for m in virt/lib/irqbypass arch/x86/kvm/kvm arch/x86/kvm/kvm-amd drivers/net/tun drivers/net/veth \
+        fs/fuse/fuse; do
         cp "$tmp/x/lib/modules/"*/kernel/$m.ko "$kdir.tmp/modules/"
     done
     rm -rf "$kdir" && mv "$kdir.tmp" "$kdir"
@@ -55,7 +56,7 @@ fi
 mkdir -p "$out"
 root="$(mktemp -d)"
 cleanup+=("$root")
-mkdir -p "$root"/{bin,dev,proc,sys,tmp,run,root,lib64,fennec/lib,guest,modules}
+mkdir -p "$root"/{bin,dev,proc,sys,tmp,run,root,lib64,fennec/lib,guest,modules,etc/zfs,var/run}
 cp /bin/busybox "$root/bin/busybox"
 ln -s busybox "$root/bin/sh"
 cp "$init" "$root/init"

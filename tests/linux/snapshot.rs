@@ -3,7 +3,7 @@
 //! own copy of the data disk. Each sees the mark, runs its own commands, reaches its host,
 //! and writes its own disk; the original's disk is unchanged.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::common::linux::{Guest, Session};
 use crate::common::netns::NetNs;
@@ -187,3 +187,134 @@ linux_test!(
         );
     }
 );
+
+/// `fennec image --store SPEC ARGS`, which must succeed; its stdout.
+fn image(spec: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(crate::common::linux::fennec_bin())
+        .args(["image", "--store", spec])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "fennec image {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+linux_test!(linux_checkpoint_copies_run_on_zfs_clones, |g: &Guest| {
+    // A ZFS store (zfs-fuse in the test host) with a blank 4 MiB template.
+    let pool = crate::common::zfs::TestPool::new(256);
+    let spec = pool.spec();
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.img");
+    std::fs::write(&base, vec![0u8; 4 << 20]).unwrap();
+    image(&spec, &["import", "base", p(&base)]);
+    let socket = dir.path().join("api.sock");
+    let ns = host_side("ckpt0", "tap0");
+    let disk = format!("template=base,store={spec},vm=orig");
+    let mut vm = Session::start_in(
+        &ns,
+        &[
+            "--kernel",
+            p(&g.vmlinux),
+            "--initrd",
+            p(&g.initramfs),
+            "--cmdline",
+            CMDLINE,
+            "--memory",
+            "256",
+            "--net",
+            "tap=tap0",
+            "--disk",
+            &disk,
+            "--api-socket",
+            p(&socket),
+        ],
+    );
+    vm.expect("FENNEC-GUEST-READY");
+    guest_pings_host(&mut vm, "10.0.0.2/24", "10.0.0.1");
+    vm.run("echo made-before-the-checkpoint > /tmp/mark");
+    let dd = |text: &str| {
+        format!("echo {text} | dd of=/dev/vda bs=512 count=1 conv=fsync 2>/dev/null; echo rc=$?")
+    };
+    assert!(vm.run(&dd("original")).ends_with("rc=0"));
+    let taken = crate::common::ctl(&socket, &["checkpoint", "cp1"]);
+    assert_eq!(taken["checkpoint"], "cp1", "{taken}");
+    // The original goes on after its checkpoint.
+    assert!(vm.run(&dd("after-the-checkpoint")).ends_with("rc=0"));
+    api(
+        &socket,
+        "PUT",
+        "/actions",
+        serde_json::json!({"action_type": "Stop"}),
+    );
+    vm.assert_exit(0);
+
+    // Three copies at once, each in a namespace of its own with its own tap0, each on its own
+    // ZFS clone of the checkpoint's disk.
+    let mut copies: Vec<(NetNs, Session)> = (1..=3)
+        .map(|i| {
+            let ns = host_side(&format!("ckpt{i}"), "tap0");
+            let vm = Session::start_in(
+                &ns,
+                &[
+                    "--from-checkpoint",
+                    "cp1",
+                    "--vm",
+                    &format!("copy{i}"),
+                    "--store",
+                    &spec,
+                ],
+            );
+            (ns, vm)
+        })
+        .collect();
+    for (i, (_ns, vm)) in copies.iter_mut().enumerate() {
+        let i = i + 1;
+        assert_eq!(
+            vm.run("cat /tmp/mark"),
+            "made-before-the-checkpoint",
+            "copy {i}"
+        );
+        assert!(
+            vm.run(&dd(&format!("copy-{i}"))).ends_with("rc=0"),
+            "copy {i}"
+        );
+        let ping = vm.run("ping -c 3 -w 30 10.0.0.1 | grep -c 'bytes from'");
+        assert_eq!(
+            ping.lines().last(),
+            Some("3"),
+            "copy {i} reaches its host: {ping}"
+        );
+    }
+    for (i, (_ns, vm)) in copies.iter_mut().enumerate() {
+        let i = i + 1;
+        vm.send_line("reboot -f");
+        vm.assert_exit(0);
+        let path = PathBuf::from(image(&spec, &["path", &format!("copy{i}/disk0")]));
+        assert_eq!(
+            first_line(&path),
+            format!("copy-{i}"),
+            "copy {i} wrote its own disk"
+        );
+        let origin = crate::common::zfs::must(
+            "zfs",
+            &[
+                "get",
+                "-H",
+                "-o",
+                "value",
+                "origin",
+                &format!("{}/fennec/vms/copy{i}/disk0", pool.name),
+            ],
+        );
+        assert_eq!(
+            origin.trim(),
+            format!("{}/fennec/vms/orig/disk0@cp1", pool.name)
+        );
+    }
+    let original = PathBuf::from(image(&spec, &["path", "orig/disk0"]));
+    assert_eq!(first_line(&original), "after-the-checkpoint");
+});
