@@ -177,7 +177,8 @@ linux_test!(linux_harness_runs_shell_commands_in_process, |g: &Guest| {
     use fennec::harness::{CommandOutput, TestVm};
     let builder = fennec::VmBuilder::new(&g.vmlinux)
         .initrd(&g.initramfs)
-        .cmdline(CMDLINE);
+        .cmdline(CMDLINE)
+        .vcpus(2);
     let mut vm = TestVm::boot(builder, common::linux::GUEST_TIMEOUT).unwrap();
     vm.expect("FENNEC-GUEST-READY").unwrap();
     assert_eq!(
@@ -201,6 +202,12 @@ linux_test!(linux_harness_runs_shell_commands_in_process, |g: &Guest| {
             "cat /tmp/mark; echo copy-{i} > /tmp/mine; cat /tmp/mine"
         ));
         assert_eq!(seen.unwrap().output, format!("booted-once\ncopy-{i}"));
+        // Both vCPUs go on: a process pinned to each runs there (field 39 of its stat is the
+        // CPU it last ran on).
+        let ran = r
+            .run("for c in 0 1; do taskset -c $c cut -d' ' -f39 /proc/self/stat; done")
+            .unwrap();
+        assert_eq!(ran.output, "0\n1", "copy {i}");
     }
     for mut v in restored.into_iter().chain([vm]) {
         v.send_line("reboot -f").unwrap();
