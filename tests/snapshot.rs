@@ -37,12 +37,10 @@ fn ok(socket: &Path, method: &str, path: &str, body: &str) -> serde_json::Value 
     answer
 }
 
-/// `fennec run --api-socket` with the counter guest on `vcpus` vCPUs, snapshot files allowed
-/// in `dir`; paused after a few ticks and snapshotted to `dir`. Returns the last tick before
-/// the pause.
-fn counter_snapshot(dir: &Path, vcpus: &str) -> u64 {
-    let allow = dir.to_str().unwrap();
-    let mut vm = Running::spawn(
+/// `fennec run --api-socket api.sock` with the counter guest on `vcpus` vCPUs, snapshot files
+/// allowed in `dir`, once it has counted a few ticks.
+fn counting(dir: &Path, vcpus: &str) -> Running {
+    let vm = Running::spawn(
         &[
             "run",
             "--api-socket",
@@ -50,7 +48,7 @@ fn counter_snapshot(dir: &Path, vcpus: &str) -> u64 {
             "--vcpus",
             vcpus,
             "--allow-path",
-            allow,
+            dir.to_str().unwrap(),
             "--kernel",
             common::tiny("pvh.elf").to_str().unwrap(),
             "--cmdline",
@@ -58,8 +56,16 @@ fn counter_snapshot(dir: &Path, vcpus: &str) -> u64 {
         ],
         &[],
     );
-    let socket = vm.socket();
     wait_until("a few ticks", &vm, |out| ticks(out).len() >= 3);
+    vm
+}
+
+/// The counter guest on `vcpus` vCPUs ([`counting`]), paused after a few ticks and
+/// snapshotted to `dir`. Returns the last tick before
+/// the pause.
+fn counter_snapshot(dir: &Path, vcpus: &str) -> u64 {
+    let mut vm = counting(dir, vcpus);
+    let socket = vm.socket();
     ok(&socket, "PATCH", "/vm", r#"{"state": "Paused"}"#);
     // What the guest printed before the pause reaches us through the console's pipe.
     std::thread::sleep(Duration::from_millis(300));
@@ -366,22 +372,8 @@ fn snapshot_of_a_disk_guest_keeps_its_queue_going() {
 fn ctl_snapshot_vm_then_run_restore_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let snap = dir.path().join("snap");
-    let mut vm = Running::spawn(
-        &[
-            "run",
-            "--api-socket",
-            "api.sock",
-            "--allow-path",
-            dir.path().to_str().unwrap(),
-            "--kernel",
-            common::tiny("pvh.elf").to_str().unwrap(),
-            "--cmdline",
-            "console=ttyS0 tiny.mode=counter counter.delay=200000",
-        ],
-        &[],
-    );
+    let mut vm = counting(dir.path(), "1");
     let socket = vm.socket();
-    wait_until("a few ticks", &vm, |out| ticks(out).len() >= 3);
     let saved = common::ctl(&socket, &["snapshot-vm", snap.to_str().unwrap()]);
     assert_eq!(saved["state"], snap.join("state").to_str().unwrap());
     // The VM runs on after its snapshot.

@@ -346,16 +346,23 @@ impl ZfsStore {
         Ok(self.mountpoint(dataset)?.join(IMAGE_FILE))
     }
 
-    /// Makes disk `disk` a writable clone of snapshot `source` (a template's base or a
-    /// checkpoint's); returns its image's path. Undone if any step fails.
-    fn clone_as_disk(&self, source: &str, disk: &DiskRef) -> Result<PathBuf> {
+    /// The dataset a new disk `disk` gets, which must not exist yet, with its parents made
+    /// (undone with `undo`).
+    fn new_disk_place(&self, disk: &DiskRef, undo: &mut Undo) -> Result<String> {
         let ds = self.disk_ds(disk);
         if self.zfs.exists(&ds)? {
             return Err(StorageError::exists(self, "Disk", disk));
         }
+        self.ensure(&format!("{}/vms", self.parent), undo)?;
+        self.ensure(&self.vm_ds(&disk.vm), undo)?;
+        Ok(ds)
+    }
+
+    /// Makes disk `disk` a writable clone of snapshot `source` (a template's base or a
+    /// checkpoint's); returns its image's path. Undone if any step fails.
+    fn clone_as_disk(&self, source: &str, disk: &DiskRef) -> Result<PathBuf> {
         let mut undo = Undo::default();
-        self.ensure(&format!("{}/vms", self.parent), &mut undo)?;
-        self.ensure(&self.vm_ds(&disk.vm), &mut undo)?;
+        let ds = self.new_disk_place(disk, &mut undo)?;
         self.zfs
             .zfs(&["clone", "-o", "readonly=off", source, &ds])?;
         self.undo_destroy(&ds, &mut undo);
@@ -618,13 +625,8 @@ impl DiskStore for ZfsStore {
     }
 
     fn receive(&self, disk: &DiskRef, input: &mut dyn Read) -> Result<PathBuf> {
-        let ds = self.disk_ds(disk);
-        if self.zfs.exists(&ds)? {
-            return Err(StorageError::exists(self, "Disk", disk));
-        }
         let mut undo = Undo::default();
-        self.ensure(&format!("{}/vms", self.parent), &mut undo)?;
-        self.ensure(&self.vm_ds(&disk.vm), &mut undo)?;
+        let ds = self.new_disk_place(disk, &mut undo)?;
         // What a stream may set is checked before ZFS sees it: a stream with properties could
         // mount itself anywhere as it arrives.
         let head = stream_head(input).map_err(|why| StorageError::BadStream {

@@ -43,6 +43,26 @@ fn host_side(tag: &str, tap: &str) -> NetNs {
     ns
 }
 
+/// The Linux guest on 256 MiB with `tap0` in `ns`, drive `disk` and `extra` flags.
+fn start_original(ns: &NetNs, g: &Guest, disk: &str, extra: &[&str]) -> Session {
+    let mut args = vec![
+        "--kernel",
+        p(&g.vmlinux),
+        "--initrd",
+        p(&g.initramfs),
+        "--cmdline",
+        CMDLINE,
+        "--memory",
+        "256",
+        "--net",
+        "tap=tap0",
+        "--disk",
+        disk,
+    ];
+    args.extend_from_slice(extra);
+    Session::start_in(ns, &args)
+}
+
 linux_test!(
     linux_snapshot_three_clones_with_their_own_disks_and_taps,
     |g: &Guest| {
@@ -52,26 +72,11 @@ linux_test!(
         let socket = dir.path().join("api.sock");
         let ns = host_side("snap0", "tap0");
         let disk = format!("path={}", data.display());
-        let mut vm = Session::start_in(
+        let mut vm = start_original(
             &ns,
-            &[
-                "--kernel",
-                p(&g.vmlinux),
-                "--initrd",
-                p(&g.initramfs),
-                "--cmdline",
-                CMDLINE,
-                "--memory",
-                "256",
-                "--net",
-                "tap=tap0",
-                "--disk",
-                &disk,
-                "--api-socket",
-                p(&socket),
-                "--allow-path",
-                p(dir.path()),
-            ],
+            g,
+            &disk,
+            &["--api-socket", p(&socket), "--allow-path", p(dir.path())],
         );
         vm.expect("FENNEC-GUEST-READY");
         guest_pings_host(&mut vm, "10.0.0.2/24", "10.0.0.1");
@@ -214,25 +219,7 @@ linux_test!(linux_checkpoint_copies_run_on_zfs_clones, |g: &Guest| {
     let socket = dir.path().join("api.sock");
     let ns = host_side("ckpt0", "tap0");
     let disk = format!("template=base,store={spec},vm=orig");
-    let mut vm = Session::start_in(
-        &ns,
-        &[
-            "--kernel",
-            p(&g.vmlinux),
-            "--initrd",
-            p(&g.initramfs),
-            "--cmdline",
-            CMDLINE,
-            "--memory",
-            "256",
-            "--net",
-            "tap=tap0",
-            "--disk",
-            &disk,
-            "--api-socket",
-            p(&socket),
-        ],
-    );
+    let mut vm = start_original(&ns, g, &disk, &["--api-socket", p(&socket)]);
     vm.expect("FENNEC-GUEST-READY");
     guest_pings_host(&mut vm, "10.0.0.2/24", "10.0.0.1");
     vm.run("echo made-before-the-checkpoint > /tmp/mark");
