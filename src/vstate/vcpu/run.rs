@@ -4,7 +4,7 @@
 //! handler sets `immediate_exit` in the vCPU's `kvm_run`, so `KVM_RUN` returns (or, if the
 //! thread was elsewhere, the next one returns at once). The thread takes its commands after
 //! every exit. A paused thread blocks on its channel and still answers: it can describe itself,
-//! and (later) save or load its state. Nothing polls: an idle guest's vCPU sleeps in KVM until
+//! and save its state for a snapshot. Nothing polls: an idle guest's vCPU sleeps in KVM until
 //! the guest or the VMM has something for it.
 
 use std::cell::Cell;
