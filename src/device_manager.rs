@@ -21,6 +21,7 @@ use fennec_devices::bus::{Bus, BusError};
 use fennec_devices::legacy::acpi::{self as acpi_regs, AcpiPower};
 use fennec_devices::legacy::boot_timer::{BootTime, BootTimer};
 use fennec_devices::legacy::i8042::I8042;
+use fennec_devices::legacy::pvpanic::PvPanic;
 use fennec_devices::legacy::serial::{
     ConsoleIn, ConsoleOut, SerialDevice, SerialInput, SerialMetrics, SerialSnapshot,
 };
@@ -183,6 +184,8 @@ pub struct DeviceManager {
     pub reset_evt: EventFd,
     /// Fires when the guest powers off through ACPI.
     pub power_off_evt: EventFd,
+    /// Fires when the guest's kernel says it panicked (pvpanic, with ACPI).
+    pub panic_evt: EventFd,
     /// The ACPI power registers, where the host presses the power button; `None` when the VM
     /// has no ACPI.
     pub acpi: Option<Arc<Mutex<AcpiPower<EventFdTrigger>>>>,
@@ -284,8 +287,14 @@ impl DeviceManager {
             .map_err(DeviceError::Bus)?;
 
         let power_off_evt = eventfd("guest power-off")?;
+        let panic_evt = eventfd("guest panic")?;
         let acpi = if acpi {
-            Some(Self::attach_acpi(vm, &mut pio, &reset_evt, &power_off_evt)?)
+            Some(Self::attach_acpi(
+                vm,
+                &mut pio,
+                (&reset_evt, &power_off_evt),
+                &panic_evt,
+            )?)
         } else {
             None
         };
@@ -308,6 +317,7 @@ impl DeviceManager {
             boot_time,
             reset_evt,
             power_off_evt,
+            panic_evt,
             acpi,
             i8042,
             serial,
@@ -341,12 +351,13 @@ impl DeviceManager {
     }
 
     /// The ACPI power registers on the port I/O bus: power-off and reset signal the VMM's
-    /// eventfds, the power button raises the generic event device's interrupt.
+    /// eventfds, the power button raises the generic event device's interrupt. Beside them the
+    /// pvpanic register, which only ACPI describes, signals `panic_evt`.
     fn attach_acpi(
         vm: &KvmVm,
         pio: &mut Bus,
-        reset_evt: &EventFd,
-        power_off_evt: &EventFd,
+        (reset_evt, power_off_evt): (&EventFd, &EventFd),
+        panic_evt: &EventFd,
     ) -> Result<Arc<Mutex<AcpiPower<EventFdTrigger>>>, DeviceError> {
         let clone =
             |evt: &EventFd, what| evt.try_clone().map_err(|e| DeviceError::EventFd(what, e));
@@ -364,11 +375,18 @@ impl DeviceManager {
             layout::ACPI_PM_PORT_SIZE,
         )
         .map_err(DeviceError::Bus)?;
+        let pvpanic = PvPanic::new(EventFdTrigger::new(clone(panic_evt, "guest panic")?));
+        pio.insert(
+            Arc::new(Mutex::new(pvpanic)),
+            layout::PVPANIC_PORT,
+            layout::PVPANIC_PORT_SIZE,
+        )
+        .map_err(DeviceError::Bus)?;
         Ok(power)
     }
 
     /// The machine as the ACPI tables describe it to a guest with `vcpus` vCPUs: the serial
-    /// port, the i8042, every virtio-mmio transport in slot order (`LNRO0005`, the ID Linux's
+    /// port, the i8042, the pvpanic register, every virtio-mmio transport in slot order (`LNRO0005`, the ID Linux's
     /// virtio-mmio driver matches), and fennec's power registers.
     pub fn acpi_description(&self, vcpus: u8) -> acpi::Machine {
         let port = |p: u64| p as u16;
@@ -402,6 +420,15 @@ impl DeviceManager {
                 ],
             },
         ];
+        devices.push(acpi::Device {
+            name: *b"PEVT",
+            hid: acpi::Hid::Name("QEMU0001"),
+            uid: 0,
+            resources: vec![acpi::Resource::Io {
+                base: port(layout::PVPANIC_PORT),
+                len: layout::PVPANIC_PORT_SIZE as u8,
+            }],
+        });
         for (i, v) in self.virtio.iter().enumerate() {
             devices.push(acpi::Device {
                 // Slots are fewer than 1000: V000 to V017.

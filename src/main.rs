@@ -35,6 +35,8 @@ mod jailer_mode;
 
 /// Exit status when the guest halted for good instead of resetting or powering off.
 const EXIT_GUEST_HALTED: u8 = 3;
+/// Exit status when the guest's kernel panicked (and said so through pvpanic).
+const EXIT_GUEST_PANICKED: u8 = 4;
 
 /// fennec: a small, fast KVM virtual machine monitor.
 #[derive(Parser)]
@@ -52,9 +54,11 @@ struct Cli {
 enum Command {
     /// Boot a guest; its serial console is this process's stdin and stdout.
     ///
-    /// Exit status: 0 when the guest resets or powers off (Linux `reboot`, `reboot -f`, a
-    /// triple fault), 3 when it halts with interrupts disabled on every vCPU, 1 on any error
-    /// (printed as one line on stderr), 2 on bad usage. When stdin is a terminal it is put in
+    /// Exit status: 0 when the guest powers off, or resets (Linux `reboot`, a triple fault, a
+    /// kernel panic under panic=N: --reset-status gives those another), 3 when it halts with
+    /// interrupts disabled on every vCPU, 4 when its kernel panics and says so (the pvpanic
+    /// device, which ACPI describes: Linux's pvpanic-mmio driver), 1 on any error, 2 on bad
+    /// usage. How the guest ended is the last line on stderr. When stdin is a terminal it is put in
     /// raw mode: every key, Ctrl-C included, goes to the guest. The guest never waits for the
     /// console's reader: output a stopped reader cannot take is dropped and counted. SIGTERM,
     /// SIGINT and SIGHUP stop the VM cleanly and restore the terminal; SIGUSR1 logs where the
@@ -249,6 +253,12 @@ struct RunArgs {
     #[arg(skip)]
     api_max_body: Option<usize>,
 
+    /// The exit status when the guest resets (a reboot, a triple fault, or a kernel panic
+    /// under panic=N) instead of powering off. Both end fennec with 0 by default, as they end
+    /// Firecracker; give another status to tell them apart.
+    #[arg(long, value_name = "STATUS", default_value_t = 0)]
+    reset_status: u8,
+
     /// The logger `PUT /logger` reconfigures (fennec as `firecracker`).
     #[arg(skip)]
     fc_logger: Option<&'static fc_logger::FcLogger>,
@@ -427,13 +437,32 @@ impl SignalTarget {
     }
 }
 
-/// The exit status for how the guest ended.
-fn exit_status(result: Result<ExitReason, String>) -> ExitCode {
+/// The exit status for how the guest ended, saying how on stderr, except for a stop the host
+/// asked for, and as `firecracker` (`quiet`), which logs the end in its own format.
+fn exit_status(result: Result<ExitReason, String>, reset_status: u8, quiet: bool) -> ExitCode {
     match result {
-        Ok(reason) if reason.is_clean() => ExitCode::SUCCESS,
+        Ok(ExitReason::Stopped) => ExitCode::SUCCESS,
+        Ok(reason @ (ExitReason::PowerOff | ExitReason::Reset)) => {
+            if !quiet {
+                eprintln!("fennec: {reason}");
+            }
+            match reason {
+                ExitReason::Reset => ExitCode::from(reset_status),
+                _ => ExitCode::SUCCESS,
+            }
+        }
         Ok(reason @ ExitReason::Halted) => {
             eprintln!("fennec: {reason}");
             ExitCode::from(EXIT_GUEST_HALTED)
+        }
+        // Firecracker has no pvpanic: its guest resets after the panic, and it exits 0.
+        Ok(ExitReason::Panicked) if quiet => {
+            log::error!("{}", ExitReason::Panicked);
+            ExitCode::SUCCESS
+        }
+        Ok(reason @ ExitReason::Panicked) => {
+            eprintln!("fennec: {reason}");
+            ExitCode::from(EXIT_GUEST_PANICKED)
         }
         Ok(reason) => {
             eprintln!("fennec: {reason}");
@@ -485,13 +514,11 @@ fn run(args: &RunArgs) -> ExitCode {
         );
     }
     match &args.api_socket {
-        Some(path) => exit_status(run_with_api(
-            path,
-            args,
-            config,
-            block_signals(),
-            (metrics, mmds),
-        )),
+        Some(path) => exit_status(
+            run_with_api(path, args, config, block_signals(), (metrics, mmds)),
+            args.reset_status,
+            args.fc_logger.is_some(),
+        ),
         None => {
             // Before any thread starts: the template clones are destroyed in this forked helper
             // after the VM ends, since by then this thread runs under a filter without execve.
@@ -517,13 +544,17 @@ fn run(args: &RunArgs) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            exit_status(run_direct(
-                builder,
-                (&args.allow_path, args.allow_drive_dirs),
-                block_signals(),
-                helper,
-                (metrics, mmds),
-            ))
+            exit_status(
+                run_direct(
+                    builder,
+                    (&args.allow_path, args.allow_drive_dirs),
+                    block_signals(),
+                    helper,
+                    (metrics, mmds),
+                ),
+                args.reset_status,
+                args.fc_logger.is_some(),
+            )
         }
     }
 }

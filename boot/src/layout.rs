@@ -106,6 +106,11 @@ pub const ACPI_PM_PORT: u64 = 0x600;
 /// Ports the ACPI power registers take.
 pub const ACPI_PM_PORT_SIZE: u64 = 4;
 
+/// The pvpanic register (QEMU's port): a guest kernel writes here that it panicked.
+pub const PVPANIC_PORT: u64 = 0x505;
+/// Ports the pvpanic device takes.
+pub const PVPANIC_PORT_SIZE: u64 = 1;
+
 /// Number of pins on the IOAPIC, and so of legacy GSIs.
 pub const IOAPIC_PINS: u32 = 24;
 /// The ACPI generic event device's interrupt: the last IOAPIC pin.

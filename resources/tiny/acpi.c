@@ -6,9 +6,11 @@
  *   TINY acpi cpus=<MADT local APICs> ioapic=<addr> irq0=<GSI of ISA IRQ 0>
  *   TINY acpi reduced=<0|1> s5=<SLP_TYP from \_S5> sleep=<port> reset=<port>:<value>
  *   TINY acpi devices=<how many LNRO0005 (virtio-mmio) devices the DSDT names>
+ *   TINY acpi pvpanic=<port> events=<what reading it gives>   (QEMU0001, if the DSDT has it)
  * or `TINY acpi bad <why>`, and then, by `tiny.acpi=`:
  *   off     writes SLP_TYP<<2 | SLP_EN to the sleep control register (ACPI soft-off)
  *   reset   writes the reset value to the reset register
+ *   panic   writes PANICKED (1) to the pvpanic register, as a panicking Linux does
  *   button  unmasks the generic event device's IOAPIC pin as an OS with ACPI does, prints
  *           `TINY acpi waiting for the power button`, polls the event register (interrupts
  *           stay off) until the power button's bit appears, prints `TINY acpi power button`
@@ -134,6 +136,27 @@ static int virtio_devices(const u8 *dsdt)
     return n;
 }
 
+/* The I/O port of the pvpanic device: the first I/O port descriptor (0x47) after the _HID
+ * "QEMU0001". 0 if there is none. */
+static u16 pvpanic_port(const u8 *dsdt)
+{
+    u32 len = rd32(dsdt + 4);
+    const char *want = "QEMU0001";
+    for (u32 i = 36; i + 8 < len; i++) {
+        int j = 0;
+        while (j < 8 && dsdt[i + j] == (u8)want[j])
+            j++;
+        if (j < 8)
+            continue;
+        for (u32 k = i + 8; k + 8 < len && k < i + 64; k++)
+            if (dsdt[k] == 0x47 && dsdt[k + 1] <= 1 && dsdt[k + 2] == dsdt[k + 4] &&
+                dsdt[k + 3] == dsdt[k + 5])
+                return (u16)(dsdt[k + 2] | dsdt[k + 3] << 8);
+        return 0;
+    }
+    return 0;
+}
+
 void tiny_acpi(const char *cmdline)
 {
     const u8 *rsdp = 0;
@@ -217,6 +240,14 @@ void tiny_acpi(const char *cmdline)
     puts("\nTINY acpi devices=");
     putdec(virtio_devices(dsdt));
     puts("\n");
+    u16 pvpanic = pvpanic_port(dsdt);
+    if (pvpanic) {
+        puts("TINY acpi pvpanic=");
+        puthex(pvpanic);
+        puts(" events=");
+        putdec(inb(pvpanic));
+        puts("\n");
+    }
 
     if (contains(cmdline, "tiny.acpi=button")) {
         u32 pin = 0;
@@ -237,6 +268,9 @@ void tiny_acpi(const char *cmdline)
         stop_here();
     } else if (contains(cmdline, "tiny.acpi=reset") && fadt[116] == 1) {
         outb(reset, reset_value);
+        stop_here();
+    } else if (contains(cmdline, "tiny.acpi=panic") && pvpanic) {
+        outb(pvpanic, 1);
         stop_here();
     }
 }

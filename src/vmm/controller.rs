@@ -48,6 +48,7 @@ const EVENT_RESET: u32 = 1;
 const EVENT_STOP: u32 = 2;
 const EVENT_COMMAND: u32 = 3;
 const EVENT_POWER_OFF: u32 = 4;
+const EVENT_PANIC: u32 = 5;
 
 /// Event-loop subscriber for the VM's lifecycle events.
 struct Controller {
@@ -55,6 +56,7 @@ struct Controller {
     stop_evt: EventFd,
     reset_evt: EventFd,
     power_off_evt: EventFd,
+    panic_evt: EventFd,
     command_evt: EventFd,
     exit: Arc<ExitSignal>,
     finished: Option<ExitReason>,
@@ -79,6 +81,10 @@ impl MutEventSubscriber for Controller {
                 let _ = self.power_off_evt.read();
                 Some(ExitReason::PowerOff)
             }
+            EVENT_PANIC => {
+                let _ = self.panic_evt.read();
+                Some(ExitReason::Panicked)
+            }
             // The commands themselves are taken from the channel after every loop turn.
             EVENT_COMMAND => {
                 let _ = self.command_evt.read();
@@ -97,6 +103,7 @@ impl MutEventSubscriber for Controller {
             (&self.reset_evt, EVENT_RESET),
             (&self.stop_evt, EVENT_STOP),
             (&self.power_off_evt, EVENT_POWER_OFF),
+            (&self.panic_evt, EVENT_PANIC),
             (&self.command_evt, EVENT_COMMAND),
         ] {
             if let Err(e) = ops.add(Events::with_data(fd, data, EventSet::IN)) {
@@ -335,6 +342,7 @@ impl Vm {
             stop_evt: clone(&stop_evt, "stop eventfd")?,
             reset_evt: devices.reset_evt,
             power_off_evt: devices.power_off_evt,
+            panic_evt: devices.panic_evt,
             command_evt: clone(&command_evt, "command eventfd")?,
             exit,
             finished: None,

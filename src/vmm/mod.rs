@@ -41,6 +41,9 @@ pub enum ExitReason {
     Reset,
     /// The guest powered the machine off.
     PowerOff,
+    /// The guest's kernel said it panicked (through the pvpanic device, which ACPI describes):
+    /// the VM ends there, before `panic=N` would reset it.
+    Panicked,
     /// Every vCPU halted with interrupts disabled: the guest can never run again.
     Halted,
     /// The host stopped the VM.
@@ -65,11 +68,13 @@ impl ExitReason {
 }
 
 impl ExitReason {
-    /// A stable one-word name: `reset`, `power_off`, `halted`, `stopped`, `vcpu_failed`.
+    /// A stable one-word name: `reset`, `power_off`, `panicked`, `halted`, `stopped`,
+    /// `vcpu_failed`.
     pub fn kind(&self) -> &'static str {
         match self {
             ExitReason::Reset => "reset",
             ExitReason::PowerOff => "power_off",
+            ExitReason::Panicked => "panicked",
             ExitReason::Halted => "halted",
             ExitReason::Stopped => "stopped",
             ExitReason::VcpuFailed { .. } => "vcpu_failed",
@@ -80,8 +85,12 @@ impl ExitReason {
 impl std::fmt::Display for ExitReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ExitReason::Reset => write!(f, "the guest reset"),
+            ExitReason::Reset => write!(
+                f,
+                "the guest reset (a reboot, a triple fault, or a kernel panic under panic=N)"
+            ),
             ExitReason::PowerOff => write!(f, "the guest powered off"),
+            ExitReason::Panicked => write!(f, "the guest's kernel panicked"),
             ExitReason::Halted => write!(
                 f,
                 "the guest halted with interrupts disabled on every vCPU and can never run again"

@@ -250,12 +250,54 @@ impl Progress {
     }
 }
 
+/// The QEMU that runs the test host: `FENNEC_TEST_HOST_QEMU` (a `qemu-system-x86_64`, such
+/// as one unpacked from another Debian suite's package by `resources/soak.sh`), or the one on
+/// PATH. An unpacked package's own firmware directory (`../share/qemu` beside its binary)
+/// comes first, the system's after it.
+fn qemu() -> (PathBuf, Vec<PathBuf>) {
+    let Some(binary) = std::env::var_os("FENNEC_TEST_HOST_QEMU").map(PathBuf::from) else {
+        return (PathBuf::from("qemu-system-x86_64"), Vec::new());
+    };
+    assert!(
+        binary.is_file(),
+        "FENNEC_TEST_HOST_QEMU={}: no such file",
+        binary.display()
+    );
+    let data = binary
+        .parent()
+        .and_then(Path::parent)
+        .map(|usr| usr.join("share/qemu"))
+        .filter(|d| d.is_dir());
+    (binary, data.into_iter().collect())
+}
+
+/// What `qemu --version` says of itself, first line.
+fn qemu_version(binary: &Path) -> String {
+    Command::new(binary)
+        .arg("--version")
+        .output()
+        .map(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            text.lines().next().unwrap_or_default().to_string()
+        })
+        .unwrap_or_else(|e| format!("{} does not run: {e}", binary.display()))
+}
+
 fn run_qemu(work: &Path, boot: usize) -> HostRun {
     let results_path = work.join("results.txt");
     let kernel_log_path = work.join("kernel.log");
     let serial_file = |p: &PathBuf| format!("file:{}", p.display());
-    eprintln!("linux tests: booting test host {boot} (QEMU TCG with emulated AMD SVM)");
-    let mut child = Command::new("qemu-system-x86_64")
+    let (binary, data_dirs) = qemu();
+    eprintln!(
+        "linux tests: booting test host {boot} (TCG with emulated AMD SVM; {}; command line {:?})",
+        qemu_version(&binary),
+        host_cmdline()
+    );
+    let mut child = Command::new(&binary);
+    for dir in &data_dirs {
+        child.arg("-L").arg(dir);
+    }
+    let mut child = child
         .arg("-accel")
         .arg(format!(
             "tcg,thread={}",

@@ -3,4 +3,5 @@
 pub mod acpi;
 pub mod boot_timer;
 pub mod i8042;
+pub mod pvpanic;
 pub mod serial;

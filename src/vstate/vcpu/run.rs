@@ -444,8 +444,12 @@ fn handle_exit(
             }
             None
         }
-        // A triple fault: how Linux's `reboot=t` and any CPU reset end up here.
-        VcpuExit::Shutdown => Some(ExitReason::Reset),
+        // A triple fault: how Linux's `reboot=t` and any CPU reset end up here. fennec's
+        // command line asks for `reboot=k`, so one here is worth saying at the default level.
+        VcpuExit::Shutdown => {
+            log::warn!("vCPU {index} triple-faulted (a KVM shutdown exit): the guest resets");
+            Some(ExitReason::Reset)
+        }
         VcpuExit::SystemEvent(kind, _) => match kind {
             KVM_SYSTEM_EVENT_RESET => Some(ExitReason::Reset),
             KVM_SYSTEM_EVENT_SHUTDOWN => Some(ExitReason::PowerOff),
