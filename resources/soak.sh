@@ -32,6 +32,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cache="${FENNEC_CACHE:-$HOME/.cache/fennec}"
 logs="$(mktemp -d /tmp/fennec-soak.XXXXXX)"
 failures="$root/target/x86_64-unknown-linux-gnu/tmp/test-host-failures"
+mkdir -p "$failures"
 load_pid=""
 cleanup() {
     if [ -n "$load_pid" ]; then
@@ -51,8 +52,14 @@ qemu_of_suite() {
     dir="$cache/qemu-${version//[:~+]/_}"
     if [ ! -x "$dir/usr/bin/qemu-system-x86_64" ]; then
         tmp="$(mktemp -d)"
-        (cd "$tmp" && apt-get download -qq "qemu-system-x86=$version" "qemu-system-data=$version" \
-            "qemu-system-common=$version" >&2 2>/dev/null)
+        # Each package at its own version in the suite (the architecture-independent data
+        # package has no binNMU suffix).
+        for pkg in qemu-system-x86 qemu-system-data qemu-system-common; do
+            local v
+            v="$(apt-cache madison "$pkg" | awk -v s="$suite" '$0 ~ " "s"/" {print $3; exit}')"
+            (cd "$tmp" && apt-get download -qq "$pkg=$v" >&2 2>/dev/null) \
+                || { echo "cannot download $pkg=$v from $suite" >&2; return 1; }
+        done
         rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
         for deb in "$tmp"/*.deb; do dpkg-deb -x "$deb" "$dir.tmp"; done
         rm -rf "$tmp" "$dir" && mv "$dir.tmp" "$dir"
@@ -68,7 +75,7 @@ for config in "${configs[@]}"; do
     if [ "$qemu" = system ]; then
         binary=""
     else
-        binary="$(qemu_of_suite "$qemu")"
+        binary="$(qemu_of_suite "$qemu")" || exit 1
     fi
     names+=("$name"); binaries+=("$binary"); cmdlines+=("${cmdline//,/ }")
     echo "config $name: $("${binary:-qemu-system-x86_64}" --version | head -n 1), command line +[${cmdline//,/ }]" >&2
@@ -94,7 +101,7 @@ classify() {
     local log="$1"
     if grep -qE "FENNEC-RETRY|the test host reported nothing past its time limit|the test host powered off or crashed|the test host never ran" "$log"; then
         echo "host-died"
-    elif grep -q "^test result: ok" "$log"; then
+    elif grep "^test result:" "$log" | tail -n 1 | grep -q "^test result: ok"; then
         echo "pass"
     elif grep -qE "did not appear within|still running after|within [0-9]+s|was still running after" "$log"; then
         echo "guest-stall"

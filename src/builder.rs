@@ -285,11 +285,10 @@ impl VmBuilder {
     }
 
     /// Clones the template drives and builds the VM, without starting it: whatever can fail
-    /// because of the configuration fails here. (The CLI puts the terminal in raw mode between
-    /// the two.)
+    /// because of the configuration fails here, where [`Vm::new`] (or [`Vm::restore`]) checks
+    /// it. (The CLI puts the terminal in raw mode between the two.)
     pub fn build(self) -> Result<BuiltVm, StartError> {
         let mut config = self.config;
-        config.validate().map_err(Error::from)?;
         let (console, stream) = match self.console {
             ConsoleChoice::Given(c) => (c, None),
             ConsoleChoice::Stream { tee } => {
@@ -370,6 +369,23 @@ impl BuiltVm {
             }
         }
         stores
+    }
+
+    /// Confines the calling thread, and so every thread of the VM it starts, to `access` when
+    /// given (Landlock: [`crate::sandbox`]), starts the VM, and puts the calling thread under
+    /// the api-service syscall filter, since from here on it drives a VM a guest runs in. A VM
+    /// that cannot be confined as asked does not run.
+    pub fn confine_and_start(
+        self,
+        access: Option<&crate::sandbox::FileAccess>,
+    ) -> Result<Instance, StartError> {
+        if let Some(access) = access {
+            crate::sandbox::restrict_thread(access).map_err(Error::from)?;
+        }
+        let instance = self.start()?;
+        // Dropping the instance on failure stops the VM.
+        crate::seccomp::install(crate::seccomp::Role::ApiService).map_err(Error::from)?;
+        Ok(instance)
     }
 
     /// Starts the VM.

@@ -15,10 +15,18 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use fennec_devices::legacy::serial::ConsoleIn;
+use fennec_devices::legacy::serial::{ConsoleIn, ConsoleOut};
 
-use crate::device_manager::Console;
-use crate::threads::{self, Role};
+use crate::seccomp::Role;
+use crate::threads;
+
+/// The guest's console: where its serial output goes and where its input comes from.
+pub struct Console {
+    /// Receives every byte the guest writes to its serial port.
+    pub output: ConsoleOut,
+    /// Bytes to type into the guest's serial port; `None` for no input.
+    pub input: Option<Box<dyn ConsoleIn>>,
+}
 
 /// How much guest output a [`ConsoleStream`] keeps for a reader that falls behind.
 pub const STREAM_BUFFER: usize = 4 << 20;

@@ -39,7 +39,6 @@ pub mod builder;
 pub mod config;
 pub mod console;
 pub mod device_manager;
-pub mod firecracker;
 #[cfg(feature = "harness")]
 pub mod harness;
 pub mod jail;
@@ -55,15 +54,9 @@ pub mod vmm;
 pub mod vstate;
 
 pub use builder::{BuiltVm, ConsoleStream, Instance, StartError, VmBuilder};
-pub use device_manager::{Console, DriveInfo, NetInfo};
+pub use console::Console;
 pub use fennec_devices::virtio::block::BlockMetrics;
 pub use fennec_devices::virtio::net::{MacAddr, NetMetrics};
+pub use threads::process_start;
+pub use vmm::{DriveInfo, NetInfo};
 pub use vmm::{Error, ExitReason, Stopper, Vm, VmHandle, VmMetrics, VmState};
-
-/// When this process started, as far as fennec knows: the time of the first call. The guest's
-/// boot time (its boot timer write) is measured from here; the `fennec` binary calls it first
-/// thing in `main`, a library user may do the same.
-pub fn process_start() -> std::time::Instant {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    *START.get_or_init(std::time::Instant::now)
-}

@@ -24,7 +24,7 @@ use ::landlock::{
     RulesetCreatedAttr, RulesetStatus, ABI,
 };
 
-use crate::config::VmConfig;
+use crate::config::{FileUse, VmConfig};
 
 /// The newest Landlock ABI fennec knows the rights of; older kernels get what they support.
 const ABI_WANTED: ABI = ABI::V3;
@@ -43,19 +43,18 @@ pub struct FileAccess {
 }
 
 impl FileAccess {
-    /// What `config`'s VM (built, its template drives provisioned) needs, plus `allowed`
-    /// directories.
+    /// What `config`'s VM (built, its template drives provisioned) needs for its devices
+    /// ([`crate::config::VirtioDeviceConfig::files`]), plus `allowed` directories.
     pub fn for_vm(config: &VmConfig, allowed: &[PathBuf]) -> Self {
         let mut access = FileAccess {
             dirs: allowed.to_vec(),
             ..FileAccess::default()
         };
-        for drive in &config.drives {
-            if let Some(path) = drive.image_path() {
-                match drive.read_only {
-                    true => access.read.push(path.to_path_buf()),
-                    false => access.read_write.push(path.to_path_buf()),
-                }
+        for file in config.device_files() {
+            match file {
+                FileUse::Read(path) => access.read.push(path),
+                FileUse::ReadWrite(path) => access.read_write.push(path),
+                FileUse::Beneath(dir) => access.dirs.push(dir),
             }
         }
         access

@@ -1,54 +1,12 @@
 //! Every thread fennec starts goes through [`spawn`], with a [`Role`] and a name, and runs
 //! under its role's syscall filter ([`crate::seccomp`]) from its first instruction of fennec's.
+//! [`process_start`] is when the process started, as far as fennec knows.
 
 use std::io;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use crate::seccomp;
-
-/// What a thread is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// Runs one vCPU: `KVM_RUN` and the device accesses it exits for.
-    Vcpu,
-    /// The VMM's controller: the event loop serving devices, console input and lifecycle
-    /// commands.
-    Vmm,
-    /// Writes the guest's console output to where it goes (stdout, a file).
-    Console,
-    /// The control socket: accepts connections, reads requests, writes answers.
-    Api,
-    /// Drives a running VM: serves the control socket's requests (pause, resume, swapping a
-    /// drive, snapshots, shutdown), and is the CLI's main thread once the VM runs.
-    ApiService,
-    /// Waits for the signals fennec handles (SIGTERM, SIGINT, SIGHUP, SIGUSR1).
-    Signals,
-}
-
-impl Role {
-    /// Every role, in declaration order (`role as usize` indexes it).
-    pub const ALL: [Role; 6] = [
-        Role::Vcpu,
-        Role::Vmm,
-        Role::Console,
-        Role::Api,
-        Role::ApiService,
-        Role::Signals,
-    ];
-
-    /// The role's name, as thread names and logs show it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Vcpu => "vcpu",
-            Role::Vmm => "vmm",
-            Role::Console => "console",
-            Role::Api => "api",
-            Role::ApiService => "api-service",
-            Role::Signals => "signals",
-        }
-    }
-}
+use crate::seccomp::{self, Role};
 
 /// Starts `f` on a thread named `fennec-NAME` (Linux keeps the first 15 bytes) with `role`.
 /// The thread installs its role's syscall filter before `f` runs; if it cannot, `f` never runs
@@ -84,4 +42,12 @@ where
             "the thread ended before installing its syscall filter",
         )),
     }
+}
+
+/// When this process started, as far as fennec knows: the time of the first call. The guest's
+/// boot time (its boot timer write) is measured from here; the `fennec` binary calls it first
+/// thing in `main`, a library user may do the same.
+pub fn process_start() -> std::time::Instant {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(std::time::Instant::now)
 }

@@ -309,7 +309,7 @@ fn test_rate_limited_drive_serves_at_its_rate_and_loses_nothing() {
         Some("write status=0 used=1")
     );
     let metrics = vm.vm().metrics();
-    let drive = &metrics.drives["tiny-root"];
+    let drive = &metrics.devices["tiny-root"].counters;
     let count = |k: &str| drive[k].as_u64().unwrap();
     let served = count("read_count")
         + count("write_count")

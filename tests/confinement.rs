@@ -8,8 +8,8 @@ use std::path::Path;
 use common::procfs::{is_kernel_worker, status_field};
 use common::running::Running;
 use common::TIMEOUT;
+use fennec::seccomp::Role;
 use fennec::seccomp::{role_filters, SeccompLevel};
-use fennec::threads::Role;
 
 /// `ptrace` request that reads a task's seccomp filter (linux/ptrace.h).
 const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;

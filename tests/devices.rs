@@ -9,9 +9,10 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use common::require_kvm;
 use fennec::config::VmConfig;
-use fennec::device_manager::{Console, DeviceError, DeviceManager};
+use fennec::device_manager::{DeviceError, DeviceManager, Location};
 use fennec::mmds::Mmds;
 use fennec::vstate::{kvm::KvmContext, memory, vm::KvmVm};
+use fennec::Console;
 use fennec_devices::virtio::mmio::reg;
 use fennec_devices::virtio::{features, ActivateError, ActiveQueues, VirtioDevice};
 
@@ -77,15 +78,13 @@ fn test_a_test_only_virtio_device_attaches_and_is_found_by_id() {
     )
     .unwrap();
 
-    let (_probe, base, irq) = devices
+    let (_probe, location) = devices
         .attach_virtio(&vm, &mem, "probe0", Probe::new())
         .unwrap();
-    assert_eq!((base, irq), (0xd000_0000, 5));
+    let base = 0xd000_0000;
+    assert_eq!(location, Location::Mmio { base, irq: 5 });
     let slot = devices.virtio("probe0").expect("found by its ID");
-    assert_eq!(
-        (slot.device_type, slot.mmio_base, slot.irq),
-        (PROBE_TYPE, base, irq)
-    );
+    assert_eq!((slot.device_type, slot.location), (PROBE_TYPE, location));
     assert!(devices.virtio("probe1").is_none());
     // The guest's description comes from what was attached.
     assert_eq!(
@@ -94,14 +93,20 @@ fn test_a_test_only_virtio_device_attaches_and_is_found_by_id() {
     );
     // Its transport answers on the MMIO bus with the device's type.
     let mut id = [0u8; 4];
-    assert!(devices.mmio.read(base + reg::DEVICE_ID, &mut id));
+    assert!(devices.legacy.mmio.read(base + reg::DEVICE_ID, &mut id));
     assert_eq!(u32::from_le_bytes(id), PROBE_TYPE);
 
     // A second device takes the next slot; an ID can be used once.
-    let (_, base1, irq1) = devices
+    let (_, location1) = devices
         .attach_virtio(&vm, &mem, "probe1", Probe::new())
         .unwrap();
-    assert_eq!((base1, irq1), (0xd000_1000, 6));
+    assert_eq!(
+        location1,
+        Location::Mmio {
+            base: 0xd000_1000,
+            irq: 6
+        }
+    );
     let twice = devices.attach_virtio(&vm, &mem, "probe0", Probe::new());
     assert!(matches!(twice, Err(DeviceError::DuplicateId(id)) if id == "probe0"));
 }

@@ -51,7 +51,8 @@ fn entropy_device_fills_requests_and_survives_hostile_ones() {
     assert_eq!(field(out, "TINY rng then", "used"), "32", "it still serves");
     assert!(out.contains("TINY rng done"), "{out}");
     assert!(
-        run.stderr.contains("Entropy device: at 0xd0000000"),
+        run.stderr
+            .contains("Entropy device \"rng\": the host's getrandom(2), virtio-mmio at 0xd0000000"),
         "{}",
         run.stderr
     );

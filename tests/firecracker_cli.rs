@@ -132,7 +132,8 @@ fn firecracker_flags_errors_and_exit_statuses_are_firecrackers() {
     }
     // fennec's snapshot format, and a file that is not a snapshot.
     let (code, stdout, _) = firecracker(&["--snapshot-version"]);
-    assert_eq!((code, stdout.trim()), (Some(0), "v1.0.0"));
+    let version = format!("v{}.0.0", fennec::snapshot::FORMAT_VERSION);
+    assert_eq!((code, stdout.trim()), (Some(0), version.as_str()));
     let (code, _, stderr) = firecracker(&["--describe-snapshot", "/etc/hostname"]);
     assert_eq!(code, Some(1));
     assert!(stderr.contains("not a fennec snapshot"), "{stderr}");

@@ -326,7 +326,7 @@ fn test_paused_vm_leaves_frames_on_the_tap_until_resumed() {
     std::thread::sleep(Duration::from_millis(700));
     let metrics = ctl(&socket, &["metrics"]);
     assert_eq!(
-        metrics["network_interfaces"]["net0"]["rx_packets"], 0,
+        metrics["devices"]["net0"]["counters"]["rx_packets"], 0,
         "a paused VM's device took frames from its TAP: {metrics}"
     );
     // Resumed, the device delivers every frame, in order.
@@ -335,7 +335,7 @@ fn test_paused_vm_leaves_frames_on_the_tap_until_resumed() {
     let f = fields(&rx);
     assert_eq!((f["frames"], f["inorder"]), ("50", "1"), "{rx}");
     let metrics = ctl(&socket, &["metrics"]);
-    assert!(metrics["network_interfaces"]["net0"]["rx_packets"].as_u64() >= Some(51));
+    assert!(metrics["devices"]["net0"]["counters"]["rx_packets"].as_u64() >= Some(51));
     ctl(&socket, &["stop"]);
     let status = wait_with_timeout(&mut child, TIMEOUT);
     assert_eq!(status.and_then(|s| s.code()), Some(0));

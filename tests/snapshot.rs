@@ -154,7 +154,8 @@ fn snapshot_of_the_counter_guest_restores_in_a_new_process_and_counts_on() {
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&described.stdout);
-    assert!(said.starts_with("v1.0.0 (fennec "), "{said}");
+    let version = format!("v{}.0.0 (fennec ", fennec::snapshot::FORMAT_VERSION);
+    assert!(said.starts_with(&version), "{said}");
     restore_and_check(dir.path(), last);
 }
 

@@ -81,7 +81,10 @@ fn paths(text: &str) -> Vec<Vec<String>> {
                 i += 1;
             }
             let word: String = bytes[start..i].iter().collect();
-            if word.contains("::") && (start == 0 || !(bytes[start - 1].is_alphanumeric())) {
+            // A whole path (`a::b::C`), not the head of a `use` tree (`a::b::{`), which the
+            // `use` statements give item by item.
+            let whole = !word.ends_with(':');
+            if whole && word.contains("::") && (start == 0 || !bytes[start - 1].is_alphanumeric()) {
                 out.push(
                     word.split("::")
                         .filter(|s| !s.is_empty())
@@ -97,7 +100,7 @@ fn paths(text: &str) -> Vec<Vec<String>> {
 }
 
 /// The trees of the `use` statements in `text`, each without `use` and `;`, and whether it
-/// is public (`pub use`, a re-export).
+/// is a re-export (`pub use`, `pub(crate) use`).
 fn use_trees(text: &str) -> Vec<(bool, String)> {
     let mut trees = Vec::new();
     let mut offset = 0;
@@ -106,7 +109,7 @@ fn use_trees(text: &str) -> Vec<(bool, String)> {
         let (public, after) = match trimmed.strip_prefix("pub") {
             Some(r) if r.starts_with(' ') => (true, r.trim_start()),
             Some(r) if r.starts_with('(') => {
-                (false, r[r.find(')').map_or(0, |i| i + 1)..].trim_start())
+                (true, r[r.find(')').map_or(0, |i| i + 1)..].trim_start())
             }
             _ => (false, trimmed),
         };

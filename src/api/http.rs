@@ -15,10 +15,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use crate::threads::{self, Role};
+use crate::seccomp::Role;
+use crate::threads;
 
-use super::service::Event;
-use super::{routes, ApiError, ApiRequest, ApiResponse};
+use super::{routes, ApiError, ApiResponse};
+use super::{ApiCall, Event};
 
 /// Largest request head (request line and headers) accepted.
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -54,14 +55,6 @@ pub enum ServerError {
         #[source]
         source: io::Error,
     },
-}
-
-/// A request for the VM's thread, and where its answer goes.
-pub struct ApiCall {
-    /// What the client asks.
-    pub request: ApiRequest,
-    /// Where to send the answer.
-    pub reply: mpsc::Sender<Result<ApiResponse, ApiError>>,
 }
 
 /// The control socket. Dropping it removes the socket file.

@@ -13,11 +13,16 @@
 //! `GET /status`, `GET /metrics`, drives cloned from a template and their live snapshots (see `docs/api.md`).
 
 use std::path::PathBuf;
+use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::config::{BlockConfig, BootSourceConfig, MachineConfig, NetConfig};
+use crate::config::{BootSourceConfig, DeviceConfig, MachineConfig};
+
+/// The Firecracker release whose API and process flags fennec follows: `GET /version` and
+/// `firecracker --version` report it.
+pub const FIRECRACKER_VERSION: &str = "1.10.1";
 
 pub mod client;
 pub mod http;
@@ -68,8 +73,9 @@ pub enum ApiRequest {
     PutMachineConfig(MachineConfig),
     /// `PATCH /machine-config`: the body's fields over the current ones.
     PatchMachineConfig(Value),
-    /// `PUT /drives/{id}`: adds or replaces a drive before boot.
-    PutDrive(Box<BlockConfig>),
+    /// `PUT /drives/{id}`, `PUT /network-interfaces/{id}`, `PUT /entropy`: adds or replaces
+    /// a device before boot.
+    PutDevice(DeviceConfig),
     /// `PATCH /drives/{id}`: after boot, a new image file for the drive.
     PatchDrive {
         /// The drive.
@@ -96,8 +102,6 @@ pub enum ApiRequest {
         /// The snapshot's name.
         name: String,
     },
-    /// `PUT /network-interfaces/{id}`: adds or replaces an interface before boot.
-    PutNetworkInterface(NetConfig),
     /// `PUT /actions` `InstanceStart`.
     InstanceStart,
     /// `PUT /actions` `SendCtrlAltDel`.
@@ -122,8 +126,6 @@ pub enum ApiRequest {
     GetMetrics,
     /// The metadata service: `PUT`, `PATCH` and `GET /mmds`, `PUT /mmds/config`.
     Mmds(MmdsRequest),
-    /// `PUT /entropy`: an entropy device for the guest, before boot.
-    PutEntropy(crate::config::EntropyConfig),
     /// `PUT /snapshot/create`: the paused VM's state and memory to these files.
     CreateSnapshot {
         /// The state file.
@@ -178,6 +180,25 @@ pub enum MmdsRequest {
     PutConfig(crate::mmds::MmdsConfig),
 }
 
+/// A request for the VM's thread, and where its answer goes.
+pub struct ApiCall {
+    /// What the client asks.
+    pub request: ApiRequest,
+    /// Where to send the answer.
+    pub reply: mpsc::Sender<Result<ApiResponse, ApiError>>,
+}
+
+/// What the serving loop reacts to.
+pub enum Event {
+    /// A request from the control socket.
+    Call(ApiCall),
+    /// The guest ended.
+    Exited,
+    /// The process was asked to stop (SIGTERM, SIGINT, SIGHUP) or to describe the VM
+    /// (SIGUSR1).
+    Signal(i32),
+}
+
 /// A successful answer.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ApiResponse {
@@ -214,8 +235,8 @@ impl ApiError {
 }
 
 /// A refused body is the client's mistake: 400, with what was wrong.
-impl From<crate::firecracker::BodyError> for ApiError {
-    fn from(e: crate::firecracker::BodyError) -> Self {
+impl From<crate::config::json::BodyError> for ApiError {
+    fn from(e: crate::config::json::BodyError) -> Self {
         ApiError::bad_request(e.to_string())
     }
 }

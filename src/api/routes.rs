@@ -11,8 +11,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{ApiError, ApiRequest, MmdsRequest};
+use crate::config::json as config_json;
 use crate::config::RateLimiterConfig;
-use crate::firecracker;
+use crate::config::{BlockConfig, DeviceConfig, EntropyConfig, NetConfig, VirtioDeviceConfig};
 
 /// How long `Shutdown` waits for the guest when the body names no timeout.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -204,7 +205,7 @@ fn body<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
 }
 
 fn json(raw: &[u8]) -> Result<Value, ApiError> {
-    Ok(firecracker::json(raw)?)
+    Ok(config_json::json(raw)?)
 }
 
 fn same_id(path_id: &str, body_id: &str) -> Result<(), ApiError> {
@@ -215,6 +216,20 @@ fn same_id(path_id: &str, body_id: &str) -> Result<(), ApiError> {
             "The id from the path ({path_id:?}) does not match the id from the body ({body_id:?})"
         )))
     }
+}
+
+/// `PUT` of a device's configuration: the body parsed and checked as a `C`; for a device a VM
+/// may have many of, its ID must be the path's.
+fn put_device<C>(raw: &[u8], path_id: Option<&str>) -> Result<ApiRequest, ApiError>
+where
+    C: VirtioDeviceConfig,
+    DeviceConfig: From<C>,
+{
+    let device: C = config_json::device(json(raw)?)?;
+    if let Some(path_id) = path_id {
+        same_id(path_id, device.id())?;
+    }
+    Ok(ApiRequest::PutDevice(device.into()))
 }
 
 fn method_not_allowed(method: &str, path: &str, allowed: &str) -> ApiError {
@@ -235,23 +250,23 @@ pub fn route(method: &str, target: &str, raw: &[u8]) -> Result<ApiRequest, ApiEr
         (_, ["version"]) => Err(method_not_allowed(method, path, "GET")),
         (_, [] | [""]) => Err(method_not_allowed(method, path, "GET")),
 
-        ("PUT", ["boot-source"]) => firecracker::boot_source(json(raw)?)
+        ("PUT", ["boot-source"]) => config_json::boot_source(json(raw)?)
             .map(ApiRequest::PutBootSource)
             .map_err(ApiError::from),
         (_, ["boot-source"]) => Err(method_not_allowed(method, path, "PUT")),
 
         ("GET", ["machine-config"]) => Ok(ApiRequest::GetMachineConfig),
-        ("PUT", ["machine-config"]) => firecracker::machine_config(json(raw)?)
+        ("PUT", ["machine-config"]) => config_json::machine_config(json(raw)?)
             .map(ApiRequest::PutMachineConfig)
             .map_err(ApiError::from),
         ("PATCH", ["machine-config"]) => Ok(ApiRequest::PatchMachineConfig(json(raw)?)),
         (_, ["machine-config"]) => Err(method_not_allowed(method, path, "GET, PUT or PATCH")),
 
-        ("PUT", ["drives", id]) => {
-            let drive = firecracker::drive(json(raw)?)?;
-            same_id(id, &drive.id)?;
-            Ok(ApiRequest::PutDrive(Box::new(drive)))
-        }
+        // A device's configuration: one line per kind of device.
+        ("PUT", ["drives", id]) => put_device::<BlockConfig>(raw, Some(id)),
+        ("PUT", ["network-interfaces", id]) => put_device::<NetConfig>(raw, Some(id)),
+        ("PUT", ["entropy"]) => put_device::<EntropyConfig>(raw, None),
+
         ("PATCH", ["drives", id]) => {
             let patch: PartialDrive = body(raw)?;
             same_id(id, &patch.drive_id)?;
@@ -273,11 +288,6 @@ pub fn route(method: &str, target: &str, raw: &[u8]) -> Result<ApiRequest, ApiEr
         }
         (_, ["drives", _, "snapshot"]) => Err(method_not_allowed(method, path, "PUT")),
 
-        ("PUT", ["network-interfaces", id]) => {
-            let net = firecracker::network_interface(json(raw)?)?;
-            same_id(id, &net.id)?;
-            Ok(ApiRequest::PutNetworkInterface(net))
-        }
         ("PATCH", ["network-interfaces", id]) => {
             let patch: PartialNet = body(raw)?;
             same_id(id, &patch.iface_id)?;
@@ -375,7 +385,6 @@ pub fn route(method: &str, target: &str, raw: &[u8]) -> Result<ApiRequest, ApiEr
         (_, ["checkpoint"]) => Err(method_not_allowed(method, path, "PUT")),
         (_, ["snapshot", "create" | "load"]) => Err(method_not_allowed(method, path, "PUT")),
 
-        ("PUT", ["entropy"]) => Ok(ApiRequest::PutEntropy(body(raw)?)),
         (_, ["entropy"]) => Err(method_not_allowed(method, path, "PUT")),
 
         ("PUT", ["mmds"]) => Ok(ApiRequest::Mmds(MmdsRequest::Put(json(raw)?))),
@@ -414,7 +423,7 @@ mod tests {
                         "is_read_only": false}"#;
         assert!(matches!(
             route("PUT", "/drives/rootfs", drive.as_bytes()),
-            Ok(ApiRequest::PutDrive(_))
+            Ok(ApiRequest::PutDevice(DeviceConfig::Drive(_)))
         ));
         let start = r#"{"action_type": "InstanceStart"}"#;
         assert_eq!(
@@ -428,7 +437,7 @@ mod tests {
         let drive = r#"{"drive_id": "root", "template": "debian", "store": "zfs:tank/fennec",
                         "vm_name": "web1", "is_root_device": true}"#;
         match route("PUT", "/drives/root", drive.as_bytes()) {
-            Ok(ApiRequest::PutDrive(d)) => {
+            Ok(ApiRequest::PutDevice(DeviceConfig::Drive(d))) => {
                 let t = d.template().expect("a template drive");
                 assert_eq!(t.template, "debian");
                 assert_eq!(t.vm_name.as_deref(), Some("web1"));
@@ -582,7 +591,7 @@ mod tests {
         assert_eq!(status("DELETE", "/mmds", ""), 405);
         assert!(matches!(
             route("PUT", "/entropy", br#"{"rate_limiter": {"bandwidth": {"size": 1000, "refill_time": 100}}}"#),
-            Ok(ApiRequest::PutEntropy(e)) if e.rate_limiter.is_some()
+            Ok(ApiRequest::PutDevice(DeviceConfig::Entropy(e))) if e.rate_limiter.is_some()
         ));
         assert_eq!(status("PUT", "/entropy", r#"{"rate": 1}"#), 400);
         assert_eq!(status("GET", "/entropy", ""), 405);

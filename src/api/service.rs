@@ -7,39 +7,29 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-#[path = "service_actions.rs"]
 mod actions;
-#[path = "service_extras.rs"]
+mod answers;
 mod extras;
 
 use actions::Action;
+pub use answers::{exit_json, one_line};
+use answers::{not_after_start, not_before_start, vm_error};
 
 pub use super::sinks::{open_sink, LoggerHook, MetricsSink};
 
-use super::http::ApiCall;
-use super::{ApiError, ApiRequest, ApiResponse};
-use crate::config::{ConfigError, DriveSource, TemplateDrive, VmConfig};
+use super::{ApiError, ApiRequest, ApiResponse, Event};
+use crate::config::{ConfigError, DriveSource, VmConfig};
 use crate::mmds::Mmds;
 use crate::sandbox::FileAccess;
+use crate::seccomp::Role;
 use crate::storage::helper::StorageHelper;
-use crate::threads::{self, Role};
+use crate::threads;
 use crate::vmm::VmState;
-use crate::{firecracker, Console, ExitReason, VmHandle};
+use crate::{Console, ExitReason, VmHandle};
 
 /// Makes the console for a VM; called at every start attempt, since a failed start consumes
 /// the console it was given.
 pub type ConsoleFactory = Box<dyn FnMut() -> std::io::Result<Console> + Send>;
-
-/// What the serving loop reacts to.
-pub enum Event {
-    /// A request from the control socket.
-    Call(ApiCall),
-    /// The guest ended.
-    Exited,
-    /// The process was asked to stop (SIGTERM, SIGINT, SIGHUP) or to describe the VM
-    /// (SIGUSR1).
-    Signal(i32),
-}
 
 /// The VM behind a control socket: its configuration until `InstanceStart`, then the running
 /// VM.
@@ -73,54 +63,6 @@ pub struct VmService {
 
 /// Where an answer goes.
 type Reply = mpsc::Sender<Result<ApiResponse, ApiError>>;
-
-fn not_after_start() -> ApiError {
-    ApiError::bad_request(
-        "The requested operation is not supported after starting the VM (it is pre-boot only)",
-    )
-}
-
-fn not_before_start() -> ApiError {
-    ApiError::bad_request("The requested operation is not supported before starting the VM")
-}
-
-/// An error and its sources on one line.
-pub fn one_line(e: &dyn std::error::Error) -> String {
-    let mut line = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        line.push_str(": ");
-        line.push_str(&s.to_string());
-        source = s.source();
-    }
-    line
-}
-
-/// A guest's end, as JSON: a stable `kind` and a sentence.
-pub fn exit_json(reason: &ExitReason) -> Value {
-    json!({ "kind": reason.kind(), "message": reason.to_string() })
-}
-
-/// Checks, before boot, that a template drive's store opens and holds the template.
-fn check_template(id: &str, drive: &TemplateDrive) -> Result<(), ApiError> {
-    use crate::storage::{self, EntryKind};
-    let bad = |e: &dyn std::fmt::Display| ApiError::bad_request(format!("Drive {id:?}: {e}"));
-    let template = &drive.template;
-    let store =
-        storage::open(&storage::default_spec(drive.store.as_deref())).map_err(|e| bad(&e))?;
-    let found = store
-        .list()
-        .map_err(|e| bad(&e))?
-        .iter()
-        .any(|e| e.kind == EntryKind::Template && &e.name == template);
-    if !found {
-        return Err(bad(&format!(
-            "no template {template:?} in {}",
-            store.spec()
-        )));
-    }
-    Ok(())
-}
 
 impl VmService {
     /// A service for instance `id` with `config` as the starting configuration (complete or
@@ -340,8 +282,8 @@ impl VmService {
                 }
             })
             .collect();
-        if let Some((allowed, socket)) = &self.file_access {
-            // This thread and the VM's threads open nothing else from here.
+        // This thread and the VM's threads open nothing else from here.
+        let access = self.file_access.as_ref().map(|(allowed, socket)| {
             let mut access = FileAccess::for_vm(built.config(), allowed).with_socket(socket);
             if self.drive_dirs {
                 access = access.with_drive_dirs(built.config());
@@ -349,13 +291,11 @@ impl VmService {
             access
                 .dirs
                 .extend(self.checkpoint_dirs.iter().map(|(_, d)| d.clone()));
-            crate::sandbox::restrict_thread(&access).map_err(|e| cannot(&e))?;
-        }
-        let instance = built.start().map_err(|e| cannot(&e))?;
-        // From here this thread drives a VM a guest runs in: it takes its role's filter. A VM
-        // that cannot be confined as asked does not run (dropping the instance stops it).
-        crate::seccomp::install(Role::ApiService)
-            .map_err(|e| ApiError::bad_request(format!("Cannot start the VM: {e}")))?;
+            access
+        });
+        let instance = built
+            .confine_and_start(access.as_ref())
+            .map_err(|e| cannot(&e))?;
         let handle = instance.handle().clone();
         let watcher = handle.clone();
         let events = self.events.clone();
@@ -404,10 +344,6 @@ impl VmService {
         self.handle().ok_or_else(not_before_start)
     }
 
-    fn vm_error(e: crate::Error) -> ApiError {
-        ApiError::bad_request(one_line(&e))
-    }
-
     /// Firecracker's drive PATCH on a running VM: a new image, new rate limits, or both.
     fn patch_drive(
         &mut self,
@@ -419,7 +355,7 @@ impl VmService {
         if let Some(path) = path {
             let confined = self.file_access.is_some();
             handle.replace_drive_image(&id, &path).map_err(|e| {
-                let mut err = Self::vm_error(e);
+                let mut err = vm_error(e);
                 if confined && err.message.contains("Permission denied") {
                     err.message += match self.drive_dirs {
                         true => " (a running VM opens only files in its drives' directories)",
@@ -439,7 +375,7 @@ impl VmService {
             let (bandwidth, ops) = limiter.buckets();
             handle
                 .set_drive_rate_limits(&id, bandwidth, ops)
-                .map_err(Self::vm_error)?;
+                .map_err(vm_error)?;
             if let Some(d) = self.config.drives.iter_mut().find(|d| d.id == id) {
                 d.rate_limiter = Some(limiter);
             }
@@ -451,7 +387,6 @@ impl VmService {
     pub fn serve_request(&mut self, request: ApiRequest) -> Result<ApiResponse, ApiError> {
         match request {
             ApiRequest::Mmds(request) => self.serve_mmds(request),
-            ApiRequest::PutEntropy(entropy) => self.put_entropy(entropy),
             ApiRequest::LoadSnapshot(load) => self.load_snapshot(*load),
             // Queued as an action (`queue_action`); here only if the VM never started.
             ApiRequest::CreateSnapshot { .. } | ApiRequest::Checkpoint(_) => {
@@ -491,7 +426,7 @@ impl VmService {
                 }
             },
             ApiRequest::GetVersion => Ok(ApiResponse::Json(json!({
-                "firecracker_version": firecracker::FIRECRACKER_VERSION,
+                "firecracker_version": super::FIRECRACKER_VERSION,
                 "fennec_version": env!("CARGO_PKG_VERSION"),
             }))),
             ApiRequest::GetInstanceInfo => Ok(ApiResponse::Json(json!({
@@ -501,9 +436,9 @@ impl VmService {
                 "vmm_version": env!("CARGO_PKG_VERSION"),
             }))),
             ApiRequest::PutBootSource(boot) => {
-                crate::vmm::open("kernel", &boot.kernel_image_path).map_err(Self::vm_error)?;
+                crate::vmm::open("kernel", &boot.kernel_image_path).map_err(vm_error)?;
                 if let Some(initrd) = &boot.initrd_path {
-                    crate::vmm::open("initrd", initrd).map_err(Self::vm_error)?;
+                    crate::vmm::open("initrd", initrd).map_err(vm_error)?;
                 }
                 self.reconfigure(|c| c.boot_source = Some(boot))
             }
@@ -518,29 +453,17 @@ impl VmService {
                     return Err(not_after_start());
                 }
                 let machine =
-                    firecracker::machine_config_patch(patch, &self.config.machine_config)?;
+                    crate::config::json::machine_config_patch(patch, &self.config.machine_config)?;
                 self.reconfigure(|c| c.machine_config = machine)
             }
-            ApiRequest::PutDrive(drive) => {
+            ApiRequest::PutDevice(device) => {
                 if self.instance.is_some() {
                     return Err(not_after_start());
                 }
-                match &drive.source {
-                    DriveSource::Template(t) => check_template(&drive.id, t)?,
-                    DriveSource::Path(path) => {
-                        std::fs::metadata(path).map_err(|e| {
-                            ApiError::bad_request(format!(
-                                "Drive {:?}: cannot use {}: {e}",
-                                drive.id,
-                                path.display()
-                            ))
-                        })?;
-                    }
-                }
-                self.reconfigure(|c| match c.drives.iter_mut().find(|d| d.id == drive.id) {
-                    Some(existing) => *existing = *drive,
-                    None => c.drives.push(*drive),
-                })
+                device
+                    .check_host()
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                self.reconfigure(|c| c.put_device(device))
             }
             ApiRequest::PatchDrive {
                 id,
@@ -557,7 +480,7 @@ impl VmService {
                 };
                 self.running()?
                     .set_net_rate_limits(&id, buckets(&rx_rate_limiter), buckets(&tx_rate_limiter))
-                    .map_err(Self::vm_error)?;
+                    .map_err(vm_error)?;
                 if let Some(n) = self.config.net.iter_mut().find(|n| n.id == id) {
                     n.rx_rate_limiter = rx_rate_limiter.or(n.rx_rate_limiter.take());
                     n.tx_rate_limiter = tx_rate_limiter.or(n.tx_rate_limiter.take());
@@ -570,25 +493,19 @@ impl VmService {
                 self.snapshot_action(id, &name)?
                     .run(&handle, helper.as_deref())
             }
-            ApiRequest::PutNetworkInterface(net) => {
-                self.reconfigure(|c| match c.net.iter_mut().find(|n| n.id == net.id) {
-                    Some(existing) => *existing = net,
-                    None => c.net.push(net),
-                })
-            }
             ApiRequest::InstanceStart => self.start().map(|()| ApiResponse::Empty),
             ApiRequest::SendCtrlAltDel => self
                 .running()?
                 .send_ctrl_alt_del()
                 .map(|()| ApiResponse::Empty)
-                .map_err(Self::vm_error),
+                .map_err(vm_error),
             ApiRequest::Pause => Action::Pause.run(self.running()?, None),
             ApiRequest::Resume => Action::Resume.run(self.running()?, None),
             ApiRequest::Stop => {
                 let reason = match self.handle() {
                     Some(handle) => {
-                        handle.stop().map_err(Self::vm_error)?;
-                        handle.wait().map_err(Self::vm_error)?
+                        handle.stop().map_err(vm_error)?;
+                        handle.wait().map_err(vm_error)?
                     }
                     None => ExitReason::Stopped,
                 };
@@ -596,7 +513,7 @@ impl VmService {
                 Ok(ApiResponse::Json(json!({ "exit": exit_json(&reason) })))
             }
             ApiRequest::Shutdown { timeout } => {
-                let (reason, forced) = self.running()?.shutdown(timeout).map_err(Self::vm_error)?;
+                let (reason, forced) = self.running()?.shutdown(timeout).map_err(vm_error)?;
                 self.finished = Some(reason.clone());
                 Ok(ApiResponse::Json(
                     json!({ "exit": exit_json(&reason), "forced": forced }),
@@ -688,7 +605,7 @@ fn serve_events(
                                     json!({ "exit": exit_json(&reason), "forced": forced }),
                                 )
                             })
-                            .map_err(VmService::vm_error);
+                            .map_err(vm_error);
                         let _ = reply.send(answer);
                     });
                     match spawned {

@@ -1,11 +1,17 @@
 //! Drives: where an image comes from, and a drive as the CLI and the JSON give it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::options::{refuse, CacheType, IoEngine, RateLimiterConfig, Unsupported};
-use super::{valid_id, ConfigError};
+use fennec_devices::rate_limiter::RateLimiter;
+use fennec_devices::virtio::block::{Block, BlockSpec, DiskFile};
+
+use super::device::{valid_id, DeviceEnv, FileUse, VirtioDeviceConfig};
+use super::error::ConfigError;
+use super::options::{buckets, refuse, CacheType, IoEngine, RateLimiterConfig, Unsupported};
+use crate::device_manager::DeviceError;
+use crate::seccomp::{Role, SyscallNeed};
 
 /// Where a drive's image comes from: a path, or a template in an image store. One or the
 /// other, by construction: the CLI, the JSON of the config file and the control socket, and the
@@ -272,7 +278,7 @@ impl BlockConfig {
     }
 
     /// Checks the ID, and the template's names (a path is checked when it is opened).
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    fn check(&self) -> Result<(), ConfigError> {
         if !valid_id(&self.id) {
             return Err(ConfigError::DriveId(self.id.clone()));
         }
@@ -313,5 +319,139 @@ impl BlockConfig {
             "io_engine",
             "only the \"Sync\" engine is supported",
         )
+    }
+}
+
+/// Opens and locks drive `id`'s image at `path`.
+pub fn open_disk(id: &str, path: &Path, read_only: bool) -> Result<DiskFile, DeviceError> {
+    let disk = DiskFile::open(path, read_only).map_err(|source| DeviceError::Disk {
+        id: id.to_string(),
+        source,
+    })?;
+    if disk.size() % 512 != 0 {
+        log::warn!(
+            "Drive {id:?}: {} is {} bytes, not a whole number of 512-byte sectors; \
+             the guest sees only the whole sectors",
+            path.display(),
+            disk.size()
+        );
+    }
+    Ok(disk)
+}
+
+impl VirtioDeviceConfig for BlockConfig {
+    const KIND: &'static str = "drive";
+    const SYSCALLS: &'static [SyscallNeed] = &[
+        SyscallNeed::any(
+            Role::Vmm,
+            libc::SYS_preadv,
+            "block requests: straight from the image into guest memory",
+        ),
+        SyscallNeed::any(
+            Role::Vmm,
+            libc::SYS_pwritev,
+            "block requests: straight from guest memory into the image",
+        ),
+        SyscallNeed::any(Role::Vmm, libc::SYS_fdatasync, "block flushes"),
+        SyscallNeed::any(
+            Role::Vmm,
+            libc::SYS_fsync,
+            "block flushes of images on some filesystems",
+        ),
+        SyscallNeed::any(
+            Role::Vmm,
+            libc::SYS_fallocate,
+            "block discard and write-zeroes",
+        ),
+    ];
+    type Device = Block;
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.check()
+    }
+
+    fn check_host(&self) -> Result<(), ConfigError> {
+        let bad = |why: String| ConfigError::DriveSource {
+            id: self.id.clone(),
+            why,
+        };
+        match &self.source {
+            DriveSource::Template(t) => {
+                use crate::storage::EntryKind;
+                let spec = crate::storage::default_spec(t.store.as_deref());
+                let store = crate::storage::open(&spec).map_err(|e| bad(e.to_string()))?;
+                let found = store
+                    .list()
+                    .map_err(|e| bad(e.to_string()))?
+                    .iter()
+                    .any(|e| e.kind == EntryKind::Template && e.name == t.template);
+                match found {
+                    true => Ok(()),
+                    false => Err(bad(format!(
+                        "no template {:?} in {}",
+                        t.template,
+                        store.spec()
+                    ))),
+                }
+            }
+            DriveSource::Path(path) => std::fs::metadata(path)
+                .map(drop)
+                .map_err(|e| bad(format!("cannot use {}: {e}", path.display()))),
+        }
+    }
+
+    fn build(&self, _env: &DeviceEnv<'_>) -> Result<Block, DeviceError> {
+        let path = self
+            .image_path()
+            .ok_or_else(|| ConfigError::Unprovisioned(self.id.clone()))?;
+        let disk = open_disk(&self.id, path, self.read_only)?;
+        let size = disk.size();
+        let discard = disk.supports_discard();
+        let (bandwidth, ops) = buckets(self.rate_limiter.as_ref());
+        let rate_limiter = RateLimiter::new(bandwidth, ops)
+            .map_err(|e| DeviceError::EventFd("a rate limiter's timer", e))?;
+        Block::new(BlockSpec {
+            disk: Box::new(disk),
+            size,
+            read_only: self.read_only,
+            id: self.id.clone(),
+            discard,
+            rate_limiter,
+        })
+        .map_err(|e| DeviceError::EventFd("a block device", e))
+    }
+
+    fn files(&self) -> Vec<FileUse> {
+        let Some(path) = self.image_path() else {
+            return Vec::new();
+        };
+        vec![match self.read_only {
+            true => FileUse::Read(path.to_path_buf()),
+            false => FileUse::ReadWrite(path.to_path_buf()),
+        }]
+    }
+
+    fn describe(&self, device: &Block, env: &DeviceEnv<'_>) -> String {
+        format!(
+            "{} ({} sectors{}), /dev/{}",
+            self.image_path().unwrap_or(Path::new("")).display(),
+            device.capacity(),
+            if self.read_only { ", read-only" } else { "" },
+            guest_disk_name(env.index)
+        )
+    }
+}
+
+/// The guest's name for its `index`th disk (from 0) when it probes them in order: `vda`, ...,
+/// `vdz`, `vdaa`, ...
+pub fn guest_disk_name(index: usize) -> String {
+    let letter = |i: usize| (b'a' + (i % 26) as u8) as char;
+    match index {
+        0..=25 => format!("vd{}", letter(index)),
+        _ => format!("vd{}{}", letter(index / 26 - 1), letter(index)),
     }
 }

@@ -2,10 +2,15 @@
 
 use serde::{Deserialize, Serialize};
 
-use fennec_devices::virtio::net::{tap, MacAddr};
+use fennec_devices::rate_limiter::RateLimiter;
+use fennec_devices::virtio::net::{tap, FrameService, MacAddr, Net, NetSpec, Tap};
 
-use super::options::RateLimiterConfig;
-use super::{valid_id, ConfigError};
+use super::device::{valid_id, DeviceEnv, VirtioDeviceConfig};
+use super::error::ConfigError;
+use super::options::{buckets, RateLimiterConfig};
+use crate::device_manager::DeviceError;
+use crate::mmds::MmdsStack;
+use crate::seccomp::{Role, SyscallNeed};
 
 /// A virtio-net interface on a TAP. Field names are Firecracker's (`iface_id`,
 /// `host_dev_name`, `guest_mac`).
@@ -71,7 +76,7 @@ impl NetConfig {
     }
 
     /// Checks the ID, TAP name and MAC.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    fn check(&self) -> Result<(), ConfigError> {
         if !valid_id(&self.id) {
             return Err(ConfigError::IfaceId(self.id.clone()));
         }
@@ -91,9 +96,72 @@ impl NetConfig {
     }
 }
 
+impl VirtioDeviceConfig for NetConfig {
+    const KIND: &'static str = "network interface";
+    const SYSCALLS: &'static [SyscallNeed] = &[
+        SyscallNeed::any(Role::Vmm, libc::SYS_readv, "frames from the TAP"),
+        SyscallNeed::any(Role::Vmm, libc::SYS_writev, "frames to the TAP"),
+        SyscallNeed::ioctl(
+            Role::Vcpu,
+            libc::TUNSETOFFLOAD,
+            "the guest's DRIVER_OK sets the TAP's offloads to what its driver accepted",
+        ),
+    ];
+    type Device = Net;
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.check()
+    }
+
+    fn build(&self, env: &DeviceEnv<'_>) -> Result<Net, DeviceError> {
+        let tap = Tap::open(&self.tap).map_err(|source| DeviceError::Tap {
+            id: self.id.clone(),
+            source,
+        })?;
+        let limiter = |c: &Option<RateLimiterConfig>| {
+            let (bandwidth, ops) = buckets(c.as_ref());
+            RateLimiter::new(bandwidth, ops)
+                .map_err(|e| DeviceError::EventFd("a rate limiter's timer", e))
+        };
+        // The metadata service on the links its configuration names.
+        let service = env
+            .mmds_config
+            .filter(|c| c.network_interfaces.contains(&self.id))
+            .map(|c| {
+                Box::new(MmdsStack::new(env.mmds.clone(), c.address())) as Box<dyn FrameService>
+            });
+        Net::new(NetSpec {
+            backend: Box::new(tap),
+            mac: self.guest_mac(),
+            rx_rate_limiter: limiter(&self.rx_rate_limiter)?,
+            tx_rate_limiter: limiter(&self.tx_rate_limiter)?,
+            service,
+        })
+        .map_err(|e| DeviceError::EventFd("a network device", e))
+    }
+
+    fn describe(&self, _device: &Net, env: &DeviceEnv<'_>) -> String {
+        let service = env
+            .mmds_config
+            .filter(|c| c.network_interfaces.contains(&self.id))
+            .map(|c| format!(", metadata service at {}", c.address()))
+            .unwrap_or_default();
+        format!(
+            "TAP {}, MAC {}, guest eth{}{service}",
+            self.tap,
+            self.guest_mac(),
+            env.index
+        )
+    }
+}
+
 /// `MacAddr` as the `"02:fc:00:00:00:01"` strings of the JSON API.
 mod mac_string {
-    use super::MacAddr;
+    use fennec_devices::virtio::net::MacAddr;
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(mac: &Option<MacAddr>, s: S) -> Result<S::Ok, S::Error> {

@@ -141,13 +141,3 @@ pub(super) fn refuse(
         Ok(())
     }
 }
-
-/// An entropy device (virtio-rng) for the guest: Firecracker's `PUT /entropy` and `entropy` in
-/// a configuration file.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EntropyConfig {
-    /// Limits on the random bytes and requests the guest gets.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate_limiter: Option<RateLimiterConfig>,
-}

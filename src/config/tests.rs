@@ -1,3 +1,7 @@
+use std::path::PathBuf;
+
+use fennec_devices::virtio::net::MacAddr;
+
 use super::*;
 
 fn config(boot_args: Option<&str>) -> VmConfig {

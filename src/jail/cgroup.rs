@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{JailError, Limits};
+use super::spec::{JailError, Limits};
 
 /// Where the unified cgroup hierarchy is mounted.
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";

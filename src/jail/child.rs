@@ -12,7 +12,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::cgroup::Cgroup;
-use super::{JailError, JailSpec, Limits, Placed};
+use super::files::Placed;
+use super::spec::{step, JailError, JailSpec, JailerMode, Limits};
 
 /// Linux's `_LINUX_CAPABILITY_VERSION_3`, for capset.
 const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
@@ -52,8 +53,7 @@ impl Plan {
         // or the jailer's --exec-file.
         let (exe, args) = match &spec.jailer {
             None => {
-                let exe = File::open("/proc/self/exe")
-                    .map_err(super::step("open fennec's own binary"))?;
+                let exe = File::open("/proc/self/exe").map_err(step("open fennec's own binary"))?;
                 let mut args: Vec<OsString> = vec!["fennec".into(), "run".into()];
                 args.extend(spec.run_args.iter().cloned());
                 if has_config {
@@ -65,7 +65,7 @@ impl Plan {
                 (exe, args)
             }
             Some(jailer) => {
-                let exe = File::open(&jailer.exec_file).map_err(super::step(format!(
+                let exe = File::open(&jailer.exec_file).map_err(step(format!(
                     "open the --exec-file {}",
                     jailer.exec_file.display()
                 )))?;
@@ -79,7 +79,7 @@ impl Plan {
                     .read(true)
                     .write(true)
                     .open("/dev/null")
-                    .map_err(super::step("open /dev/null"))?
+                    .map_err(step("open /dev/null"))?
                     .into(),
             ),
             false => None,
@@ -315,7 +315,7 @@ impl Plan {
 /// The jailer's program's command line: its file name, the caller's arguments, then `--id`
 /// and the start times (wall clock and CPU, in microseconds), as Firecracker's jailer passes
 /// them.
-fn jailer_argv(spec: &JailSpec, jailer: &super::JailerMode) -> Result<Vec<OsString>, JailError> {
+fn jailer_argv(spec: &JailSpec, jailer: &JailerMode) -> Result<Vec<OsString>, JailError> {
     let mut args: Vec<OsString> = vec![jailer.exec_name()?.into()];
     args.extend(jailer.args.iter().cloned());
     let wall_us = std::time::SystemTime::now()

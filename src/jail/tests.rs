@@ -1,4 +1,8 @@
+use std::path::Path;
+
+use super::files::place_files;
 use super::*;
+use crate::config::VmConfig;
 use crate::config::{BlockConfig, BootSourceConfig};
 
 fn config() -> VmConfig {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::MmdsVersion;
+use super::config::MmdsVersion;
 
 /// The most bytes a request (head and body) may have.
 pub(super) const MAX_REQUEST: usize = 8192;

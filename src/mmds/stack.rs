@@ -18,8 +18,8 @@ use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{HardwareAddress, IpCidr};
 
+use super::document::Mmds;
 use super::guest_http::{self, Parsed, MAX_REQUEST};
-use super::Mmds;
 
 /// The MAC address the service answers ARP with (locally administered, unicast).
 pub const MMDS_MAC: [u8; 6] = [0x06, 0x01, 0x23, 0x45, 0x67, 0x01];
@@ -365,5 +365,4 @@ impl FrameService for MmdsStack {
 }
 
 #[cfg(test)]
-#[path = "stack_tests.rs"]
 mod tests;

@@ -20,9 +20,12 @@ use std::sync::OnceLock;
 
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, SeccompRule, TargetArch};
 
-use crate::threads::Role;
-
+pub mod need;
+pub mod role;
 pub mod rules;
+
+pub use need::{Call, SyscallNeed};
+pub use role::Role;
 
 /// What a filter does with a syscall outside its role's allowlist.
 #[derive(

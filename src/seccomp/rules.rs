@@ -16,7 +16,9 @@ use std::collections::BTreeMap;
 
 use seccompiler::{SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition, SeccompRule};
 
-use crate::threads::Role;
+use super::need::{Call, SyscallNeed};
+use super::role::Role;
+use crate::config::{KindVisitor, VirtioDeviceConfig, VmConfig};
 
 /// The ioctl request numbers fennec's filtered threads make.
 #[allow(non_snake_case, missing_docs)]
@@ -134,7 +136,27 @@ pub fn allowlist(role: Role) -> BTreeMap<i64, Vec<SeccompRule>> {
         Role::ApiService => api_service(&mut r),
         Role::Signals => signals(&mut r),
     }
+    for need in device_needs().filter(|n| n.role == role) {
+        match need.call {
+            Call::Any(nr) => r.allow(nr),
+            Call::Ioctl(request) => r.ioctls(&[request]),
+        };
+    }
     r.0
+}
+
+/// What the devices' backends need beyond a role's base, each kind's listed (with who needs
+/// it) in its configuration file ([`VirtioDeviceConfig::SYSCALLS`]).
+pub fn device_needs() -> impl Iterator<Item = &'static SyscallNeed> {
+    struct Needs(Vec<&'static SyscallNeed>);
+    impl KindVisitor for Needs {
+        fn visit<C: VirtioDeviceConfig>(&mut self) {
+            self.0.extend(C::SYSCALLS);
+        }
+    }
+    let mut needs = Needs(Vec::new());
+    VmConfig::visit_kinds(&mut needs);
+    needs.0.into_iter()
 }
 
 /// What every thread does: allocate, lock, read the clock, log, end.
@@ -235,15 +257,14 @@ fn vcpu(r: &mut Rules) {
         ioctls::KVM_GET_XSAVE(),
         ioctls::KVM_GET_XCRS(),
         ioctls::KVM_GET_DEBUGREGS(),
-        // A virtio-net device activated by the guest's DRIVER_OK sets the TAP's offloads.
-        libc::TUNSETOFFLOAD,
     ]);
     // The serial port writes the guest's output to the console's writer: a buffer (futex, in
     // common), a tee file (write), or a socket a library caller gave (send).
     r.allow(libc::SYS_sendto);
 }
 
-/// The VMM's event loop: queues, images, TAPs, console input, lifecycle.
+/// The VMM's event loop: queues, console input, lifecycle (the devices' backends add theirs:
+/// [`device_needs`]).
 fn vmm(r: &mut Rules) {
     // The event loop; a paused VM's loop is made when the VM pauses.
     r.allow(libc::SYS_epoll_wait)
@@ -251,18 +272,8 @@ fn vmm(r: &mut Rules) {
         .allow(libc::SYS_epoll_ctl)
         .allow(libc::SYS_epoll_create1)
         .allow(libc::SYS_eventfd2)
-        // Frames to and from TAPs.
-        .allow(libc::SYS_readv)
-        .allow(libc::SYS_writev)
         // Console input (read, in common), or recv from a socket a library caller gave.
         .allow(libc::SYS_recvfrom)
-        // Block requests: straight between the image and guest memory; flush; discard and
-        // write-zeroes.
-        .allow(libc::SYS_preadv)
-        .allow(libc::SYS_pwritev)
-        .allow(libc::SYS_fdatasync)
-        .allow(libc::SYS_fsync)
-        .allow(libc::SYS_fallocate)
         // Kicking vCPU threads (pthread_kill) to pause, resume, describe or probe them.
         .allow(libc::SYS_tgkill)
         // Describing the VM and pressing the power button read the IOAPIC's pins.

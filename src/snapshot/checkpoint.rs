@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{files_in, load, save, Saved, SnapshotError, SnapshotState};
+use super::error::SnapshotError;
+use super::save::{files_in, load, save, Saved};
+use super::state::SnapshotState;
 use crate::config::VmConfig;
 use crate::storage::{self, DiskRef, DiskStore, SnapRef};
 
@@ -29,14 +31,20 @@ pub struct Manifest {
     pub disks: Vec<(String, String)>,
 }
 
-fn failed(what: impl std::fmt::Display) -> SnapshotError {
-    SnapshotError::Checkpoint(what.to_string())
+fn store_error(name: &str) -> impl Fn(storage::StorageError) -> SnapshotError + '_ {
+    move |source| SnapshotError::Store {
+        name: name.to_string(),
+        source,
+    }
 }
 
 /// The directory of checkpoint `name` in `store`.
 pub fn dir(store: &dyn DiskStore, name: &str) -> Result<PathBuf, SnapshotError> {
-    storage::check_name("checkpoint", name).map_err(failed)?;
-    Ok(store.checkpoints_dir().map_err(failed)?.join(name))
+    storage::check_name("checkpoint", name).map_err(store_error(name))?;
+    Ok(store
+        .checkpoints_dir()
+        .map_err(store_error(name))?
+        .join(name))
 }
 
 /// Takes checkpoint `name` of the VM behind `handle`, built from `config`, whose drives are
@@ -51,7 +59,11 @@ pub fn take(
     snapshot: &dyn Fn(&SnapRef) -> Result<(), String>,
 ) -> Result<Saved, crate::Error> {
     if dir.exists() {
-        return Err(failed(format!("checkpoint {name:?} exists ({})", dir.display())).into());
+        return Err(SnapshotError::CheckpointExists {
+            name: name.to_string(),
+            dir: dir.display().to_string(),
+        }
+        .into());
     }
     let was_running = handle.state() == crate::VmState::Running;
     if was_running {
@@ -59,10 +71,13 @@ pub fn take(
     }
     let result = (|| {
         for (id, disk) in disks {
-            let snap = SnapRef::new(disk.clone(), name).map_err(failed)?;
+            let snap = SnapRef::new(disk.clone(), name).map_err(store_error(name))?;
             handle
                 .quiesce_drive(id, || snapshot(&snap))?
-                .map_err(|e| failed(format!("drive {id:?}: {e}")))?;
+                .map_err(|why| SnapshotError::DriveSnapshot {
+                    id: id.clone(),
+                    why,
+                })?;
         }
         std::fs::create_dir(dir).map_err(|source| SnapshotError::Io {
             path: dir.display().to_string(),
@@ -79,7 +94,10 @@ pub fn take(
                 .collect(),
         };
         let path = dir.join(MANIFEST);
-        let json = serde_json::to_vec_pretty(&manifest).map_err(failed)?;
+        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| SnapshotError::Manifest {
+            path: path.display().to_string(),
+            why: e.to_string(),
+        })?;
         std::fs::write(&path, json).map_err(|source| SnapshotError::Io {
             path: path.display().to_string(),
             source,
@@ -114,20 +132,24 @@ pub fn prepare(
         source,
     })?;
     let manifest: Manifest =
-        serde_json::from_slice(&text).map_err(|e| failed(format!("{}: {e}", path.display())))?;
+        serde_json::from_slice(&text).map_err(|e| SnapshotError::Manifest {
+            path: path.display().to_string(),
+            why: e.to_string(),
+        })?;
     let (state_path, memory) = files_in(&dir);
     let mut state = load(&state_path)?;
     for (id, was) in &manifest.disks {
-        let snap = SnapRef::new(DiskRef::parse(was).map_err(failed)?, name).map_err(failed)?;
-        let clone = DiskRef::new(vm, &snap.disk.disk).map_err(failed)?;
-        let image = store.clone_snapshot(&snap, &clone).map_err(failed)?;
+        let stored = store_error(name);
+        let snap = SnapRef::new(DiskRef::parse(was).map_err(&stored)?, name).map_err(&stored)?;
+        let clone = DiskRef::new(vm, &snap.disk.disk).map_err(&stored)?;
+        let image = store.clone_snapshot(&snap, &clone).map_err(&stored)?;
         log::info!("Drive {id:?}: cloned {snap} as {clone} in {}", store.spec());
         let drive = state
             .config
             .drives
             .iter_mut()
             .find(|d| d.id == *id)
-            .ok_or_else(|| failed(format!("the checkpoint's VM has no drive {id:?}")))?;
+            .ok_or_else(|| SnapshotError::NoSuchDrive(id.clone()))?;
         drive.source = crate::config::DriveSource::Path(image);
     }
     Ok((state, memory))

@@ -12,12 +12,13 @@ use vm_memory::{
     GuestRegionMmap,
 };
 
-use super::{SnapshotError, SnapshotState};
+use super::error::SnapshotError;
+use super::state::SnapshotState;
 
 /// What a state file starts with.
 const MAGIC: &[u8; 8] = b"FNECSNAP";
 /// The state file's format; a file of another version is refused.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Magic, version, payload length, CRC-32.
 const HEADER_LEN: usize = 8 + 4 + 8 + 4;
 /// The largest payload read (a state is some kilobytes per vCPU).
@@ -79,6 +80,7 @@ pub fn read_state(path: &Path) -> Result<SnapshotState, SnapshotError> {
         return Err(SnapshotError::Version {
             path: name(),
             found: version,
+            reads: FORMAT_VERSION,
         });
     }
     let len = u64::from_le_bytes(header[12..20].try_into().unwrap_or_default());

@@ -8,9 +8,14 @@ use fennec_boot::x86_64::regs::{self, EntryMode};
 use fennec_boot::x86_64::{acpi, mptable};
 use vm_memory::GuestMemoryMmap;
 
-use super::{open, Error};
+use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use super::Error;
 use crate::config::{ConfigError, VmConfig};
-use crate::device_manager::{Console, DeviceManager};
+use crate::console::Console;
+use crate::device_manager::DeviceManager;
 use crate::mmds::Mmds;
 use crate::vstate::kvm::KvmContext;
 use crate::vstate::memory;
@@ -23,6 +28,8 @@ pub struct Vm {
     pub(super) kvm_vm: KvmVm,
     pub(super) vcpus: Vec<Vcpu>,
     pub(super) devices: DeviceManager,
+    /// The configuration it was built from.
+    pub(super) config: VmConfig,
     /// Start with every vCPU parked (a restored VM not resumed yet).
     pub(super) paused: bool,
     /// The host's XSAVE area fits a snapshot's.
@@ -38,11 +45,12 @@ impl Vm {
 
     /// [`Vm::new`], the guest's metadata service (if `config` has one) answering from `mmds`,
     /// which the caller keeps to change the metadata while the VM runs.
+    ///
+    /// This is the gate every booted VM passes: the configuration is checked here, once
+    /// ([`VmConfig::validate`]); a drive still naming a template is refused when its device is
+    /// made ([`ConfigError::Unprovisioned`]).
     pub fn with_mmds(config: &VmConfig, console: Console, mmds: &Mmds) -> Result<Self, Error> {
         config.validate()?;
-        if let Some(d) = config.drives.iter().find(|d| d.image_path().is_none()) {
-            return Err(ConfigError::Unprovisioned(d.id.clone()).into());
-        }
         // Open the files first: a typo costs no KVM setup.
         let boot = config.boot_source.as_ref().ok_or(ConfigError::NoKernel)?;
         let mut kernel_file = open("kernel", &boot.kernel_image_path)?;
@@ -92,6 +100,7 @@ impl Vm {
             kvm_vm,
             vcpus,
             devices,
+            config: config.clone(),
             paused: false,
             snapshots,
         })
@@ -139,7 +148,7 @@ impl Vm {
         let cmdline = loader::build_cmdline(&base, &extra)?;
         let vcpus = config.machine_config.vcpu_count;
         mptable::write(mem, vcpus)?;
-        let rsdp = match devices.acpi {
+        let rsdp = match devices.legacy.acpi {
             Some(_) => Some(acpi::write(mem, &devices.acpi_description(vcpus))?),
             None => None,
         };
@@ -169,4 +178,30 @@ fn log_boot(
     if let Ok(c) = cmdline.as_cstring() {
         log::info!("Kernel command line: {}", c.to_string_lossy());
     }
+}
+
+/// Opens the kernel or initrd at `path`, which must be a regular file, naming it in the error.
+/// The open does not block (a FIFO would wait for a writer, and the control socket with it),
+/// and the check is on what was opened, not on the path. Reads of a regular file never block,
+/// so the descriptor keeps `O_NONBLOCK`.
+pub fn open(what: &'static str, path: &Path) -> Result<File, Error> {
+    let open_error = |source| Error::Open {
+        what,
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(open_error)?;
+    let file_type = file.metadata().map_err(open_error)?.file_type();
+    if !file_type.is_file() {
+        return Err(Error::NotAFile {
+            what,
+            path: path.to_path_buf(),
+            kind: fennec_devices::virtio::block::disk::file_kind(file_type),
+        });
+    }
+    Ok(file)
 }

@@ -21,15 +21,18 @@ use fennec_devices::legacy::acpi::AcpiPower;
 use fennec_devices::legacy::serial::{SerialDevice, SerialInput};
 use fennec_devices::EventFdTrigger;
 
+use super::command::{Command, CommandMsg, Reply};
 use super::handle::{ExitGuard, HandleInner, Lifecycle, Stopper, VmHandle, VmState};
-use super::{Error, ExitReason, Vm};
-use crate::device_manager::{DeviceHandles, Subscriber};
+use super::records::DeviceRecord;
+use super::{Error, ExitReason, SaveStateError, Vm};
+use crate::device_manager::{DeviceHandles, DeviceManager, Subscriber};
+use crate::seccomp::Role;
 use crate::snapshot::MachineState;
-use crate::threads::{self, Role};
+use crate::threads;
 use crate::vstate::vcpu::idle::{self, IdleWatch};
 use crate::vstate::vcpu::run::{self as vcpu_run, Answer, Command as VcpuCommand, ExitSignal};
 use crate::vstate::vcpu::run::{RunContext, VcpuThread};
-use crate::vstate::vcpu::ProbedState;
+use crate::vstate::vcpu::{ProbedState, VcpuError};
 use crate::vstate::vm::KvmVm;
 
 /// How often the controller looks at the vCPUs' scheduler counters (reading `/proc`, which
@@ -111,33 +114,6 @@ impl MutEventSubscriber for Controller {
             }
         }
     }
-}
-
-/// A request to the controller thread, with where to send the answer: the text of a
-/// [`Command::Describe`], the state of a [`Command::Snapshot`], empty for the others, or why it
-/// failed.
-pub(super) struct CommandMsg {
-    pub command: Command,
-    pub reply: mpsc::Sender<Result<Reply, Error>>,
-}
-
-/// What the controller answers.
-pub(super) enum Reply {
-    Text(String),
-    /// The machine's state and guest memory (which the caller writes to the memory file).
-    Snapshot(Box<(MachineState, GuestMemoryMmap)>),
-}
-
-/// What a [`VmHandle`] asks of the controller.
-#[derive(Clone, Copy, Debug)]
-pub(super) enum Command {
-    Pause,
-    Resume,
-    Describe,
-    /// Press the ACPI power button, if the guest listens to it.
-    PowerButton,
-    /// Read the paused VM's whole state.
-    Snapshot,
 }
 
 /// Everything the controller thread owns besides its event subscriber.
@@ -242,32 +218,19 @@ impl ControllerRun {
 
     /// The whole state of the paused VM: every vCPU's (each reads its own), the interrupt
     /// controllers, PIT and clock, and the devices'.
-    fn snapshot(&self) -> Result<Reply, Error> {
+    fn snapshot(&self) -> Result<Reply, SaveStateError> {
         if !self.snapshots {
-            return Err(Error::SnapshotState(format!(
-                "this host's vCPUs have an XSAVE area larger than the {} bytes a snapshot holds",
-                crate::snapshot::XSAVE_AREA
-            )));
+            return Err(SaveStateError::XsaveTooLarge(crate::snapshot::XSAVE_AREA));
         }
         let mut vcpus = Vec::with_capacity(self.vcpus.len());
         for v in &self.vcpus {
             match v.ask(VcpuCommand::SaveState, DESCRIBE_TIMEOUT) {
-                Some(Answer::State(saved)) => {
-                    vcpus.push(saved.take().map_err(Error::SnapshotState)?)
-                }
-                _ => {
-                    return Err(Error::SnapshotState(format!(
-                        "vCPU {} did not answer",
-                        v.index()
-                    )))
-                }
+                Some(Answer::State(saved)) => vcpus.push(saved.take()?),
+                _ => return Err(VcpuError::NoAnswer(v.index()).into()),
             }
         }
-        let vm = self
-            .kvm_vm
-            .save_state()
-            .map_err(|e| Error::SnapshotState(format!("KVM refused the VM's state: {e}")))?;
-        let devices = self.devices.save().map_err(Error::SnapshotState)?;
+        let vm = self.kvm_vm.save_state().map_err(SaveStateError::Kvm)?;
+        let devices = self.devices.save()?;
         let machine = MachineState { vcpus, vm, devices };
         Ok(Reply::Snapshot(Box::new((machine, self.mem.clone()))))
     }
@@ -306,14 +269,16 @@ impl Vm {
             mem,
             kvm_vm,
             vcpus,
-            mut devices,
+            devices,
+            config,
             paused,
             snapshots,
         } = self;
         let device_handles = devices.snapshot_handles();
         let irq_pins = devices.irq_pins();
-        let pio = Arc::new(std::mem::take(&mut devices.pio));
-        let mmio = Arc::new(std::mem::take(&mut devices.mmio));
+        let DeviceManager { legacy, virtio } = devices;
+        let pio = Arc::new(legacy.pio);
+        let mmio = Arc::new(legacy.mmio);
 
         let mut threads = Vec::with_capacity(vcpus.len());
         for vcpu in vcpus {
@@ -340,34 +305,29 @@ impl Vm {
         let controller = Controller {
             exit_evt,
             stop_evt: clone(&stop_evt, "stop eventfd")?,
-            reset_evt: devices.reset_evt,
-            power_off_evt: devices.power_off_evt,
-            panic_evt: devices.panic_evt,
+            reset_evt: legacy.exits.reset,
+            power_off_evt: legacy.exits.power_off,
+            panic_evt: legacy.exits.panic,
             command_evt: clone(&command_evt, "command eventfd")?,
             exit,
             finished: None,
         };
-        let drives = devices.drives;
-        let nets = devices.nets;
-        let entropy = devices.entropy;
-        let entropy_at_exit = entropy.clone();
         let run = ControllerRun {
-            serial_input: devices.serial_input,
-            subscribers: devices.subscribers,
+            serial_input: legacy.serial_input,
+            subscribers: virtio.subscribers,
             vcpus: threads,
             commands: command_rx,
             lifecycle: lifecycle.clone(),
             kvm_vm,
-            serial: devices.serial,
+            serial: legacy.serial,
             irq_pins,
-            acpi: devices.acpi,
+            acpi: legacy.acpi,
             devices: device_handles,
             mem: mem.clone(),
             snapshots,
             start_paused: paused,
         };
-        let drives_at_exit = drives.clone();
-        let nets_at_exit = nets.clone();
+        let slots_at_exit = virtio.slots.clone();
         let spawned = threads::spawn(Role::Vmm, "vmm", move || {
             // Whatever happens below, waiters learn that the VM is gone.
             let mut guard = ExitGuard {
@@ -378,14 +338,8 @@ impl Vm {
                 },
             };
             let reason = run_controller(controller, run);
-            for d in &drives_at_exit {
-                super::log_metrics("Drive", &d.id, &*d.metrics);
-            }
-            for n in &nets_at_exit {
-                super::log_metrics("Network interface", &n.id, &*n.metrics);
-            }
-            if let Some(m) = &entropy_at_exit {
-                super::log_metrics("Entropy device", "rng", &**m);
+            for slot in &slots_at_exit {
+                super::handle::log_metrics(slot.kind, &slot.id, &slot.counters.to_json());
             }
             // Guest memory outlives every vCPU thread and the VM (`run_controller` joined
             // the first and dropped the second).
@@ -401,13 +355,12 @@ impl Vm {
                 stopper: Stopper(stop_evt),
                 commands: Mutex::new(command_tx),
                 command_evt,
-                i8042: devices.i8042,
-                serial_metrics: devices.serial_metrics,
-                boot_time: devices.boot_time,
+                i8042: legacy.i8042,
+                serial_metrics: legacy.serial_metrics,
+                boot_time: legacy.boot_time,
                 vcpu_exits,
-                drives,
-                nets,
-                entropy,
+                virtio: virtio.slots.iter().map(DeviceRecord::of).collect(),
+                config,
             }))),
             Err(e) => Err(start_err("controller thread", e)),
         }
@@ -467,7 +420,7 @@ fn event_loop(
                 (Command::Describe, _) => Ok(Reply::Text(run.describe())),
                 (Command::PowerButton, _) => run.press_power_button().map(Reply::Text),
                 (Command::Snapshot, false) => Err(Error::NotPaused),
-                (Command::Snapshot, true) => run.snapshot(),
+                (Command::Snapshot, true) => run.snapshot().map_err(Error::from),
                 (Command::Pause, true) | (Command::Resume, false) => Ok(Reply::Text(String::new())),
                 (Command::Pause, false) => run.pause().map(|()| {
                     paused = true;

@@ -2,7 +2,6 @@
 //! stop, describe, metrics, wait), and the [`Lifecycle`] the controller thread publishes.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -14,13 +13,12 @@ use vmm_sys_util::eventfd::EventFd;
 use fennec_devices::legacy::boot_timer::BootTime;
 use fennec_devices::legacy::i8042::I8042;
 use fennec_devices::legacy::serial::SerialMetrics;
-use fennec_devices::rate_limiter::{BucketSpec, Buckets};
-use fennec_devices::virtio::block::Block;
 use fennec_devices::EventFdTrigger;
 
-use super::controller::{Command, CommandMsg, Reply};
+use super::command::{Command, CommandMsg, Reply};
+use super::records::{DeviceMetrics, DeviceRecord};
 use super::{Error, ExitReason};
-use crate::device_manager::{self, DriveInfo, NetInfo};
+use crate::config::VmConfig;
 use crate::snapshot::MachineState;
 use crate::vstate::vcpu::run::VcpuExits;
 use vm_memory::GuestMemoryMmap;
@@ -120,7 +118,7 @@ fn counters(metrics: &impl Serialize) -> Value {
 }
 
 /// A VM's counters, as the API serves them.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct VmMetrics {
     /// Milliseconds since the VM started.
     pub uptime_ms: u64,
@@ -131,13 +129,8 @@ pub struct VmMetrics {
     pub serial: Value,
     /// Each vCPU's exits from `KVM_RUN`, by kind.
     pub vcpus: Vec<Value>,
-    /// Each drive's counters, by drive ID.
-    pub drives: BTreeMap<String, Value>,
-    /// Each network interface's counters, by interface ID.
-    pub network_interfaces: BTreeMap<String, Value>,
-    /// The entropy device's counters, when the VM has one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub entropy: Option<Value>,
+    /// Each virtio device's counters, by device ID.
+    pub devices: BTreeMap<String, DeviceMetrics>,
 }
 
 pub(super) struct HandleInner {
@@ -151,9 +144,8 @@ pub(super) struct HandleInner {
     pub serial_metrics: Arc<SerialMetrics>,
     pub boot_time: Arc<BootTime>,
     pub vcpu_exits: Vec<Arc<VcpuExits>>,
-    pub drives: Vec<DriveInfo>,
-    pub nets: Vec<NetInfo>,
-    pub entropy: Option<Arc<fennec_devices::virtio::rng::RngMetrics>>,
+    pub virtio: Vec<DeviceRecord>,
+    pub config: VmConfig,
 }
 
 /// A running VM. Clones are handles to the same VM, for other threads.
@@ -199,7 +191,7 @@ impl VmHandle {
     pub fn snapshot(&self) -> Result<(MachineState, GuestMemoryMmap), Error> {
         match self.ask(Command::Snapshot)? {
             Reply::Snapshot(state) => Ok(*state),
-            Reply::Text(_) => Err(Error::SnapshotState("no state came back".into())),
+            Reply::Text(_) => Err(super::SaveStateError::NoState.into()),
         }
     }
 
@@ -286,112 +278,9 @@ impl VmHandle {
         Ok((self.wait()?, true))
     }
 
-    /// Drive `id` and its device, while the VM has it.
-    fn drive_device(&self, id: &str) -> Result<(&DriveInfo, Arc<Mutex<Block>>), Error> {
-        let drive = self
-            .0
-            .drives
-            .iter()
-            .find(|d| d.id == id)
-            .ok_or_else(|| Error::NoSuchDrive(id.to_string()))?;
-        let device = drive.device.upgrade().ok_or(Error::NotRunning)?;
-        Ok((drive, device))
-    }
-
-    /// Sets drive `id`'s rate limits (Firecracker's drive PATCH with `rate_limiter`); the
-    /// buckets start full.
-    pub fn set_drive_rate_limits(
-        &self,
-        id: &str,
-        bandwidth: Option<BucketSpec>,
-        ops: Option<BucketSpec>,
-    ) -> Result<(), Error> {
-        let (_, device) = self.drive_device(id)?;
-        fennec_devices::lock(&device).set_rate_limits(bandwidth, ops);
-        log::info!("Drive {id:?}: rate limits bandwidth {bandwidth:?}, ops {ops:?}");
-        Ok(())
-    }
-
-    /// Sets network interface `id`'s rate limits on what the guest receives and sends
-    /// (Firecracker's network interface PATCH); `None` keeps a direction's.
-    pub fn set_net_rate_limits(
-        &self,
-        id: &str,
-        rx: Option<Buckets>,
-        tx: Option<Buckets>,
-    ) -> Result<(), Error> {
-        let net = self
-            .0
-            .nets
-            .iter()
-            .find(|n| n.id == id)
-            .ok_or_else(|| Error::NoSuchNet(id.to_string()))?;
-        let device = net.device.upgrade().ok_or(Error::NotRunning)?;
-        fennec_devices::lock(&device).set_rate_limits(rx, tx);
-        log::info!("Network interface {id:?}: rate limits rx {rx:?}, tx {tx:?}");
-        Ok(())
-    }
-
-    /// Swaps the image behind drive `id` for the file at `path` (Firecracker's drive PATCH),
-    /// keeping the drive's read-only setting; the guest sees the new capacity.
-    pub fn replace_drive_image(&self, id: &str, path: &Path) -> Result<(), Error> {
-        let (drive, device) = self.drive_device(id)?;
-        let disk = device_manager::open_disk(id, path, drive.read_only)?;
-        let size = disk.size();
-        fennec_devices::lock(&device).replace_disk(Box::new(disk), size);
-        log::info!(
-            "Drive {id:?}: now {} ({} sectors)",
-            path.display(),
-            size / 512
-        );
-        Ok(())
-    }
-
-    /// Runs `f` while drive `id`'s image is consistent: pauses the VM (unless it is paused
-    /// already), makes the drive's completed writes durable, calls `f`, and resumes the VM if
-    /// it was running. For snapshots of a running VM's disk.
-    pub fn quiesce_drive<T, E>(
-        &self,
-        id: &str,
-        f: impl FnOnce() -> Result<T, E>,
-    ) -> Result<Result<T, E>, Error> {
-        let (_, device) = self.drive_device(id)?;
-        let was_running = match self.state() {
-            VmState::Running => true,
-            VmState::Paused => false,
-            VmState::Exited(_) => return Err(Error::NotRunning),
-        };
-        if was_running {
-            self.pause()?;
-        }
-        let flushed = fennec_devices::lock(&device)
-            .flush_disk()
-            .map_err(|source| Error::Flush {
-                id: id.to_string(),
-                source,
-            });
-        let result = flushed.map(|()| f());
-        if was_running {
-            self.resume()?;
-        }
-        result
-    }
-
     /// Serial console counters; they stay readable after the guest ends.
     pub fn serial_metrics(&self) -> Arc<SerialMetrics> {
         self.0.serial_metrics.clone()
-    }
-
-    /// The VM's drives in slot order (the guest's `/dev/vda`, `/dev/vdb`, ...), with their
-    /// counters; they stay readable after the guest ends.
-    pub fn drives(&self) -> &[DriveInfo] {
-        &self.0.drives
-    }
-
-    /// The VM's network interfaces in slot order (the guest's eth0, eth1, ...), with their
-    /// counters; they stay readable after the guest ends.
-    pub fn nets(&self) -> &[NetInfo] {
-        &self.0.nets
     }
 
     /// Every counter of the VM, by device.
@@ -401,19 +290,7 @@ impl VmHandle {
             boot_time_us: self.0.boot_time.micros(),
             serial: counters(&*self.0.serial_metrics),
             vcpus: self.0.vcpu_exits.iter().map(|e| counters(&**e)).collect(),
-            drives: self
-                .0
-                .drives
-                .iter()
-                .map(|d| (d.id.clone(), counters(&*d.metrics)))
-                .collect(),
-            network_interfaces: self
-                .0
-                .nets
-                .iter()
-                .map(|n| (n.id.clone(), counters(&*n.metrics)))
-                .collect(),
-            entropy: self.0.entropy.as_ref().map(|m| counters(&**m)),
+            devices: self.device_metrics(),
         }
     }
 
@@ -432,6 +309,25 @@ impl VmHandle {
         }
         reason.ok_or(Error::ControllerPanicked)
     }
+}
+
+/// Logs a device's non-zero counters on one line.
+pub(super) fn log_metrics(kind: &str, id: &str, metrics: &impl serde::Serialize) {
+    let counters = match serde_json::to_value(metrics) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => return,
+    };
+    let m: Vec<String> = counters
+        .iter()
+        .filter(|(_, v)| v.as_u64() != Some(0))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let mut name = kind.chars();
+    let kind: String = name
+        .next()
+        .map(|c| c.to_uppercase().chain(name).collect())
+        .unwrap_or_default();
+    log::info!("{kind} {id:?}: {}", m.join(" "));
 }
 
 #[cfg(test)]

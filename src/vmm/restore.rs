@@ -6,7 +6,8 @@
 use std::path::Path;
 
 use super::{Error, Vm};
-use crate::device_manager::{Console, DeviceManager};
+use crate::console::Console;
+use crate::device_manager::DeviceManager;
 use crate::mmds::Mmds;
 use crate::snapshot::{self, SnapshotError, SnapshotState};
 
@@ -14,6 +15,9 @@ impl Vm {
     /// Builds the VM `state` describes (its configuration as the caller gives it: the
     /// snapshot's, with any drive or network interface changed), with guest memory mapped
     /// privately from `mem_file`. It starts with its vCPUs parked unless `resume`.
+    ///
+    /// This is the gate every restored VM passes: the state, its configuration included, is
+    /// checked here, once ([`SnapshotState::check`]).
     pub fn restore(
         state: &SnapshotState,
         mem_file: &Path,
@@ -27,11 +31,10 @@ impl Vm {
             Ok(snapshot::map_memory(mem_file, &state.memory)?)
         })?;
         if kvm.xsave_size() > snapshot::XSAVE_AREA {
-            return Err(SnapshotError::Mismatch(format!(
-                "this host's vCPUs have a {}-byte XSAVE area; snapshots hold {}",
-                kvm.xsave_size(),
-                snapshot::XSAVE_AREA
-            ))
+            return Err(SnapshotError::XsaveArea {
+                host: kvm.xsave_size(),
+                held: snapshot::XSAVE_AREA,
+            }
             .into());
         }
         let machine = &state.machine;
@@ -44,10 +47,10 @@ impl Vm {
         )?;
         devices
             .restore(&machine.devices)
-            .map_err(SnapshotError::Mismatch)?;
+            .map_err(SnapshotError::Devices)?;
         kvm_vm
             .restore_state(&machine.vm)
-            .map_err(|e| SnapshotError::Mismatch(format!("KVM refused the VM's state: {e}")))?;
+            .map_err(SnapshotError::KvmState)?;
         for (vcpu, saved) in vcpus.iter().zip(&machine.vcpus) {
             vcpu.restore_state(saved)?;
         }
@@ -63,6 +66,7 @@ impl Vm {
             kvm_vm,
             vcpus,
             devices,
+            config: config.clone(),
             paused: !resume,
             snapshots: true,
         })

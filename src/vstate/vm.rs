@@ -1,5 +1,6 @@
 //! The KVM VM: memory slots, the in-kernel irqchip and PIT, irqfds.
 
+use kvm_bindings::KvmIrqRouting;
 use kvm_bindings::{
     kvm_clock_data, kvm_irqchip, kvm_pit_config, kvm_pit_state2, kvm_userspace_memory_region,
     KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_PIT_SPEAKER_DUMMY,
@@ -11,6 +12,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use fennec_boot::layout;
 
+use super::gsi::{GsiError, GsiRoutes, InterruptSource, MsiMessage};
 use super::kvm::KvmContext;
 
 /// Errors creating or wiring up the VM.
@@ -50,6 +52,12 @@ pub enum VmError {
         #[source]
         source: kvm_ioctls::Error,
     },
+    /// No route for an interrupt.
+    #[error("Failed to route an interrupt")]
+    Route(#[from] GsiError),
+    /// KVM_SET_GSI_ROUTING failed.
+    #[error("Failed to set KVM's GSI routing table")]
+    SetRouting(#[source] kvm_ioctls::Error),
     /// KVM_IRQFD failed.
     #[error("Failed to register irqfd for GSI {gsi}")]
     RegisterIrqfd {
@@ -97,6 +105,7 @@ fn describe_redirection(bits: u64) -> String {
 /// A VM with its memory registered and its interrupt controllers created.
 pub struct KvmVm {
     fd: VmFd,
+    routes: std::sync::Mutex<GsiRoutes>,
 }
 
 impl KvmVm {
@@ -137,7 +146,10 @@ impl KvmVm {
             ..Default::default()
         };
         fd.create_pit2(pit).map_err(VmError::Pit)?;
-        Ok(KvmVm { fd })
+        Ok(KvmVm {
+            fd,
+            routes: Default::default(),
+        })
     }
 
     /// The KVM VM fd.
@@ -150,6 +162,35 @@ impl KvmVm {
         self.fd
             .register_irqfd(evt, gsi)
             .map_err(|source| VmError::RegisterIrqfd { gsi, source })
+    }
+
+    /// Delivers `source` each time `evt` is signalled: an IOAPIC line through its own GSI, an
+    /// MSI through a GSI routed to its message. Returns the GSI.
+    pub fn connect_irqfd(&self, evt: &EventFd, source: InterruptSource) -> Result<u32, VmError> {
+        let gsi = {
+            let mut routes = fennec_devices::lock(&self.routes);
+            let gsi = routes.route(source)?;
+            if matches!(source, InterruptSource::Msi(_)) {
+                self.set_routing(&routes)?;
+            }
+            gsi
+        };
+        self.register_irqfd(evt, gsi)?;
+        Ok(gsi)
+    }
+
+    /// Points MSI route `gsi` at `message` (the guest reprogrammed a vector).
+    pub fn update_msi(&self, gsi: u32, message: MsiMessage) -> Result<(), VmError> {
+        let mut routes = fennec_devices::lock(&self.routes);
+        routes.update(gsi, message)?;
+        self.set_routing(&routes)
+    }
+
+    fn set_routing(&self, routes: &GsiRoutes) -> Result<(), VmError> {
+        let entries = routes.entries();
+        let table = KvmIrqRouting::from_entries(&entries)
+            .map_err(|_| VmError::Route(GsiError::Exhausted))?;
+        self.fd.set_gsi_routing(&table).map_err(VmError::SetRouting)
     }
 
     /// The interrupt controllers, the PIT and the clock of the paused VM.

@@ -253,9 +253,12 @@ impl Progress {
 /// The QEMU that runs the test host: `FENNEC_TEST_HOST_QEMU` (a `qemu-system-x86_64`, such
 /// as one unpacked from another Debian suite's package by `resources/soak.sh`), or the one on
 /// PATH. An unpacked package's own firmware directory (`../share/qemu` beside its binary)
-/// comes first, the system's after it.
+/// comes first, then SeaBIOS's, then the system's.
 fn qemu() -> (PathBuf, Vec<PathBuf>) {
-    let Some(binary) = std::env::var_os("FENNEC_TEST_HOST_QEMU").map(PathBuf::from) else {
+    let Some(binary) = std::env::var_os("FENNEC_TEST_HOST_QEMU")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+    else {
         return (PathBuf::from("qemu-system-x86_64"), Vec::new());
     };
     assert!(
@@ -268,7 +271,9 @@ fn qemu() -> (PathBuf, Vec<PathBuf>) {
         .and_then(Path::parent)
         .map(|usr| usr.join("share/qemu"))
         .filter(|d| d.is_dir());
-    (binary, data.into_iter().collect())
+    // Its BIOS is SeaBIOS's, which the system's QEMU may link in from elsewhere.
+    let seabios = Some(PathBuf::from("/usr/share/seabios")).filter(|d| d.is_dir());
+    (binary, data.into_iter().chain(seabios).collect())
 }
 
 /// What `qemu --version` says of itself, first line.

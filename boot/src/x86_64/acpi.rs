@@ -354,5 +354,4 @@ pub fn write(mem: &GuestMemoryMmap, machine: &Machine) -> Result<u64, AcpiError>
 }
 
 #[cfg(test)]
-#[path = "acpi_tests.rs"]
 mod tests;

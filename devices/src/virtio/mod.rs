@@ -16,11 +16,10 @@ use vmm_sys_util::eventfd::EventFd;
 pub mod block;
 pub mod chain;
 pub mod mmio;
-#[cfg(any(test, feature = "fuzzing"))]
-pub mod mmio_fuzzing;
 pub mod net;
 pub mod queue;
 pub mod rng;
+pub mod transport;
 
 pub use virtio_queue::{Queue, QueueState, QueueT};
 
@@ -105,6 +104,37 @@ pub enum ActivateError {
     Wake(#[source] std::io::Error),
 }
 
+/// A device's counters, read while it runs: the API and the exit log show them as JSON
+/// under the device's ID. Every `Serialize` metrics struct of atomics is one.
+pub trait Counters: std::any::Any + Send + Sync {
+    /// The counters now, as a JSON object of numbers.
+    fn to_json(&self) -> serde_json::Value;
+    /// The counters as their own type, for whoever knows it.
+    fn as_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync>;
+}
+
+impl<T: serde::Serialize + Send + Sync + 'static> Counters for T {
+    fn to_json(&self) -> serde_json::Value {
+        // Counters serialise as numbers: this cannot fail.
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    fn as_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync> {
+        self
+    }
+}
+
+/// Why a device's own snapshot state could not be put back.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceStateError {
+    /// The device keeps no state of its own, and was given some.
+    #[error("the device keeps no state of its own, but the snapshot has some for it")]
+    Unexpected,
+    /// The state does not parse as this device's.
+    #[error("the device's state does not parse: {0}")]
+    Parse(String),
+}
+
 /// A virtio device, behind a transport.
 ///
 /// The transport calls these methods with the device locked; the device serves its queues on the
@@ -142,6 +172,21 @@ pub trait VirtioDevice: Send {
     /// a device that cannot be saved.
     fn queue_states(&self) -> Option<Vec<QueueState>> {
         None
+    }
+    /// The device's counters, shared: the VMM reads them while the device runs and after.
+    /// None by default.
+    fn counters(&self) -> Arc<dyn Counters> {
+        Arc::new(serde_json::Map::new())
+    }
+    /// What the device keeps beyond its queues and configuration that a snapshot must carry,
+    /// as JSON only the device reads back (versioned with the state file). `None`: nothing.
+    fn save_state(&self) -> Option<serde_json::Value> {
+        None
+    }
+    /// Puts back what [`VirtioDevice::save_state`] gave, on a device built from the same
+    /// configuration and not yet activated.
+    fn restore_state(&mut self, _state: serde_json::Value) -> Result<(), DeviceStateError> {
+        Err(DeviceStateError::Unexpected)
     }
 }
 

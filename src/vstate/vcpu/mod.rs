@@ -16,7 +16,7 @@ use kvm_ioctls::VcpuFd;
 use fennec_boot::x86_64::{cpuid, regs};
 
 use super::vm::KvmVm;
-use crate::ExitReason;
+use crate::vstate::exit::ExitReason;
 
 pub mod idle;
 pub mod run;
@@ -63,6 +63,15 @@ pub enum VcpuError {
     /// The kick signal handler could not be installed.
     #[error("Failed to install the vCPU kick signal handler")]
     SignalHandler(#[source] vmm_sys_util::errno::Error),
+    /// A running vCPU's state was asked for (a snapshot needs the VM paused).
+    #[error("vCPU {0} is running")]
+    Running(u8),
+    /// A vCPU's saved state was asked for twice.
+    #[error("vCPU {0}'s state was taken already")]
+    StateTaken(u8),
+    /// A vCPU did not answer in time.
+    #[error("vCPU {0} did not answer")]
+    NoAnswer(u8),
 }
 
 /// Where a vCPU stands, as a probe found it.

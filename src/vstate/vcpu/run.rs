@@ -25,8 +25,9 @@ use fennec_devices::bus::Bus;
 
 use super::state::VcpuState;
 use super::{ProbedState, Vcpu, VcpuError, KICK_SIGNAL_OFFSET};
-use crate::threads::{self, Role};
-use crate::ExitReason;
+use crate::seccomp::Role;
+use crate::threads;
+use crate::vstate::exit::ExitReason;
 
 /// What the VMM asks of a vCPU thread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,14 +63,14 @@ pub enum Answer {
 
 /// A vCPU's saved state, as a [`Answer::State`] carries it.
 #[derive(Clone)]
-pub struct SavedVcpu(pub Arc<Mutex<Option<Result<VcpuState, String>>>>);
+pub struct SavedVcpu(u8, Arc<Mutex<Option<Result<VcpuState, VcpuError>>>>);
 
 impl SavedVcpu {
     /// Takes the state out (once).
-    pub fn take(&self) -> Result<VcpuState, String> {
-        fennec_devices::lock(&self.0)
+    pub fn take(&self) -> Result<VcpuState, VcpuError> {
+        fennec_devices::lock(&self.1)
             .take()
-            .unwrap_or_else(|| Err("the vCPU's state was taken already".into()))
+            .unwrap_or(Err(VcpuError::StateTaken(self.0)))
     }
 }
 
@@ -81,7 +82,7 @@ impl std::fmt::Debug for SavedVcpu {
 
 impl PartialEq for SavedVcpu {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+        Arc::ptr_eq(&self.1, &other.1)
     }
 }
 
@@ -322,7 +323,7 @@ impl Runner {
             // fennec's own share of a boot: all that comes before the guest's first instruction.
             log::info!(
                 "vCPU 0 enters the guest {:.3} ms after fennec started",
-                crate::process_start().elapsed().as_secs_f64() * 1000.0
+                crate::threads::process_start().elapsed().as_secs_f64() * 1000.0
             );
         }
         let mut next = match self.paused {
@@ -354,11 +355,12 @@ impl Runner {
             Command::Describe => (Answer::Description(self.vcpu.describe()), keep(running)),
             Command::Probe => (Answer::Probed(self.vcpu.probe()), keep(running)),
             Command::SaveState => {
+                let index = self.vcpu.index();
                 let state = match running {
-                    true => Err(format!("vCPU {} is running", self.vcpu.index())),
-                    false => self.vcpu.save_state().map_err(|e| e.to_string()),
+                    true => Err(VcpuError::Running(index)),
+                    false => self.vcpu.save_state(),
                 };
-                let saved = SavedVcpu(Arc::new(Mutex::new(Some(state))));
+                let saved = SavedVcpu(index, Arc::new(Mutex::new(Some(state))));
                 (Answer::State(saved), keep(running))
             }
             Command::Stop => return Next::End,

@@ -297,6 +297,10 @@ fn config_space(capacity: u64) -> [u8; CONFIG_LEN] {
 }
 
 impl VirtioDevice for Block {
+    fn counters(&self) -> Arc<dyn crate::virtio::Counters> {
+        self.metrics.clone()
+    }
+
     fn device_type(&self) -> u32 {
         TYPE_BLOCK
     }

@@ -497,6 +497,10 @@ impl Rx<'_> {
 }
 
 impl VirtioDevice for Net {
+    fn counters(&self) -> Arc<dyn crate::virtio::Counters> {
+        self.metrics.clone()
+    }
+
     fn device_type(&self) -> u32 {
         TYPE_NET
     }
@@ -577,5 +581,4 @@ impl VirtioDevice for Net {
 }
 
 #[cfg(test)]
-#[path = "device_tests.rs"]
 mod tests;

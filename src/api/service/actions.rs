@@ -1,0 +1,124 @@
+//! What the control socket runs on its action thread, in order: pauses, resumes, drive
+//! snapshots, VM snapshots and checkpoints.
+
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use super::answers::vm_error;
+use crate::api::{ApiError, ApiResponse};
+use crate::config::VmConfig;
+use crate::storage::helper::StorageHelper;
+use crate::VmHandle;
+
+/// What changes whether the VM runs, taken off the serving thread so that reads, `Stop` and
+/// signals are served meanwhile, and run one at a time, so that a snapshot's own pause and
+/// resume never interleave with a client's.
+pub(super) enum Action {
+    Pause,
+    Resume,
+    Snapshot {
+        id: String,
+        store: String,
+        snap: crate::storage::SnapRef,
+    },
+    /// A checkpoint: the VM and its template disks (`PUT /checkpoint`).
+    Checkpoint {
+        name: String,
+        dir: PathBuf,
+        store: String,
+        disks: Vec<(String, crate::storage::DiskRef)>,
+        config: Box<VmConfig>,
+    },
+    /// A snapshot of the whole paused VM (`PUT /snapshot/create`).
+    SaveVm {
+        state: PathBuf,
+        memory: PathBuf,
+        config: Box<VmConfig>,
+    },
+}
+
+impl Action {
+    pub(super) fn run(
+        self,
+        handle: &VmHandle,
+        helper: Option<&StorageHelper>,
+    ) -> Result<ApiResponse, ApiError> {
+        let (id, store, snap) = match self {
+            Action::Pause => return Self::empty(handle.pause()),
+            Action::Resume => return Self::empty(handle.resume()),
+            Action::SaveVm {
+                state,
+                memory,
+                config,
+            } => {
+                return crate::snapshot::save(handle, &config, &state, &memory)
+                    .map(|_| ApiResponse::Empty)
+                    .map_err(|e| {
+                        let mut err = vm_error(e);
+                        if err.message.contains("Permission denied") {
+                            err.message += " (a running VM writes files only beneath the \
+                                            directories fennec run --allow-path gives; as \
+                                            firecracker, its drives' directories too)";
+                        }
+                        err
+                    })
+            }
+            Action::Checkpoint {
+                name,
+                dir,
+                store,
+                disks,
+                config,
+            } => {
+                let snapshot = |snap: &crate::storage::SnapRef| match helper {
+                    Some(helper) => helper.snapshot(&store, snap),
+                    None => crate::storage::open(&store)
+                        .and_then(|s| s.snapshot(snap))
+                        .map_err(|e| e.to_string()),
+                };
+                return crate::snapshot::checkpoint::take(
+                    handle,
+                    &config,
+                    (&dir, &name),
+                    (&store, &disks),
+                    &snapshot,
+                )
+                .map(|saved| {
+                    ApiResponse::Json(json!({
+                        "checkpoint": name,
+                        "store": store,
+                        "directory": dir,
+                        "memory_bytes": saved.memory_bytes,
+                    }))
+                })
+                .map_err(vm_error);
+            }
+            Action::Snapshot { id, store, snap } => (id, store, snap),
+        };
+        let started = std::time::Instant::now();
+        handle
+            .quiesce_drive(&id, || match helper {
+                Some(helper) => helper.snapshot(&store, &snap),
+                None => crate::storage::open(&store)
+                    .and_then(|s| s.snapshot(&snap))
+                    .map_err(|e| e.to_string()),
+            })
+            .map_err(vm_error)?
+            .map_err(ApiError::bad_request)?;
+        let took = started.elapsed();
+        log::info!(
+            "Drive {id:?}: snapshot {snap} in {store} ({} us with the VM paused)",
+            took.as_micros()
+        );
+        Ok(ApiResponse::Json(json!({
+            "snapshot": snap.to_string(),
+            "store": store,
+            "paused_us": took.as_micros() as u64,
+        })))
+    }
+
+    fn empty(done: Result<(), crate::Error>) -> Result<ApiResponse, ApiError> {
+        done.map(|()| ApiResponse::Empty).map_err(vm_error)
+    }
+}
