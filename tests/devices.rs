@@ -4,6 +4,9 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use event_manager::{EventOps, Events, MutEventSubscriber};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -11,20 +14,26 @@ use common::require_kvm;
 use fennec::config::VmConfig;
 use fennec::device_manager::{DeviceError, DeviceManager, Location};
 use fennec::mmds::Mmds;
+use fennec::vstate::gsi::{InterruptSource, MsiMessage};
 use fennec::vstate::{kvm::KvmContext, memory, vm::KvmVm};
 use fennec::Console;
 use fennec_devices::virtio::mmio::reg;
-use fennec_devices::virtio::{features, ActivateError, ActiveQueues, VirtioDevice};
+use fennec_devices::virtio::{
+    features, ActivateError, ActiveQueues, DeviceStateError, VirtioDevice,
+};
 
-/// A virtio device that exists only for this test: one queue, no configuration.
+/// A virtio device that exists only for this test: one queue, no configuration, and a number
+/// of its own that snapshots carry.
 struct Probe {
     events: Vec<EventFd>,
+    credit: Arc<AtomicU64>,
 }
 
 impl Probe {
     fn new() -> Self {
         Probe {
             events: vec![EventFd::new(EFD_NONBLOCK).unwrap()],
+            credit: Arc::default(),
         }
     }
 }
@@ -52,6 +61,16 @@ impl VirtioDevice for Probe {
         Ok(())
     }
     fn reset(&mut self) {}
+    fn save_state(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({ "credit": self.credit.load(Ordering::SeqCst) }))
+    }
+    fn restore_state(&mut self, state: serde_json::Value) -> Result<(), DeviceStateError> {
+        let credit = state["credit"]
+            .as_u64()
+            .ok_or_else(|| DeviceStateError::Parse(state.to_string()))?;
+        self.credit.store(credit, Ordering::SeqCst);
+        Ok(())
+    }
 }
 
 impl MutEventSubscriber for Probe {
@@ -62,22 +81,7 @@ impl MutEventSubscriber for Probe {
 #[test]
 fn test_a_test_only_virtio_device_attaches_and_is_found_by_id() {
     require_kvm();
-    let kvm = KvmContext::open().unwrap();
-    let mem = memory::create_guest_memory(64 << 20).unwrap();
-    let vm = KvmVm::new(&kvm, &mem).unwrap();
-    let console = Console {
-        output: Box::new(std::io::sink()),
-        input: None,
-    };
-    let mut devices = DeviceManager::new(
-        &vm,
-        &mem,
-        console,
-        &VmConfig::default(),
-        (&Mmds::default(), None),
-    )
-    .unwrap();
-
+    let (vm, mem, mut devices) = machine();
     let (_probe, location) = devices
         .attach_virtio(&vm, &mem, "probe0", Probe::new())
         .unwrap();
@@ -109,4 +113,81 @@ fn test_a_test_only_virtio_device_attaches_and_is_found_by_id() {
     );
     let twice = devices.attach_virtio(&vm, &mem, "probe0", Probe::new());
     assert!(matches!(twice, Err(DeviceError::DuplicateId(id)) if id == "probe0"));
+}
+
+/// A machine with no devices but the legacy ones.
+fn machine() -> (KvmVm, vm_memory::GuestMemoryMmap, DeviceManager) {
+    let kvm = KvmContext::open().unwrap();
+    let mem = memory::create_guest_memory(64 << 20).unwrap();
+    let vm = KvmVm::new(&kvm, &mem).unwrap();
+    let console = Console {
+        output: Box::new(std::io::sink()),
+        input: None,
+    };
+    let devices = DeviceManager::new(
+        &vm,
+        &mem,
+        console,
+        &VmConfig::default(),
+        (&Mmds::default(), None),
+    )
+    .unwrap();
+    (vm, mem, devices)
+}
+
+#[test]
+fn test_a_devices_own_state_goes_into_the_snapshot_and_comes_back() {
+    require_kvm();
+    let (vm, mem, mut devices) = machine();
+    let probe = Probe::new();
+    probe.credit.store(7, Ordering::SeqCst);
+    devices.attach_virtio(&vm, &mem, "probe0", probe).unwrap();
+    let saved = devices.snapshot_handles().save().unwrap();
+    assert_eq!(saved.virtio[0].id, "probe0");
+    assert_eq!(saved.virtio[0].device, Some(serde_json::json!({ "credit": 7 })));
+
+    // A new machine with the same devices takes the state back: the device's own first.
+    let (vm2, mem2, mut again) = machine();
+    let fresh = Probe::new();
+    let credit = fresh.credit.clone();
+    again.attach_virtio(&vm2, &mem2, "probe0", fresh).unwrap();
+    again.restore(&saved).unwrap();
+    assert_eq!(credit.load(Ordering::SeqCst), 7);
+
+    // A state this device does not understand is refused, naming the device.
+    let mut bad = saved.clone();
+    bad.virtio[0].device = Some(serde_json::json!({ "credit": "lots" }));
+    let e = again.restore(&bad).unwrap_err();
+    assert!(e.to_string().contains("probe0"), "{e}");
+    // And one for another device in its slot.
+    let mut other = saved;
+    other.virtio[0].id = "probe9".into();
+    assert!(again.restore(&other).is_err());
+}
+
+#[test]
+fn test_interrupts_route_by_source_through_kvms_gsi_table() {
+    require_kvm();
+    let (vm, _mem, _devices) = machine();
+    let evt = || EventFd::new(EFD_NONBLOCK).unwrap();
+    // A line keeps its IOAPIC pin as its GSI; an MSI gets the next GSI above the pins, and KVM
+    // takes the whole table (the lines' default routes with it) each time.
+    let line = evt();
+    assert_eq!(vm.connect_irqfd(&line, InterruptSource::Line(9)).unwrap(), 9);
+    let message = MsiMessage {
+        address: 0xfee0_0000,
+        data: 0x41,
+    };
+    let (a, b) = (evt(), evt());
+    assert_eq!(vm.connect_irqfd(&a, InterruptSource::Msi(message)).unwrap(), 24);
+    assert_eq!(vm.connect_irqfd(&b, InterruptSource::Msi(message)).unwrap(), 25);
+    // The guest moves a vector: KVM takes the new table.
+    let moved = MsiMessage {
+        address: 0xfee0_1000,
+        data: 0x42,
+    };
+    vm.update_msi(24, moved).unwrap();
+    // A line is not an MSI route, and a pin past the IOAPIC's is no line.
+    assert!(vm.update_msi(9, moved).is_err());
+    assert!(vm.connect_irqfd(&evt(), InterruptSource::Line(24)).is_err());
 }

@@ -19,7 +19,7 @@ pub struct BootSourceConfig {
     /// Path of an initramfs, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initrd_path: Option<PathBuf>,
-    /// Kernel command line; [`DEFAULT_BOOT_ARGS`] when absent.
+    /// Kernel command line; [`crate::config::DEFAULT_BOOT_ARGS`] when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_args: Option<String>,
 }

@@ -1,7 +1,7 @@
 //! The syscall allowlist of each thread role, with who needs each syscall.
 //!
-//! Every role gets [`common`] (memory, locks, time, logging, thread exit); roles that start
-//! threads get [`thread_start`]; then each role adds its own. A syscall a role needs and does
+//! Every role gets `common` (memory, locks, time, logging, thread exit); roles that start
+//! threads get `thread_start`; then each role adds its own. A syscall a role needs and does
 //! not have kills fennec with SIGSYS (the default level) and shows in the kernel log as
 //! `audit: type=1326 ... comm="fennec-ROLE" ... syscall=N`; run with `--seccomp-filter log` to
 //! collect every such call of a code path at once, and add each here with a comment saying
@@ -99,7 +99,7 @@ fn arg_set(index: u8, len: Len, mask: u64) -> SeccompCondition {
     SeccompCondition::new(index, len, Op::MaskedEq(mask), mask).expect("a valid condition")
 }
 
-/// Whether threads of `role` start threads (and so need [`thread_start`], and `clone3`
+/// Whether threads of `role` start threads (and so need `thread_start`, and `clone3`
 /// answered with ENOSYS: see [`refusals`]).
 pub fn starts_threads(role: Role) -> bool {
     matches!(role, Role::Api | Role::ApiService)

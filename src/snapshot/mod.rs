@@ -2,7 +2,7 @@
 //!
 //! - The **state file** holds the configuration the VM was built from and its machine state:
 //!   every vCPU (`vstate::vcpu::state`), the interrupt controllers, PIT and KVM clock
-//!   (`vstate::vm::KvmVmState`) and every device ([`DevicesState`]). On disk it is a 24-byte
+//!   (`vstate::vm::KvmVmState`) and every device ([`crate::device_manager::DevicesState`]). On disk it is a 24-byte
 //!   header, `FNECSNAP`, the format version, the payload's length and its CRC-32, and then the
 //!   payload, JSON. A file of another format version, a truncated or corrupted one, is refused
 //!   before anything is built ([`SnapshotError`]).

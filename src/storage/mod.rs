@@ -15,7 +15,7 @@
 //! operation created is removed before the error is returned.
 //!
 //! A store is named by a *spec*: `zfs:POOL/DATASET`, `dir:/PATH`, or a bare path (a
-//! directory). [`provision`] turns the template drives of a [`VmConfig`] into image paths.
+//! directory). [`provision`] turns the template drives of a [`crate::config::VmConfig`] into image paths.
 
 pub mod dir;
 mod error;
