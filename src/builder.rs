@@ -371,18 +371,35 @@ impl BuiltVm {
         stores
     }
 
-    /// Confines the calling thread, and so every thread of the VM it starts, to `access` when
-    /// given (Landlock: [`crate::sandbox`]), starts the VM, and puts the calling thread under
-    /// the api-service syscall filter, since from here on it drives a VM a guest runs in. A VM
-    /// that cannot be confined as asked does not run.
+    /// Starts the VM with its guest-facing threads (the vCPUs and the VMM's event loop)
+    /// confined to `access` when given (Landlock: [`crate::sandbox`]), and puts the calling
+    /// thread under the api-service syscall filter, since from here on it drives a VM a guest
+    /// runs in. The calling thread itself stays outside the Landlock domain: it acts for the
+    /// operator, and opens what the operator's requests name. A VM that cannot be confined as
+    /// asked does not run.
     pub fn confine_and_start(
         self,
         access: Option<&crate::sandbox::FileAccess>,
     ) -> Result<Instance, StartError> {
-        if let Some(access) = access {
-            crate::sandbox::restrict_thread(access).map_err(Error::from)?;
-        }
-        let instance = self.start()?;
+        let instance = match access {
+            // A launcher thread restricts itself, then starts the VM's threads, which inherit
+            // its domain; it ends there.
+            Some(access) => std::thread::scope(|scope| {
+                std::thread::Builder::new()
+                    .name("fennec-launch".into())
+                    .spawn_scoped(scope, move || {
+                        crate::sandbox::restrict_thread(access).map_err(Error::from)?;
+                        self.start()
+                    })
+                    .map_err(|source| Error::Start {
+                        what: "launcher thread",
+                        source,
+                    })?
+                    .join()
+                    .map_err(|_| Error::ControllerPanicked)?
+            })?,
+            None => self.start()?,
+        };
         // Dropping the instance on failure stops the VM.
         crate::seccomp::install(crate::seccomp::Role::ApiService).map_err(Error::from)?;
         Ok(instance)

@@ -1,21 +1,22 @@
-//! What the process may open once its VM is built (Landlock).
+//! What the guest-facing threads may open once the VM is built (Landlock).
 //!
-//! Building a VM opens everything it needs: `/dev/kvm`, the kernel and initrd (loaded, then
-//! closed), the drives' images, the TAPs through `/dev/net/tun`, the console's files. From then
-//! on the thread that built it, and every thread it starts (the vCPUs, the VMM's event loop),
-//! can open only:
+//! The threat model: a guest that breaks out of its device emulation runs in a vCPU thread or
+//! the VMM's event loop. Those threads, and only those, are confined: they are started by a
+//! short-lived launcher thread that restricts itself first, so they inherit its Landlock
+//! domain, and they can open nothing but `/proc/self/task` (the VMM's halt detection reads
+//! each vCPU's `schedstat`) and the files their devices name
+//! ([`crate::config::VirtioDeviceConfig::files`]). Every backend they use (images, TAPs, the
+//! console) was opened before. The threads that act for the operator (the control socket's
+//! service and its action thread, the CLI's main thread) are not in that domain: what the
+//! operator's API requests name (a snapshot's files, a metrics or log file, a drive's new
+//! image) opens wherever the operator says, as Firecracker's does. They run under their own
+//! syscall filter ([`crate::seccomp`]), and no guest can send them a request.
 //!
-//! - the drives' images, as the configuration gives them (read-only drives read-only), so a
-//!   drive's image can be opened again (`PATCH /drives` with the same path);
-//! - whatever is beneath the directories given with `--allow-path`, for images swapped in later;
-//! - `/proc/self/task`, read-only (the VMM's halt detection reads each vCPU's `schedstat`);
-//! - in the control socket's directory, nothing but the removal of entries (the socket, at exit).
-//!
-//! Everything else is refused by the kernel (EACCES), whatever the process's uid. Threads
-//! started before the VM was built (the control socket's, the console's, the signal thread)
-//! are not in the Landlock domain; their syscall filters refuse `openat` altogether. Where the
-//! kernel has no Landlock (before 5.13, or not enabled at boot), fennec runs without it and says
-//! so at `-v`.
+//! Threads share their process's memory, so this confines a compromised thread's system calls,
+//! not everything it can reach: a jail (`fennec jail`, or fennec as Firecracker's `jailer`)
+//! confines the whole process (its own root, an unprivileged uid, namespaces, cgroups), and is
+//! how a VM should run where its guest is not trusted. Where the kernel has no Landlock
+//! (before 5.13, or not enabled at boot), fennec runs without it and says so at `-v`.
 
 use std::path::{Path, PathBuf};
 
@@ -29,27 +30,22 @@ use crate::config::{FileUse, VmConfig};
 /// The newest Landlock ABI fennec knows the rights of; older kernels get what they support.
 const ABI_WANTED: ABI = ABI::V3;
 
-/// The files a running VM's threads may still open.
+/// The files a running VM's guest-facing threads may still open.
 #[derive(Clone, Debug, Default)]
 pub struct FileAccess {
     /// Files opened read-only.
     pub read: Vec<PathBuf>,
     /// Files opened read-write.
     pub read_write: Vec<PathBuf>,
-    /// Directories beneath which anything may be read and written.
+    /// Directories beneath which anything may be made, read and written.
     pub dirs: Vec<PathBuf>,
-    /// Directories in which entries may be removed (not read or written).
-    pub remove_in: Vec<PathBuf>,
 }
 
 impl FileAccess {
     /// What `config`'s VM (built, its template drives provisioned) needs for its devices
-    /// ([`crate::config::VirtioDeviceConfig::files`]), plus `allowed` directories.
-    pub fn for_vm(config: &VmConfig, allowed: &[PathBuf]) -> Self {
-        let mut access = FileAccess {
-            dirs: allowed.to_vec(),
-            ..FileAccess::default()
-        };
+    /// ([`crate::config::VirtioDeviceConfig::files`]).
+    pub fn for_vm(config: &VmConfig) -> Self {
+        let mut access = FileAccess::default();
         for file in config.device_files() {
             match file {
                 FileUse::Read(path) => access.read.push(path),
@@ -58,34 +54,6 @@ impl FileAccess {
             }
         }
         access
-    }
-
-    /// Also the files beside each drive's image (its directory), for a running VM's drives
-    /// switched to other files there: how Firecracker's engines use `PATCH /drives`, with the
-    /// files they placed next to the first ones (in the jail).
-    pub fn with_drive_dirs(mut self, config: &VmConfig) -> Self {
-        for drive in &config.drives {
-            if let Some(dir) = drive.image_path().and_then(Path::parent) {
-                let dir = match dir.as_os_str().is_empty() {
-                    true => PathBuf::from("."),
-                    false => dir.to_path_buf(),
-                };
-                if !self.dirs.contains(&dir) {
-                    self.dirs.push(dir);
-                }
-            }
-        }
-        self
-    }
-
-    /// Lets the control socket at `socket` be removed at exit.
-    pub fn with_socket(mut self, socket: &Path) -> Self {
-        let dir = match socket.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        self.remove_in.push(dir);
-        self
     }
 }
 
@@ -141,14 +109,7 @@ pub fn restrict_thread(access: &FileAccess) -> Result<Enforced, SandboxError> {
         ruleset = ruleset.add_rule(rule(path, read_file | write_file)?)?;
     }
     for path in &access.dirs {
-        // Files beneath may also be made: a VM snapshot's state and memory files, and a
-        // checkpoint's directory.
-        let rights =
-            read_file | write_file | AccessFs::ReadDir | AccessFs::MakeReg | AccessFs::MakeDir;
-        ruleset = ruleset.add_rule(rule(path, rights)?)?;
-    }
-    for path in &access.remove_in {
-        ruleset = ruleset.add_rule(rule(path, AccessFs::RemoveFile.into())?)?;
+        ruleset = ruleset.add_rule(rule(path, all)?)?;
     }
     ruleset = ruleset.add_rule(rule(
         Path::new("/proc/self/task"),
@@ -162,9 +123,9 @@ pub fn restrict_thread(access: &FileAccess) -> Result<Enforced, SandboxError> {
     };
     match enforced {
         Enforced::Fully => log::info!(
-            "Landlock: the running VM may open only its {} drive images and {} allowed paths",
-            access.read.len() + access.read_write.len(),
-            access.dirs.len()
+            "Landlock: the vCPU and VMM threads may open only /proc/self/task and {} files of \
+             their devices",
+            access.read.len() + access.read_write.len() + access.dirs.len()
         ),
         Enforced::Partially => log::info!(
             "Landlock: enforced as far as this kernel's Landlock goes (some rights of ABI {} \
@@ -172,8 +133,32 @@ pub fn restrict_thread(access: &FileAccess) -> Result<Enforced, SandboxError> {
             ABI_WANTED as i32
         ),
         Enforced::Not => log::info!(
-            "Landlock is not available in this kernel: the running VM's files are not restricted"
+            "Landlock is not available in this kernel: the guest-facing threads' files are not \
+             restricted"
         ),
     }
     Ok(enforced)
+}
+
+/// With `FENNEC_LANDLOCK_SELFTEST=PATH`, a thread of role `role` tries to open PATH and logs
+/// what happened: how the tests see which threads Landlock confines.
+pub(crate) fn selftest(role: crate::seccomp::Role) {
+    static WANTED: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    let Some(path) =
+        WANTED.get_or_init(|| std::env::var_os("FENNEC_LANDLOCK_SELFTEST").map(PathBuf::from))
+    else {
+        return;
+    };
+    match std::fs::File::open(path) {
+        Ok(_) => log::warn!(
+            "Landlock self-test: the {} thread opened {}",
+            role.name(),
+            path.display()
+        ),
+        Err(e) => log::warn!(
+            "Landlock self-test: the {} thread cannot open {}: {e}",
+            role.name(),
+            path.display()
+        ),
+    }
 }

@@ -33,6 +33,7 @@ where
                 std::panic::resume_unwind(Box::new("no syscall filter"));
             }
             seccomp::selftest(role);
+            crate::sandbox::selftest(role);
             f()
         })?;
     match filtered.recv() {

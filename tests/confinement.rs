@@ -253,59 +253,79 @@ fn image(path: &std::path::Path, sectors: usize) {
 }
 
 #[test]
-fn a_running_vm_opens_only_its_drives_and_allowed_paths() {
+fn the_operators_paths_open_anywhere_and_the_guest_facing_threads_open_nothing() {
     let files = tempfile::tempdir().unwrap();
-    let (given, outside, allowed_dir) = (
+    let (given, outside) = (
         files.path().join("given.img"),
         files.path().join("outside.img"),
-        files.path().join("allowed"),
     );
     image(&given, 8);
     image(&outside, 16);
-    std::fs::create_dir(&allowed_dir).unwrap();
-    let allowed = allowed_dir.join("new.img");
-    image(&allowed, 32);
     let disk = format!("path={}", given.display());
     let mut vm = Running::start(
-        &[
-            "--api-socket",
-            "api.sock",
-            "--disk",
-            &disk,
-            "--allow-path",
-            allowed_dir.to_str().unwrap(),
-        ],
-        &[],
+        &["--api-socket", "api.sock", "--disk", &disk],
+        &[("FENNEC_LANDLOCK_SELFTEST", outside.to_str().unwrap())],
     );
     vm.wait_for_console("TINY ready");
+    let stderr = || vm.stderr.lock().unwrap().clone();
     assert!(
-        vm.stderr.lock().unwrap().contains(
-            "Landlock: the running VM may open only its 1 drive images and 1 allowed paths"
-        ),
+        stderr().contains("Landlock: the vCPU and VMM threads may open only /proc/self/task"),
         "this test needs a kernel with Landlock (5.13 or later, `landlock` in the lsm= boot \
          parameter or CONFIG_LSM)\n{}",
         vm.context()
     );
-    let patch = |path: &std::path::Path| {
-        common::api_call(
-            &vm.socket(),
-            "PATCH",
-            "/drives/disk0",
-            &serde_json::json!({"drive_id": "disk0", "path_on_host": path}).to_string(),
-        )
-    };
-    // A file the configuration never named: refused by the kernel, the VM runs on.
-    let (status, body) = patch(&outside);
-    assert_eq!(status, 400, "{body}");
-    let fault = body["fault_message"].as_str().unwrap_or_default();
-    assert!(
-        fault.contains("Permission denied") && fault.contains("--allow-path"),
-        "{fault}"
+    // The event loop a guest can reach is refused by the kernel; the thread that serves the
+    // operator is not in its domain.
+    let refused = format!(
+        "Landlock self-test: the vmm thread cannot open {}: Permission denied",
+        outside.display()
     );
-    // Beneath an allowed directory, and the drive's own image again: allowed.
-    let (status, body) = patch(&allowed);
+    assert!(stderr().contains(&refused), "{}", vm.context());
+    let opened = format!(
+        "Landlock self-test: the api-service thread opened {}",
+        outside.display()
+    );
+    assert!(stderr().contains(&opened), "{}", vm.context());
+    let call = |method: &str, path: &str, body: serde_json::Value| {
+        common::api_call(&vm.socket(), method, path, &body.to_string())
+    };
+    // What the operator names opens where it is: a drive's new image beside nothing of the
+    // VM's, a metrics file that does not exist yet (made, mode 0600), a snapshot into a
+    // directory that holds no drive.
+    let (status, body) = call(
+        "PATCH",
+        "/drives/disk0",
+        serde_json::json!({"drive_id": "disk0", "path_on_host": outside}),
+    );
     assert_eq!(status, 204, "{body}");
-    let (status, body) = patch(&given);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let metrics = elsewhere.path().join("metrics.json");
+    let (status, body) = call(
+        "PUT",
+        "/metrics",
+        serde_json::json!({ "metrics_path": metrics }),
+    );
+    assert_eq!(status, 204, "{body}");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&metrics).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let (status, body) = call("PATCH", "/vm", serde_json::json!({"state": "Paused"}));
+    assert_eq!(status, 204, "{body}");
+    let snapshot = elsewhere.path().join("snap");
+    std::fs::create_dir(&snapshot).unwrap();
+    let (status, body) = call(
+        "PUT",
+        "/snapshot/create",
+        serde_json::json!({
+            "snapshot_path": snapshot.join("state"),
+            "mem_file_path": snapshot.join("memory"),
+        }),
+    );
+    assert_eq!(status, 204, "{body}");
+    assert!(snapshot.join("state").exists() && snapshot.join("memory").exists());
+    let (status, body) = call("PATCH", "/vm", serde_json::json!({"state": "Resumed"}));
     assert_eq!(status, 204, "{body}");
     // New rate limits for the running drive, under the filters: taken and reported.
     let limits = serde_json::json!({"bandwidth": {"size": 1048576, "refill_time": 100}});

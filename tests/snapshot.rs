@@ -37,9 +37,9 @@ fn ok(socket: &Path, method: &str, path: &str, body: &str) -> serde_json::Value 
     answer
 }
 
-/// `fennec run --api-socket api.sock` with the counter guest on `vcpus` vCPUs, snapshot files
-/// allowed in `dir`, once it has counted a few ticks.
-fn counting(dir: &Path, vcpus: &str) -> Running {
+/// `fennec run --api-socket api.sock` with the counter guest on `vcpus` vCPUs, once it has
+/// counted a few ticks.
+fn counting(_dir: &Path, vcpus: &str) -> Running {
     let vm = Running::spawn(
         &[
             "run",
@@ -47,8 +47,6 @@ fn counting(dir: &Path, vcpus: &str) -> Running {
             "api.sock",
             "--vcpus",
             vcpus,
-            "--allow-path",
-            dir.to_str().unwrap(),
             "--kernel",
             common::tiny("pvh.elf").to_str().unwrap(),
             "--cmdline",
@@ -132,6 +130,59 @@ fn restore_and_check(dir: &Path, last: u64) {
 }
 
 #[test]
+fn a_snapshot_over_the_files_a_running_vm_was_restored_from_leaves_it_running() {
+    let dir = tempfile::tempdir().unwrap();
+    counter_snapshot(dir.path(), "1");
+    // A VM restored from the files maps the memory file privately: the pages it has not
+    // written are the file's.
+    let mut vm = empty_fennec();
+    let socket = vm.socket();
+    ok(
+        &socket,
+        "PUT",
+        "/snapshot/load",
+        &load_body(dir.path(), true),
+    );
+    wait_until("counting on", &vm, |out| ticks(out).len() >= 2);
+    // The same VM snapshotted into the same files, while it is mapping them.
+    ok(&socket, "PATCH", "/vm", r#"{"state": "Paused"}"#);
+    let create = serde_json::json!({
+        "snapshot_path": dir.path().join("vm.state"),
+        "mem_file_path": dir.path().join("vm.mem"),
+    });
+    ok(&socket, "PUT", "/snapshot/create", &create.to_string());
+    let saved = ticks(&vm.stdout.lock().unwrap());
+    let (before, saved_at) = (saved.len(), *saved.last().unwrap());
+    ok(&socket, "PATCH", "/vm", r#"{"state": "Resumed"}"#);
+    // Its code and data are still what they were: it counts on, and answers Ctrl-Alt-Del.
+    wait_until("counting on after the new snapshot", &vm, |out| {
+        ticks(out).len() >= before + 5
+    });
+    let counted = ticks(&vm.stdout.lock().unwrap());
+    assert!(
+        counted.windows(2).all(|w| w[1] == w[0] + 1),
+        "the counter skipped or went back: {counted:?}"
+    );
+    ok(
+        &socket,
+        "PUT",
+        "/actions",
+        r#"{"action_type": "SendCtrlAltDel"}"#,
+    );
+    let status = vm.wait(TIMEOUT).expect("the guest resets");
+    assert!(status.success(), "{status}\n{}", vm.context());
+    assert!(vm.stdout.lock().unwrap().contains("TINY ctrl-alt-del"));
+    // No temporary file is left, and the new snapshot restores.
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    restore_and_check(dir.path(), saved_at);
+}
+
+#[test]
 fn snapshot_of_the_counter_guest_restores_in_a_new_process_and_counts_on() {
     let dir = tempfile::tempdir().unwrap();
     let last = counter_snapshot(dir.path(), "1");
@@ -193,6 +244,11 @@ fn snapshot_loaded_paused_waits_for_resume() {
 
 /// What `PUT /snapshot/load` says of `state_file`, in a fresh fennec.
 fn load_refusal(dir: &Path, state_file: &Path) -> String {
+    load_refusal_and_peak(dir, state_file).0
+}
+
+/// [`load_refusal`], and the refusing fennec's peak resident memory in KiB.
+fn load_refusal_and_peak(dir: &Path, state_file: &Path) -> (String, u64) {
     let mut vm = empty_fennec();
     let socket = vm.socket();
     let body = serde_json::json!({
@@ -203,9 +259,61 @@ fn load_refusal(dir: &Path, state_file: &Path) -> String {
     assert_eq!(status, 400, "{answer}");
     // No VM was made: the service still takes a configuration.
     assert_eq!(ok(&socket, "GET", "/", "")["state"], "Not started");
+    let proc = PathBuf::from(format!("/proc/{}", vm.child.id()));
+    let peak = common::procfs::status_field(&proc, "VmHWM").unwrap_or_default();
+    let peak_kib = peak.trim_end_matches(" kB").parse().unwrap_or(u64::MAX);
     ok(&socket, "PUT", "/actions", r#"{"action_type": "Stop"}"#);
     vm.wait(TIMEOUT);
-    answer["fault_message"].as_str().unwrap().to_string()
+    (
+        answer["fault_message"].as_str().unwrap().to_string(),
+        peak_kib,
+    )
+}
+
+/// `payload` as a state file, its header and checksum valid: only what is inside can be
+/// wrong.
+fn state_file(payload: &[u8]) -> Vec<u8> {
+    let mut out = b"FNECSNAP".to_vec();
+    out.extend_from_slice(&fennec::snapshot::FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+#[test]
+fn crafted_state_files_are_refused_while_read_and_cost_no_more_than_their_size() {
+    let dir = tempfile::tempdir().unwrap();
+    counter_snapshot(dir.path(), "1");
+    let good = std::fs::read(dir.path().join("vm.state")).unwrap();
+    let state: serde_json::Value = serde_json::from_slice(&good[24..]).unwrap();
+    // Five million interrupt controllers of three bytes each (`[],`), each of which would be
+    // a 520-byte structure: 15 MB of file, 2.5 GB of memory if it were read whole.
+    let craft = |pointer: &str, element: &str, count: usize| -> PathBuf {
+        let mut payload = state.to_string();
+        let list = format!("[{}]", vec![element; count].join(","));
+        let original = state.pointer(pointer).unwrap().to_string();
+        payload = payload.replacen(&original, &list, 1);
+        let path = dir.path().join(pointer.replace('/', "_"));
+        std::fs::write(&path, state_file(payload.as_bytes())).unwrap();
+        path
+    };
+    for (pointer, element, count, bound) in [
+        ("/machine/vm/irqchips", "[]", 5_000_000, "at most 3"),
+        ("/machine/vcpus/0/msrs", "[]", 2_000_000, "at most 1024"),
+        ("/machine/vcpus/0/cpuid", "[]", 2_000_000, "at most 256"),
+        ("/memory", "[0,0]", 1_000_000, "at most 2"),
+    ] {
+        let file = craft(pointer, element, count);
+        let (said, peak_kib) = load_refusal_and_peak(dir.path(), &file);
+        assert!(said.contains(bound), "{pointer}: {said}");
+        assert!(
+            peak_kib < 256 << 10,
+            "{pointer}: refusing a {} MB file took {} MB",
+            std::fs::metadata(&file).unwrap().len() >> 20,
+            peak_kib >> 10
+        );
+    }
 }
 
 #[test]
@@ -405,4 +513,32 @@ fn ctl_snapshot_vm_then_run_restore_from_the_command_line() {
     );
     assert!(answer.is_null(), "{answer}");
     assert_eq!(ok(&waiting.socket(), "GET", "/", "")["state"], "Paused");
+}
+
+#[test]
+fn vcpu_state_keeps_every_msr_of_a_long_list_and_puts_them_all_back() {
+    use fennec::vstate::{kvm::KvmContext, memory, vcpu::Vcpu, vm::KvmVm};
+    common::require_kvm();
+    // MSRs every x86_64 vCPU has, repeated to 300: read 64 at a time, and more than the 256
+    // KVM takes in one write.
+    let known = [
+        0x174,
+        0x175,
+        0x176,
+        0xc000_0081,
+        0xc000_0082,
+        0xc000_0084,
+        0xc000_0102,
+    ];
+    let list: std::sync::Arc<[u32]> = known.iter().copied().cycle().take(300).collect();
+    let kvm = KvmContext::open().unwrap();
+    let mem = memory::create_guest_memory(16 << 20).unwrap();
+    let vm = KvmVm::new(&kvm, &mem).unwrap();
+    let vcpu = Vcpu::new(&vm, 0, list.clone()).unwrap();
+    let saved = vcpu.save_state().unwrap();
+    let indices: Vec<u32> = saved.msrs.iter().map(|m| m.index).collect();
+    assert_eq!(indices, list.to_vec(), "an MSR of the list went missing");
+    let vm2 = KvmVm::new(&kvm, &memory::create_guest_memory(16 << 20).unwrap()).unwrap();
+    let again = Vcpu::new(&vm2, 0, list).unwrap();
+    again.restore_state(&saved).unwrap();
 }

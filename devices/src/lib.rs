@@ -20,6 +20,7 @@ use std::io;
 
 use vmm_sys_util::eventfd::EventFd;
 
+pub mod bounded;
 pub mod bus;
 pub mod guest_log;
 pub mod legacy;

@@ -35,7 +35,7 @@ pub mod sinks;
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoggerConfig {
-    /// A file or FIFO for the log (it must exist).
+    /// A file or FIFO for the log (made if missing, mode 0600).
     #[serde(default)]
     pub log_path: Option<PathBuf>,
     /// Error, Warning, Info, Debug, Trace or Off.

@@ -44,10 +44,8 @@ pub struct VmService {
     events: mpsc::Sender<Event>,
     /// Where live snapshots run, when not in this process.
     helper: Option<Arc<StorageHelper>>,
-    /// Directories allowed besides the drives, and the control socket, once the VM is built.
-    file_access: Option<(Vec<PathBuf>, PathBuf)>,
-    /// The drives' directories are allowed too ([`FileAccess::with_drive_dirs`]).
-    drive_dirs: bool,
+    /// Whether the VM's guest-facing threads are confined once it is built.
+    confined: bool,
     /// Each store's checkpoints directory, by store, found when the VM was built (the running
     /// VMM runs no store command).
     checkpoint_dirs: Vec<(String, PathBuf)>,
@@ -81,8 +79,7 @@ impl VmService {
             finished: None,
             events,
             helper: None,
-            file_access: None,
-            drive_dirs: false,
+            confined: false,
             checkpoint_dirs: Vec::new(),
             metrics: None,
             logger: None,
@@ -116,17 +113,10 @@ impl VmService {
         }
     }
 
-    /// With [`VmService::with_file_access`], allows the drives' directories too (fennec as
-    /// `firecracker`).
-    pub fn with_drive_dirs(mut self) -> Self {
-        self.drive_dirs = true;
-        self
-    }
-
-    /// Restricts what the process may open once its VM is built (see [`crate::sandbox`]): the
-    /// drives' images, the files beneath `allowed`, and removing the control socket `socket`.
-    pub fn with_file_access(mut self, allowed: Vec<PathBuf>, socket: PathBuf) -> Self {
-        self.file_access = Some((allowed, socket));
+    /// Confines the VM's guest-facing threads once it is built (Landlock, see
+    /// [`crate::sandbox`]); the service's own threads open what its clients name.
+    pub fn confined(mut self) -> Self {
+        self.confined = true;
         self
     }
 
@@ -282,17 +272,8 @@ impl VmService {
                 }
             })
             .collect();
-        // This thread and the VM's threads open nothing else from here.
-        let access = self.file_access.as_ref().map(|(allowed, socket)| {
-            let mut access = FileAccess::for_vm(built.config(), allowed).with_socket(socket);
-            if self.drive_dirs {
-                access = access.with_drive_dirs(built.config());
-            }
-            access
-                .dirs
-                .extend(self.checkpoint_dirs.iter().map(|(_, d)| d.clone()));
-            access
-        });
+        // The VM's guest-facing threads open nothing else from here.
+        let access = self.confined.then(|| FileAccess::for_vm(built.config()));
         let instance = built
             .confine_and_start(access.as_ref())
             .map_err(|e| cannot(&e))?;
@@ -353,20 +334,7 @@ impl VmService {
     ) -> Result<ApiResponse, ApiError> {
         let handle = self.running()?.clone();
         if let Some(path) = path {
-            let confined = self.file_access.is_some();
-            handle.replace_drive_image(&id, &path).map_err(|e| {
-                let mut err = vm_error(e);
-                if confined && err.message.contains("Permission denied") {
-                    err.message += match self.drive_dirs {
-                        true => " (a running VM opens only files in its drives' directories)",
-                        false => {
-                            " (a running VM opens only its drives' images and files beneath the \
-                             directories fennec run --allow-path gives)"
-                        }
-                    };
-                }
-                err
-            })?;
+            handle.replace_drive_image(&id, &path).map_err(vm_error)?;
             if let Some(d) = self.config.drives.iter_mut().find(|d| d.id == id) {
                 d.source = DriveSource::Path(path);
             }

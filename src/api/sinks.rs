@@ -8,14 +8,16 @@ use crate::VmHandle;
 /// What serves `PUT /logger`: applies the configuration, or says why not.
 pub type LoggerHook = Box<dyn Fn(&crate::api::LoggerConfig) -> Result<(), String> + Send>;
 
-/// Opens a log or metrics file or FIFO as Firecracker does: it must exist; read and write, so
-/// a FIFO without a reader yet does not block; non-blocking, so a stalled reader never stops
-/// the VMM.
+/// Opens a log or metrics file or FIFO as Firecracker does: made if missing (mode 0600); read
+/// and write, so a FIFO without a reader yet does not block; non-blocking, so a stalled reader
+/// never stops the VMM.
 pub fn open_sink(path: &std::path::Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .read(true)
         .write(true)
+        .create(true)
+        .mode(0o600)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
 }

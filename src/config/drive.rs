@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use fennec_devices::rate_limiter::RateLimiter;
 use fennec_devices::virtio::block::{Block, BlockSpec, DiskFile};
 
-use super::device::{valid_id, DeviceEnv, FileUse, VirtioDeviceConfig};
+use super::device::{valid_id, DeviceEnv, VirtioDeviceConfig};
 use super::error::ConfigError;
 use super::options::{buckets, refuse, CacheType, IoEngine, RateLimiterConfig, Unsupported};
 use crate::device_manager::DeviceError;
@@ -423,16 +423,6 @@ impl VirtioDeviceConfig for BlockConfig {
             rate_limiter,
         })
         .map_err(|e| DeviceError::EventFd("a block device", e))
-    }
-
-    fn files(&self) -> Vec<FileUse> {
-        let Some(path) = self.image_path() else {
-            return Vec::new();
-        };
-        vec![match self.read_only {
-            true => FileUse::Read(path.to_path_buf()),
-            false => FileUse::ReadWrite(path.to_path_buf()),
-        }]
     }
 
     fn describe(&self, device: &Block, env: &DeviceEnv<'_>) -> String {

@@ -66,6 +66,16 @@ pub trait KindVisitor {
     fn visit<C: VirtioDeviceConfig>(&mut self);
 }
 
+/// A list of devices of a configuration file or a state file: at most as many as a VM has room
+/// for.
+fn bounded<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    fennec_devices::bounded::vec(d, layout::MAX_VIRTIO_DEVICES)
+}
+
 /// A whole VM.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,13 +91,18 @@ pub struct VmConfig {
     #[serde(rename = "machine-config", default)]
     pub machine_config: MachineConfig,
     /// Virtio block drives, in the order given.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "bounded"
+    )]
     pub drives: Vec<BlockConfig>,
     /// Virtio network interfaces, in the order given (the guest's eth0, eth1, ...).
     #[serde(
         rename = "network-interfaces",
         default,
-        skip_serializing_if = "Vec::is_empty"
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "bounded"
     )]
     pub net: Vec<NetConfig>,
     /// The metadata service (MMDS): which interfaces reach it, at which address, V1 or V2.

@@ -19,20 +19,21 @@ use super::manager::DeviceManager;
 use super::virtio::VirtioSlot;
 
 /// One virtio device in a snapshot.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct VirtioState {
     /// Its ID, checked against the restored VM's.
     pub id: String,
     /// Its transport: what the driver negotiated and set up, and its queues.
     pub transport: TransportState,
     /// What the device keeps of its own beyond its queues, if anything
-    /// (`VirtioDevice::save_state`).
+    /// (`VirtioDevice::save_state`): kept as the JSON text it is until the device reads it, so
+    /// a crafted file costs no more memory than its own size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device: Option<serde_json::Value>,
+    pub device: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// The devices' state: the legacy devices and each virtio device, in slot order.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct DevicesState {
     /// The serial port.
     pub serial: SerialSnapshot,
@@ -41,7 +42,12 @@ pub struct DevicesState {
     /// The ACPI power registers' enabled events, with ACPI.
     pub acpi_events: Option<u8>,
     /// Each virtio device, in slot order.
+    #[serde(deserialize_with = "virtio")]
     pub virtio: Vec<VirtioState>,
+}
+
+fn virtio<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<VirtioState>, D::Error> {
+    fennec_devices::bounded::vec(d, fennec_boot::layout::MAX_VIRTIO_DEVICES)
 }
 
 /// Why the devices could not be saved or put back.
@@ -103,10 +109,18 @@ impl DeviceHandles {
                         id: slot.id.clone(),
                         source,
                     })?;
+            let device = lock(&slot.device)
+                .save_state()
+                .map(|v| serde_json::value::to_raw_value(&v))
+                .transpose()
+                .map_err(|e| PersistError::Device {
+                    id: slot.id.clone(),
+                    source: DeviceStateError::Parse(e.to_string()),
+                })?;
             virtio.push(VirtioState {
                 id: slot.id.clone(),
                 transport,
-                device: lock(&slot.device).save_state(),
+                device,
             });
         }
         Ok(DevicesState {
@@ -153,12 +167,13 @@ impl DeviceManager {
                 });
             }
             if let Some(device) = &saved.device {
-                lock(&slot.device)
-                    .restore_state(device.clone())
-                    .map_err(|source| PersistError::Device {
-                        id: slot.id.clone(),
-                        source,
-                    })?;
+                let failed = |source| PersistError::Device {
+                    id: slot.id.clone(),
+                    source,
+                };
+                let state = serde_json::from_str(device.get())
+                    .map_err(|e| failed(DeviceStateError::Parse(e.to_string())))?;
+                lock(&slot.device).restore_state(state).map_err(failed)?;
             }
             lock(&slot.transport)
                 .restore(&saved.transport)

@@ -337,6 +337,9 @@ fn api_service(r: &mut Rules) {
         // holes for pages of zeros.
         .allow(libc::SYS_ftruncate)
         .allow(libc::SYS_pwrite64)
+        // ... each into a file of its own beside the one it replaces, renamed over it once
+        // whole: a VM restored from the old files may have them mapped.
+        .allow(libc::SYS_rename)
         // A checkpoint makes its directory in the store's checkpoints directory.
         .allow(libc::SYS_mkdir)
         // The storage helper: requests over its socket pair, and reaping it at the end.

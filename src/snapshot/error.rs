@@ -63,6 +63,9 @@ pub enum SnapshotError {
         /// vCPUs in its configuration.
         vcpus: usize,
     },
+    /// Not the two PICs and the IOAPIC.
+    #[error("the snapshot has {0} interrupt controllers where a VM has 3")]
+    Irqchips(usize),
     /// The memory regions do not match the memory size.
     #[error("the snapshot's memory regions do not match its memory size")]
     MemoryLayout,

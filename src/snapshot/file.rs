@@ -33,15 +33,64 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
     }
 }
 
-/// Creates (or truncates) `path`, mode 0600.
-fn create(path: &Path) -> Result<File, SnapshotError> {
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io(path))
+/// A file being written in place of `path`: made beside it under a name of its own (mode
+/// 0600), and renamed over `path` only once whole and synced. The file `path` names until
+/// then is never changed: a VM restored from it may have it mapped (`MAP_PRIVATE` reads the
+/// pages it has not written from the file), and a crash halfway leaves it whole.
+struct Replacement {
+    file: File,
+    /// Until it is committed.
+    temporary: Option<std::path::PathBuf>,
+}
+
+impl Replacement {
+    fn new(path: &Path) -> Result<Self, SnapshotError> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        let temporary = path.with_file_name(format!(
+            ".{name}.{}.{}.tmp",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temporary)
+            .map_err(io(&temporary))?;
+        Ok(Replacement {
+            file,
+            temporary: Some(temporary),
+        })
+    }
+
+    /// Syncs the file and puts it in place of `path`.
+    fn commit(mut self, path: &Path) -> Result<(), SnapshotError> {
+        self.file.sync_all().map_err(io(path))?;
+        if let Some(temporary) = &self.temporary {
+            std::fs::rename(temporary, path).map_err(io(path))?;
+        }
+        self.temporary = None;
+        // The rename itself, durable with the directory.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Ok(dir) = File::open(dir) {
+                let _ = dir.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Replacement {
+    /// A replacement not committed (an error halfway) is removed.
+    fn drop(&mut self) {
+        if let Some(temporary) = &self.temporary {
+            let _ = std::fs::remove_file(temporary);
+        }
+    }
 }
 
 /// Writes `state` to `path` and syncs it.
@@ -56,9 +105,9 @@ pub fn write_state(path: &Path, state: &SnapshotState) -> Result<(), SnapshotErr
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
     out.extend_from_slice(&payload);
-    let mut file = create(path)?;
-    file.write_all(&out).map_err(io(path))?;
-    file.sync_all().map_err(io(path))
+    let mut replacement = Replacement::new(path)?;
+    replacement.file.write_all(&out).map_err(io(path))?;
+    replacement.commit(path)
 }
 
 /// Reads the state file at `path`, checking its header and checksum before parsing.
@@ -109,7 +158,8 @@ pub fn read_state(path: &Path) -> Result<SnapshotState, SnapshotError> {
 
 /// Writes guest RAM to `path`, region after region; pages of zeros are left as holes.
 pub fn write_memory(path: &Path, mem: &GuestMemoryMmap) -> Result<(), SnapshotError> {
-    let file = create(path)?;
+    let replacement = Replacement::new(path)?;
+    let file = &replacement.file;
     let total: u64 = mem.iter().map(|r| r.len()).sum();
     file.set_len(total).map_err(io(path))?;
     let mut offset = 0u64;
@@ -137,7 +187,7 @@ pub fn write_memory(path: &Path, mem: &GuestMemoryMmap) -> Result<(), SnapshotEr
         }
         offset += len as u64;
     }
-    file.sync_all().map_err(io(path))
+    replacement.commit(path)
 }
 
 /// Maps the memory file at `path` as guest RAM laid out as `regions` (guest address,

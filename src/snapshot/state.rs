@@ -9,6 +9,15 @@ use crate::device_manager::DevicesState;
 use crate::vstate::vcpu::state::VcpuState;
 use crate::vstate::vm::KvmVmState;
 
+fn vcpus<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<VcpuState>, D::Error> {
+    fennec_devices::bounded::vec(d, usize::from(fennec_boot::layout::MAX_VCPUS))
+}
+
+/// RAM is at most two regions: below the MMIO hole and above 4 GiB.
+fn regions<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(u64, u64)>, D::Error> {
+    fennec_devices::bounded::vec(d, 2)
+}
+
 /// The largest XSAVE area a snapshot holds (`kvm_xsave`): hosts whose CPUs need more (AMX)
 /// cannot be snapshotted yet.
 pub const XSAVE_AREA: usize = 4096;
@@ -17,6 +26,7 @@ pub const XSAVE_AREA: usize = 4096;
 #[derive(Serialize, Deserialize)]
 pub struct MachineState {
     /// Each vCPU, in index order.
+    #[serde(deserialize_with = "vcpus")]
     pub vcpus: Vec<VcpuState>,
     /// The interrupt controllers, PIT and clock.
     pub vm: KvmVmState,
@@ -32,6 +42,7 @@ pub struct SnapshotState {
     /// The configuration the VM was built from (drives and interfaces as they were).
     pub config: VmConfig,
     /// Guest RAM's regions: (guest address, length), in the memory file's order.
+    #[serde(deserialize_with = "regions")]
     pub memory: Vec<(u64, u64)>,
     /// Their total: the memory file's size.
     pub memory_bytes: u64,
@@ -57,6 +68,9 @@ impl SnapshotState {
                 states: self.machine.vcpus.len(),
                 vcpus: count,
             });
+        }
+        if self.machine.vm.irqchips.len() != crate::vstate::vm::IRQCHIPS {
+            return Err(SnapshotError::Irqchips(self.machine.vm.irqchips.len()));
         }
         let layout: Vec<(u64, u64)> =
             fennec_boot::layout::ram_regions(self.config.machine_config.mem_size_bytes());

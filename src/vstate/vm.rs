@@ -74,11 +74,19 @@ pub enum VmError {
 #[derive(Serialize, Deserialize)]
 pub struct KvmVmState {
     /// The PICs and the IOAPIC (`KVM_GET_IRQCHIP` of each).
+    #[serde(deserialize_with = "irqchips")]
     pub irqchips: Vec<kvm_irqchip>,
     /// The PIT's channels.
     pub pit: kvm_pit_state2,
     /// The guest's KVM clock.
     pub clock: kvm_clock_data,
+}
+
+/// The interrupt controllers a state holds: the two PICs and the IOAPIC.
+pub const IRQCHIPS: usize = 3;
+
+fn irqchips<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<kvm_irqchip>, D::Error> {
+    fennec_devices::bounded::vec(d, IRQCHIPS)
 }
 
 /// The mask bit of an IOAPIC redirection entry.
@@ -195,7 +203,7 @@ impl KvmVm {
 
     /// The interrupt controllers, the PIT and the clock of the paused VM.
     pub fn save_state(&self) -> Result<KvmVmState, kvm_ioctls::Error> {
-        let mut irqchips = Vec::with_capacity(3);
+        let mut irqchips = Vec::with_capacity(IRQCHIPS);
         for chip_id in [
             KVM_IRQCHIP_PIC_MASTER,
             KVM_IRQCHIP_PIC_SLAVE,

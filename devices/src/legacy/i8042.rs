@@ -30,6 +30,11 @@ const SR_SYSTEM_FLAG: u8 = 1 << 2;
 const SR_LAST_WAS_COMMAND: u8 = 1 << 3;
 const SR_KEYBOARD_UNLOCKED: u8 = 1 << 4;
 /// The output byte came from the AUX port; never set, there is none.
+/// A snapshot's output buffer: at most what the controller holds.
+fn output<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    crate::bounded::vec(d, OUTPUT_CAPACITY)
+}
+
 #[cfg(test)]
 const SR_AUX_DATA: u8 = 1 << 5;
 
@@ -90,6 +95,7 @@ pub struct I8042State {
     /// loopback, 4 AUX device).
     pub data_target: u8,
     /// Bytes waiting for the guest.
+    #[serde(deserialize_with = "output")]
     pub output: Vec<u8>,
 }
 

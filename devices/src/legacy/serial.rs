@@ -70,7 +70,14 @@ pub struct SerialSnapshot {
     pub modem_control: u8,
     pub modem_status: u8,
     pub scratch: u8,
+    #[serde(deserialize_with = "fifo")]
     pub in_buffer: Vec<u8>,
+}
+
+/// A snapshot's receive FIFO: at most what the 16550's holds.
+fn fifo<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    // The 16550's receive FIFO, as vm-superio keeps it.
+    crate::bounded::vec(d, 64)
 }
 
 /// The serial port on the PIO bus.

@@ -157,9 +157,6 @@ fn prepare(fc: &FcArgs) -> Result<(RunArgs, Persona), Refusal> {
     }
     let run = RunArgs::from_flags(&flags).map_err(|e| bad_config(e.to_string()))?;
     let persona = Persona {
-        // Firecracker's engines switch drives (PATCH /drives) to files they put beside the
-        // first ones, in the jail; Landlock lets those through.
-        drive_dirs: true,
         api_max_body: max_body,
         logger: Some(Box::new(move |config| logger.reconfigure(config))),
         quiet_exit: true,

@@ -113,13 +113,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "LEVEL", default_value_t = SeccompLevel::Kill)]
     pub seccomp_filter: SeccompLevel,
 
-    /// Once the VM is built, fennec can open only its drives' images (Landlock; where the
-    /// kernel has it): repeat this to allow the files beneath a directory too, for images a
-    /// running VM's drive is switched to (PATCH /drives).
-    #[arg(long, value_name = "DIR")]
+    /// No longer needed, and ignored (kept so that existing command lines run): the files
+    /// the control socket's requests name open wherever they are; the VM's guest-facing
+    /// threads open none.
+    #[arg(long, value_name = "DIR", hide = true)]
     pub allow_path: Vec<PathBuf>,
 
-    /// Write the VM's counters to this file or FIFO (which must exist), one JSON object a
+    /// Write the VM's counters to this file or FIFO (made if missing), one JSON object a
     /// line: once the guest runs, and when it ends (Firecracker's --metrics-path).
     #[arg(long, value_name = "PATH")]
     pub metrics_path: Option<PathBuf>,

@@ -6,7 +6,7 @@ mod args;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -36,9 +36,6 @@ const EXIT_GUEST_PANICKED: u8 = 4;
 /// flags it maps onto `fennec run`'s.
 #[derive(Default)]
 pub struct Persona {
-    /// Landlock allows the drives' directories too: Firecracker's engines switch drives
-    /// (`PATCH /drives`) to files they put beside the first ones.
-    pub drive_dirs: bool,
     /// The largest control-socket request body taken, in bytes.
     pub api_max_body: Option<usize>,
     /// Reconfigures the process's logger on `PUT /logger`.
@@ -125,6 +122,13 @@ pub fn run(args: &RunArgs, persona: Persona) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if !args.allow_path.is_empty() {
+        log::warn!(
+            "--allow-path is no longer needed, and ignored: the files the control socket's \
+             requests name (a drive's new image, a snapshot) open wherever they are, and the \
+             VM's guest-facing threads open none"
+        );
+    }
     seccomp::set_level(args.seccomp_filter);
     if args.seccomp_filter != SeccompLevel::Kill {
         log::warn!(
@@ -169,12 +173,7 @@ pub fn run(args: &RunArgs, persona: Persona) -> ExitCode {
                 }
             };
             exit_status(
-                run_direct(
-                    builder,
-                    (&args.allow_path, persona.drive_dirs),
-                    helper,
-                    (metrics, mmds),
-                ),
+                run_direct(builder, helper, (metrics, mmds)),
                 reset_status,
                 quiet,
             )
@@ -233,10 +232,7 @@ fn run_with_api(
     let mut vm = VmService::new(args.id.clone(), config, Box::new(make_console), events)
         .with_storage_helper(helper)
         .with_mmds(mmds)
-        .with_file_access(args.allow_path.clone(), path.to_path_buf());
-    if persona.drive_dirs {
-        vm = vm.with_drive_dirs();
-    }
+        .confined();
     let restore = match (&args.restore, &args.from_checkpoint) {
         (Some(dir), _) => Some((dir.clone(), Vec::new())),
         (None, Some(name)) => {
@@ -289,7 +285,6 @@ fn run_with_api(
 /// Boots the configured guest with the console on stdin/stdout and waits for it to end.
 fn run_direct(
     builder: VmBuilder,
-    (allowed, drive_dirs): (&[PathBuf], bool),
     helper: Option<Arc<StorageHelper>>,
     (mut metrics, mmds): (Option<MetricsSink>, Mmds),
 ) -> Result<ExitReason, String> {
@@ -319,12 +314,9 @@ fn run_direct(
                 log::warn!("Cannot put the terminal in raw mode: {e}");
                 None
             });
-            // The VM's threads, and this one, open nothing else from here.
-            let mut access = FileAccess::for_vm(built.config(), allowed);
-            if drive_dirs {
-                access = access.with_drive_dirs(built.config());
-            }
-            // This thread only waits for the VM from here, then tidies up.
+            // The VM's guest-facing threads open nothing else from here; this one only waits
+            // for the VM, then tidies up.
+            let access = FileAccess::for_vm(built.config());
             let vm = built.confine_and_start(Some(&access))?;
             SignalTarget::started(&target, &vm)?;
             if let Some(sink) = metrics.as_mut() {

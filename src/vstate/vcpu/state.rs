@@ -16,14 +16,27 @@ const MAX_CPUID_ENTRIES: usize = 256;
 /// MSRs read per `KVM_GET_MSRS`.
 const MSR_CHUNK: usize = 64;
 
+/// The most MSRs a saved vCPU may have: far more than KVM lists.
+pub const MAX_SAVED_MSRS: usize = 1024;
+
+fn cpuid<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<kvm_cpuid_entry2>, D::Error> {
+    fennec_devices::bounded::vec(d, MAX_CPUID_ENTRIES)
+}
+
+fn msrs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<kvm_msr_entry>, D::Error> {
+    fennec_devices::bounded::vec(d, MAX_SAVED_MSRS)
+}
+
 /// What a vCPU is.
 #[derive(Serialize, Deserialize)]
 pub struct VcpuState {
     /// Its APIC ID.
     pub index: u8,
     /// The CPUID table it was given.
+    #[serde(deserialize_with = "cpuid")]
     pub cpuid: Vec<kvm_cpuid_entry2>,
     /// Every MSR KVM lets a VMM save (TSC and KVM clock included).
+    #[serde(deserialize_with = "msrs")]
     pub msrs: Vec<kvm_msr_entry>,
     /// General registers.
     pub regs: kvm_regs,
@@ -100,10 +113,36 @@ impl Vcpu {
                     source,
                 })?;
             saved.extend_from_slice(&msrs.as_slice()[..read]);
-            // The one at `read` was refused; go on after it.
-            rest = &rest[(read + 1).min(rest.len())..];
+            // A whole chunk read: the next starts right after it. Otherwise the one at `read`
+            // was refused: go on after it.
+            let next = match read == chunk.len() {
+                true => read,
+                false => read + 1,
+            };
+            rest = &rest[next.min(rest.len())..];
         }
         Ok(saved)
+    }
+
+    /// Writes `msrs`, a chunk at a time (KVM takes at most 256 in one call); every one must
+    /// be taken.
+    fn restore_msrs(&self, msrs: &[kvm_msr_entry]) -> Result<(), VcpuError> {
+        for chunk in msrs.chunks(MSR_CHUNK) {
+            let entries = Msrs::from_entries(chunk).map_err(|_| VcpuError::Msrs {
+                index: self.index,
+                set: 0,
+                wanted: chunk.len(),
+            })?;
+            let set = self.set("MSRs", self.fd.set_msrs(&entries))?;
+            if set != chunk.len() {
+                return Err(VcpuError::Msrs {
+                    index: self.index,
+                    set,
+                    wanted: chunk.len(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Writes `state` into this new vCPU, in the order KVM needs (CPUID before MSRs, the
@@ -115,24 +154,13 @@ impl Vcpu {
             wanted: state.cpuid.len(),
         })?;
         self.set("CPUID", self.fd.set_cpuid2(&cpuid))?;
-        let msrs = Msrs::from_entries(&state.msrs).map_err(|_| VcpuError::Msrs {
-            index: self.index,
-            set: 0,
-            wanted: state.msrs.len(),
-        })?;
-        let set = self.set("MSRs", self.fd.set_msrs(&msrs))?;
-        if set != state.msrs.len() {
-            return Err(VcpuError::Msrs {
-                index: self.index,
-                set,
-                wanted: state.msrs.len(),
-            });
-        }
+        self.restore_msrs(&state.msrs)?;
         self.set("special registers", self.fd.set_sregs(&state.sregs))?;
         self.set("registers", self.fd.set_regs(&state.regs))?;
-        // SAFETY: the area is a 4096-byte `kvm_xsave` read by KVM_GET_XSAVE on a host whose
-        // XSAVE state fits in it (checked when the snapshot was taken and when it is loaded:
-        // `crate::snapshot::check_xsave_size`), so KVM reads nothing past it.
+        // SAFETY: the area is a 4096-byte `kvm_xsave`; KVM_SET_XSAVE reads as much of it as
+        // this host's XSAVE state takes, and `Vm::restore` refuses a host whose state is larger
+        // (`SnapshotError::XsaveArea`) before any vCPU is restored, so KVM reads nothing past
+        // it.
         self.set("XSAVE area", unsafe { self.fd.set_xsave(&state.xsave) })?;
         self.set("XCRs", self.fd.set_xcrs(&state.xcrs))?;
         self.set("debug registers", self.fd.set_debug_regs(&state.debugregs))?;

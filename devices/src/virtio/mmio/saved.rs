@@ -75,5 +75,13 @@ pub struct MmioState {
     /// InterruptStatus: why the interrupt was raised, not yet acknowledged.
     pub interrupt_status: u32,
     /// Every queue.
+    #[serde(deserialize_with = "queues")]
     pub queues: Vec<SavedQueue>,
+}
+
+/// The most queues a saved transport may have: more than any device has.
+pub const MAX_QUEUES: usize = 256;
+
+fn queues<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SavedQueue>, D::Error> {
+    crate::bounded::vec(d, MAX_QUEUES)
 }
