@@ -83,3 +83,40 @@ fn test_zfs_stream_with_properties_is_refused_before_it_can_mount_itself() {
     let plain = send(&store, &[&format!("{evil}@s")], "plain.stream");
     store.image_ok(&["receive", "vm9/disk0", "-i", &plain]);
 }
+
+/// A plain stream of a dataset that holds a setuid program and a device node is taken, and
+/// what it made on this host cannot use either: setuid, devices and exec are off on the
+/// received disk (and on the VM's dataset it inherits from, which it is mounted under).
+#[test]
+fn test_zfs_received_disk_cannot_run_setuid_programs_or_open_device_nodes() {
+    use std::os::unix::fs::PermissionsExt;
+    let _serial = one_at_a_time();
+    let store = TestStore::new(Backend::Zfs);
+    store.import("base");
+    let pool = store.pool.as_ref().unwrap();
+    let source = format!("{}/sender", pool.name);
+    common::zfs::must("zfs", &["create", &source]);
+    let dir = pool.mountpoint().join("sender");
+    std::fs::write(dir.join("disk.img"), vec![0u8; 4096]).unwrap();
+    let program = dir.join("su");
+    std::fs::copy("/bin/true", &program).unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let node = dir.join("mem");
+    let made = Command::new("mknod")
+        .args([node.to_str().unwrap(), "c", "1", "1"])
+        .status()
+        .unwrap();
+    assert!(made.success(), "mknod (coreutils) failed");
+    common::zfs::must("zfs", &["snapshot", &format!("{source}@s")]);
+    let stream = send(&store, &[&format!("{source}@s")], "suid.stream");
+    store.image_ok(&["receive", "vm9/disk0", "-i", &stream]);
+    let listing = common::zfs::must("zfs", &["list", "-H", "-o", "name", "-r", &pool.name]);
+    let received = listing
+        .lines()
+        .find(|l| l.ends_with("/vm9/disk0"))
+        .unwrap_or_else(|| panic!("no received disk in:\n{listing}"));
+    for property in ["setuid", "devices", "exec"] {
+        let value = common::zfs::must("zfs", &["get", "-H", "-o", "value", property, received]);
+        assert_eq!(value.trim(), "off", "{property} of {received}");
+    }
+}

@@ -94,8 +94,10 @@ struct Connection {
     handle: SocketHandle,
     /// Request bytes not answered yet.
     inbox: Vec<u8>,
-    /// Answer bytes the socket had no room for yet.
+    /// The answer being sent: bytes the socket had no room for yet, from `sent` on.
     outbox: Vec<u8>,
+    /// How much of the outbox the socket took.
+    sent: usize,
     /// Close once the outbox is sent.
     closing: bool,
     /// When it last moved bytes, in the stack's rounds.
@@ -145,6 +147,7 @@ impl MmdsStack {
                     handle: sockets.add(socket),
                     inbox: Vec::new(),
                     outbox: Vec::new(),
+                    sent: 0,
                     closing: false,
                     last_used: 0,
                 }
@@ -270,55 +273,77 @@ impl Connection {
         let _ = socket.listen(PORT);
         self.inbox.clear();
         self.outbox.clear();
+        self.sent = 0;
         self.closing = false;
     }
 }
 
-/// Moves one connection's bytes: requests in, answers out.
+/// Moves one connection's bytes: requests in, answers out, one answer at a time. A request is
+/// read and answered only once the previous answer is all in the socket: a guest that sends
+/// requests and never reads the answers makes the service hold one answer, and its own
+/// unread requests then fill the service's receive window, which stops it.
 fn serve_connection(conn: &mut Connection, socket: &mut tcp::Socket, mmds: &Mmds) -> bool {
     let mut changed = false;
-    while socket.can_recv() && !conn.closing {
+    loop {
+        if conn.sent < conn.outbox.len() && socket.can_send() {
+            if let Ok(n) = socket.send_slice(&conn.outbox[conn.sent..]) {
+                conn.sent += n;
+                changed |= n > 0;
+            }
+        }
+        if conn.sent < conn.outbox.len() {
+            break;
+        }
+        conn.outbox.clear();
+        conn.sent = 0;
+        if conn.closing {
+            break;
+        }
+        match guest_http::parse(&conn.inbox) {
+            Parsed::Complete(request, used) => {
+                conn.inbox.drain(..used);
+                let answer = mmds.answer(&request);
+                conn.outbox = answer.to_bytes(request.close);
+                conn.closing = request.close;
+                continue;
+            }
+            Parsed::Invalid(answer) => {
+                conn.outbox = answer.to_bytes(true);
+                conn.inbox.clear();
+                conn.closing = true;
+                continue;
+            }
+            Parsed::Incomplete => {}
+        }
+        if !socket.can_recv() {
+            break;
+        }
         let mut buf = [0u8; 2048];
         match socket.recv_slice(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => conn.inbox.extend_from_slice(&buf[..n]),
-        }
-        loop {
-            match guest_http::parse(&conn.inbox) {
-                Parsed::Incomplete => break,
-                Parsed::Complete(request, used) => {
-                    conn.inbox.drain(..used);
-                    let answer = mmds.answer(&request);
-                    conn.outbox.extend(answer.to_bytes(request.close));
-                    if request.close {
-                        conn.closing = true;
-                        break;
-                    }
-                }
-                Parsed::Invalid(answer) => {
-                    conn.outbox.extend(answer.to_bytes(true));
-                    conn.inbox.clear();
-                    conn.closing = true;
-                    break;
-                }
-            }
+            Ok(n) if n > 0 => conn.inbox.extend_from_slice(&buf[..n]),
+            _ => break,
         }
     }
     // The guest closed its side: answer what it asked, then close ours.
     if !socket.may_recv() && socket.may_send() {
         conn.closing = true;
     }
-    if !conn.outbox.is_empty() && socket.can_send() {
-        if let Ok(n) = socket.send_slice(&conn.outbox) {
-            conn.outbox.drain(..n);
-            changed |= n > 0;
-        }
-    }
     if conn.closing && conn.outbox.is_empty() && socket.may_send() {
         socket.close();
         changed = true;
     }
     changed
+}
+
+/// What the connections hold, in bytes: requests not answered yet and answers not sent.
+#[cfg(test)]
+impl MmdsStack {
+    fn held(&self) -> usize {
+        self.connections
+            .iter()
+            .map(|c| c.inbox.capacity() + c.outbox.capacity())
+            .sum()
+    }
 }
 
 impl FrameService for MmdsStack {

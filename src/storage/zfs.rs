@@ -23,6 +23,11 @@ use super::{
     SnapRef, StorageError, Target, Undo, IMAGE_FILE,
 };
 
+/// What a dataset of received files is set to: the sender's setuid programs and device nodes
+/// mean nothing here, and nothing of it runs on this host (a VM reads its image; it is never
+/// executed).
+const HARMLESS: [&str; 3] = ["setuid=off", "devices=off", "exec=off"];
+
 /// The snapshot every template is cloned from.
 pub const BASE_SNAPSHOT: &str = "base";
 
@@ -303,6 +308,16 @@ impl ZfsStore {
 
     fn disk_ds(&self, disk: &DiskRef) -> String {
         format!("{}/vms/{}/{}", self.parent, disk.vm, disk.disk)
+    }
+
+    /// Makes the files of `dataset` and what inherits from it harmless to this host: no
+    /// setuid, no device nodes, no programs run from it (one property a command, as every
+    /// ZFS takes them).
+    fn harmless(&self, dataset: &str) -> Result<()> {
+        for property in HARMLESS {
+            self.zfs.zfs(&["set", property, dataset])?;
+        }
+        Ok(())
     }
 
     /// Creates `dataset` unless it exists; a dataset created is destroyed by `undo`.
@@ -627,6 +642,10 @@ impl DiskStore for ZfsStore {
     fn receive(&self, disk: &DiskRef, input: &mut dyn Read) -> Result<PathBuf> {
         let mut undo = Undo::default();
         let ds = self.new_disk_place(disk, &mut undo)?;
+        // What arrives is the sender's: its setuid programs and device nodes must mean
+        // nothing on this host, from the moment it is mounted. The VM's dataset passes that
+        // on to what is received beneath it.
+        self.harmless(&self.vm_ds(&disk.vm))?;
         // What a stream may set is checked before ZFS sees it: a stream with properties could
         // mount itself anywhere as it arrives.
         let head = stream_head(input).map_err(|why| StorageError::BadStream {
@@ -640,6 +659,8 @@ impl DiskStore for ZfsStore {
         received?;
         // A template's stream arrives read-only.
         self.zfs.zfs(&["set", "readonly=off", &ds])?;
+        // And whatever it arrived with, the disk's own dataset says so too.
+        self.harmless(&ds)?;
         // The stream is the sender's: its disk.img must be a file of its own, not a link to
         // something of this host's (a device, a secret) that a VM would then open.
         let image = self.image_of(&ds)?;

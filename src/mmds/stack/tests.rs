@@ -232,6 +232,31 @@ fn test_mmds_stack_keeps_alive_and_serves_a_document_larger_than_its_buffers() {
 }
 
 #[test]
+fn test_mmds_stack_holds_one_answer_for_a_guest_that_never_reads() {
+    let mut s = stack(MmdsVersion::V1);
+    let big = "x".repeat(40 * 1024);
+    s.mmds.put(json!({"big": big})).unwrap();
+    let mut g = Guest::new();
+    let h = g.connect();
+    exchange(&mut s, &mut g);
+    // Small requests for a large answer, pipelined, and not one answer read: the guest's
+    // receive buffer fills, and then the service's send window.
+    let request = b"GET /big HTTP/1.1\r\n\r\n";
+    let mut sent = 0;
+    for _ in 0..200 {
+        while g.socket(h).can_send() {
+            sent += g.socket(h).send_slice(request).unwrap();
+        }
+        exchange(&mut s, &mut g);
+    }
+    // Hundreds of requests, each asking for 40 KiB.
+    assert!(sent > 16 * 1024, "the guest sent only {sent} bytes");
+    // The service holds one answer and what it has not read, not an answer per request.
+    let held = s.held();
+    assert!(held < 128 * 1024, "the service holds {held} bytes");
+}
+
+#[test]
 fn test_mmds_stack_recycles_connections() {
     let mut s = stack(MmdsVersion::V1);
     let mut g = Guest::new();
