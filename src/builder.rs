@@ -50,6 +50,9 @@ pub enum StartError {
     /// The console could not be set up.
     #[error("Cannot set up the console: {0}")]
     Console(#[source] io::Error),
+    /// The storage helper could not be told the VM's disks.
+    #[error("Cannot name the VM's disks to the storage helper: {0}")]
+    StorageHelper(String),
 }
 
 enum ConsoleChoice {
@@ -302,9 +305,13 @@ impl VmBuilder {
         };
         if let Some((mut state, memory)) = self.restore {
             state.config = config;
+            let helper = self.helper;
             return BuiltVm::restore(&state, &memory, console, &self.mmds, self.resume).map(
                 |mut built| {
                     built.console = stream;
+                    if let Some(helper) = helper {
+                        built.disks.set_helper(helper);
+                    }
                     built
                 },
             );
@@ -353,6 +360,12 @@ impl BuiltVm {
         })
     }
 
+    /// Has `helper` act for the VM: it is told the VM's disks when the VM starts (see
+    /// [`crate::storage::helper`]), and destroys the ephemeral ones when it ends.
+    pub fn set_storage_helper(&mut self, helper: Arc<StorageHelper>) {
+        self.disks.set_helper(helper);
+    }
+
     /// The configuration the VM is built with (template drives with their clones' paths).
     pub fn config(&self) -> &VmConfig {
         &self.config
@@ -389,6 +402,7 @@ impl BuiltVm {
                     .name("fennec-launch".into())
                     .spawn_scoped(scope, move || {
                         crate::sandbox::restrict_thread(access).map_err(Error::from)?;
+                        crate::sandbox::selftest("launcher");
                         self.start()
                     })
                     .map_err(|source| Error::Start {
@@ -407,6 +421,9 @@ impl BuiltVm {
 
     /// Starts the VM.
     pub fn start(self) -> Result<Instance, StartError> {
+        // Before the guest's first instruction: from here on, the storage helper acts only on
+        // this VM's disks.
+        self.disks.pin().map_err(StartError::StorageHelper)?;
         let handle = self.vm.start()?;
         Ok(Instance {
             handle,

@@ -3,8 +3,7 @@
 //! The threat model: a guest that breaks out of its device emulation runs in a vCPU thread or
 //! the VMM's event loop. Those threads, and only those, are confined: they are started by a
 //! short-lived launcher thread that restricts itself first, so they inherit its Landlock
-//! domain, and they can open nothing but `/proc/self/task` (the VMM's halt detection reads
-//! each vCPU's `schedstat`) and the files their devices name
+//! domain, and they can open nothing but the files their devices name
 //! ([`crate::config::VirtioDeviceConfig::files`]). Every backend they use (images, TAPs, the
 //! console) was opened before. The threads that act for the operator (the control socket's
 //! service and its action thread, the CLI's main thread) are not in that domain: what the
@@ -111,10 +110,6 @@ pub fn restrict_thread(access: &FileAccess) -> Result<Enforced, SandboxError> {
     for path in &access.dirs {
         ruleset = ruleset.add_rule(rule(path, all)?)?;
     }
-    ruleset = ruleset.add_rule(rule(
-        Path::new("/proc/self/task"),
-        AccessFs::from_read(ABI_WANTED),
-    )?)?;
     let status = ruleset.restrict_self()?;
     let enforced = match status.ruleset {
         RulesetStatus::FullyEnforced => Enforced::Fully,
@@ -123,8 +118,7 @@ pub fn restrict_thread(access: &FileAccess) -> Result<Enforced, SandboxError> {
     };
     match enforced {
         Enforced::Fully => log::info!(
-            "Landlock: the vCPU and VMM threads may open only /proc/self/task and {} files of \
-             their devices",
+            "Landlock: the vCPU and VMM threads may open only the {} files of their devices",
             access.read.len() + access.read_write.len() + access.dirs.len()
         ),
         Enforced::Partially => log::info!(
@@ -140,24 +134,22 @@ pub fn restrict_thread(access: &FileAccess) -> Result<Enforced, SandboxError> {
     Ok(enforced)
 }
 
-/// With `FENNEC_LANDLOCK_SELFTEST=PATH`, a thread of role `role` tries to open PATH and logs
-/// what happened: how the tests see which threads Landlock confines.
-pub(crate) fn selftest(role: crate::seccomp::Role) {
+/// With `FENNEC_LANDLOCK_SELFTEST=PATH`, the calling thread (`who`) tries to open PATH and
+/// logs what happened: how the tests see which threads Landlock confines.
+pub(crate) fn selftest(who: &str) {
     static WANTED: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
-    let Some(path) =
-        WANTED.get_or_init(|| std::env::var_os("FENNEC_LANDLOCK_SELFTEST").map(PathBuf::from))
-    else {
+    let wanted =
+        WANTED.get_or_init(|| std::env::var_os("FENNEC_LANDLOCK_SELFTEST").map(PathBuf::from));
+    let Some(path) = wanted else {
         return;
     };
     match std::fs::File::open(path) {
         Ok(_) => log::warn!(
-            "Landlock self-test: the {} thread opened {}",
-            role.name(),
+            "Landlock self-test: the {who} thread opened {}",
             path.display()
         ),
         Err(e) => log::warn!(
-            "Landlock self-test: the {} thread cannot open {}: {e}",
-            role.name(),
+            "Landlock self-test: the {who} thread cannot open {}: {e}",
             path.display()
         ),
     }

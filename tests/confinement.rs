@@ -269,15 +269,15 @@ fn the_operators_paths_open_anywhere_and_the_guest_facing_threads_open_nothing()
     vm.wait_for_console("TINY ready");
     let stderr = || vm.stderr.lock().unwrap().clone();
     assert!(
-        stderr().contains("Landlock: the vCPU and VMM threads may open only /proc/self/task"),
+        stderr().contains("Landlock: the vCPU and VMM threads may open only the 0 files"),
         "this test needs a kernel with Landlock (5.13 or later, `landlock` in the lsm= boot \
          parameter or CONFIG_LSM)\n{}",
         vm.context()
     );
-    // The event loop a guest can reach is refused by the kernel; the thread that serves the
-    // operator is not in its domain.
+    // The domain the vCPU and VMM threads inherit (from the thread that starts them) is
+    // refused by the kernel; the thread that serves the operator is not in it.
     let refused = format!(
-        "Landlock self-test: the vmm thread cannot open {}: Permission denied",
+        "Landlock self-test: the launcher thread cannot open {}: Permission denied",
         outside.display()
     );
     assert!(stderr().contains(&refused), "{}", vm.context());

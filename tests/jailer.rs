@@ -98,7 +98,7 @@ fn check_confined(pid: u32, root: &Path, id: &str) {
     seen.sort();
     assert_eq!(
         seen,
-        ["dev", "proc", "run", "vm.json", "vmlinux"],
+        ["dev", "run", "vm.json", "vmlinux"],
         "{}",
         root.display()
     );
@@ -234,4 +234,99 @@ fn jailer_refuses_what_it_cannot_do_before_making_anything() {
     assert!(!base.exists(), "nothing made");
     let out = Command::new(&jailer).arg("--version").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("Jailer v"));
+}
+
+/// The chroot is reused from run to run and belongs to the VM's uid, which may have left links
+/// to the host's files in it: the jailer makes its device nodes and its PID file new, in place
+/// of what had their names, and refuses a `dev` that is not a directory.
+#[test]
+fn jailer_follows_no_link_the_vm_uid_planted_in_its_chroot() {
+    require_kvm();
+    let dir = tempfile::tempdir().unwrap();
+    let (jailer, firecracker) = links(dir.path());
+    let base = dir.path().join("jails");
+    // Host files only root may write, which the links point at.
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "host data").unwrap();
+    let victim_dir = dir.path().join("victim-dir");
+    std::fs::create_dir(&victim_dir).unwrap();
+    let untouched = |what: &str| {
+        let meta = std::fs::symlink_metadata(&victim).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert!(meta.is_file(), "{what}: the host's file was replaced");
+        assert_eq!(meta.uid(), 0, "{what}: the host's file was given away");
+        assert_eq!(
+            std::fs::read_to_string(&victim).unwrap(),
+            "host data",
+            "{what}"
+        );
+        assert!(
+            std::fs::read_dir(&victim_dir).unwrap().next().is_none(),
+            "{what}: something was made in the host's directory"
+        );
+    };
+
+    // `dev/kvm`, `dev/net` and the PID file as links to the host's files.
+    let root = chroot(&base, "vm-4");
+    std::fs::create_dir(root.join("dev")).unwrap();
+    symlink(&victim, root.join("dev/kvm")).unwrap();
+    symlink(&victim_dir, root.join("dev/net")).unwrap();
+    symlink(&victim, root.join("firecracker.pid")).unwrap();
+    let out = jailer_command(
+        (&jailer, &firecracker),
+        &base,
+        "vm-4",
+        &["--new-pid-ns", "--daemonize"],
+    )
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    // `dev/net` is refused; nothing was written through any link before that.
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("dev/net is not a directory"), "{err}");
+    untouched("dev/net a link");
+
+    std::fs::remove_file(root.join("dev/net")).unwrap();
+    let out = jailer_command(
+        (&jailer, &firecracker),
+        &base,
+        "vm-4",
+        &["--new-pid-ns", "--daemonize"],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    untouched("dev/kvm and the PID file links");
+    use std::os::unix::fs::FileTypeExt;
+    let kvm = std::fs::symlink_metadata(root.join("dev/kvm")).unwrap();
+    assert!(kvm.file_type().is_char_device(), "dev/kvm is a device node");
+    let pid_file = std::fs::symlink_metadata(root.join("firecracker.pid")).unwrap();
+    assert!(pid_file.is_file(), "the PID file is a file of its own");
+    let pid: u32 = std::fs::read_to_string(root.join("firecracker.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let socket = root.join("run/fc.sock");
+    wait_for("the socket in the chroot", || socket.exists());
+    let (status, _) = api_call(&socket, "PUT", "/actions", r#"{"action_type": "Stop"}"#);
+    assert_eq!(status, 200);
+    wait_for("the VM to end", || {
+        !Path::new(&format!("/proc/{pid}")).exists() || status_field(pid, "State").starts_with('Z')
+    });
+
+    // `dev` itself as a link to a host directory.
+    let root = chroot(&base, "vm-5");
+    symlink(&victim_dir, root.join("dev")).unwrap();
+    let out = jailer_command((&jailer, &firecracker), &base, "vm-5", &[])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("dev is not a directory"), "{err}");
+    untouched("dev a link");
 }

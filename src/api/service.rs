@@ -259,7 +259,11 @@ impl VmService {
         let cannot = |e: &dyn std::error::Error| {
             ApiError::bad_request(format!("Cannot {what} the VM: {}", one_line(e)))
         };
-        let built = build(console).map_err(|e| cannot(&e))?;
+        let mut built = build(console).map_err(|e| cannot(&e))?;
+        // Pinned to this VM's disks (none, for a restored VM) when it starts.
+        if let Some(helper) = &self.helper {
+            built.set_storage_helper(helper.clone());
+        }
         // Checkpoints write beside the VM's disks, in their stores.
         self.checkpoint_dirs = built
             .stores()

@@ -61,8 +61,7 @@ pub enum CtlCommand {
         name: String,
     },
     /// Snapshot the whole VM into DIR (made if missing): its `state` and `memory` files. A
-    /// running VM is paused for it and resumed after; fennec must be allowed to write there
-    /// (`fennec run --allow-path`).
+    /// running VM is paused for it and resumed after.
     SnapshotVm {
         /// The snapshot's directory.
         dir: PathBuf,

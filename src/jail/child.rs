@@ -161,14 +161,6 @@ impl Plan {
                     .map_err(|e| format!("cannot make {} read-only: {e}", source.display()))?;
             }
         }
-        let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-        mount(
-            Some(Path::new("proc")),
-            &self.root.join("proc"),
-            Some("proc"),
-            flags,
-        )
-        .map_err(|e| format!("cannot mount /proc in the jail: {e}"))?;
         self.set_rlimits()?;
         self.enter_root()?;
         self.drop_privileges()?;

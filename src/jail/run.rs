@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use super::files::{place_files, valid_id};
-use super::root::build_root;
+use super::root::{build_root, write_pid_file, Owners};
 use super::spec::{step, Ended, JailError, JailSpec, JailerMode};
 use super::{cgroup, child};
 
@@ -53,9 +53,11 @@ pub fn run(spec: &JailSpec) -> Result<Ended, JailError> {
         true => Some(cgroup::Cgroup::create(&spec.id, &spec.limits)?),
         false => None,
     };
+    // Drives are the VM uid's while it runs, and their owners' again once it ends.
     let made = Jail {
         dir: dir.clone(),
         cgroup,
+        owners: Owners::of(&files),
     };
     let root = dir.join("root");
     build_root(spec, &root, &files, config.as_ref())?;
@@ -105,8 +107,7 @@ fn run_as_jailer(spec: &JailSpec, jailer: &JailerMode) -> Result<Ended, JailErro
         let _ = wait(pid);
         return Err(JailError::Child(failure));
     }
-    let pid_file = root.join(format!("{exec_name}.pid"));
-    fs::write(&pid_file, pid.to_string()).map_err(step(format!("write {}", pid_file.display())))?;
+    write_pid_file(&root, &format!("{exec_name}.pid"), pid)?;
     Ok(Ended::Exited(0))
 }
 
@@ -114,6 +115,7 @@ fn run_as_jailer(spec: &JailSpec, jailer: &JailerMode) -> Result<Ended, JailErro
 struct Jail {
     dir: PathBuf,
     cgroup: Option<cgroup::Cgroup>,
+    owners: Owners,
 }
 
 impl Jail {
@@ -140,6 +142,7 @@ impl Jail {
 
 impl Drop for Jail {
     fn drop(&mut self) {
+        self.owners.restore();
         if let Some(cg) = self.cgroup.take() {
             cg.remove();
         }

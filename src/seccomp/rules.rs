@@ -108,14 +108,14 @@ pub fn starts_threads(role: Role) -> bool {
 /// Syscalls `role` may make but that fail with an errno rather than kill the process, by
 /// errno: `clone3` for roles that start threads (it takes its flags in memory, where a filter
 /// cannot look; ENOSYS makes glibc fall back to `clone`, whose flags the allowlist checks);
-/// `openat` for roles that open no files (glibc's malloc may try to read
-/// /sys/devices/system/cpu/online in any thread, and does without it).
+/// `openat` for roles that open no files, all but the API service (glibc's malloc may try to
+/// read /sys/devices/system/cpu/online in any thread, and does without it).
 pub fn refusals(role: Role) -> Vec<(i32, Vec<i64>)> {
     let mut out = Vec::new();
     if starts_threads(role) {
         out.push((libc::ENOSYS, vec![libc::SYS_clone3]));
     }
-    if !matches!(role, Role::Vmm | Role::ApiService) {
+    if role != Role::ApiService {
         out.push((libc::EACCES, vec![libc::SYS_openat]));
     }
     out
@@ -192,9 +192,9 @@ fn common(r: &mut Rules) {
         // Dropping files; in debug builds Rust checks each fd it closes with F_GETFD.
         .allow(libc::SYS_close)
         .fcntls(&[libc::F_GETFD])
-        // Read-only opens: /proc/self/task/*/schedstat (the VMM's halt detection); for the
-        // roles that open nothing, the arena sizing above, refused with EACCES (see
-        // `refusals`). Writable opens are the API service's alone.
+        // Read-only opens: for the roles that open nothing (all but the API service), the
+        // arena sizing above, refused with EACCES (see `refusals`); the API service opens
+        // what its requests name.
         .allow_if(libc::SYS_openat, read_only_open())
         .allow(libc::SYS_read)
         .allow(libc::SYS_statx)

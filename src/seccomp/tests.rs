@@ -110,13 +110,14 @@ fn test_a_spawned_thread_runs_under_its_roles_filter_and_the_caller_does_not() {
             .unwrap()
     };
     let before = seccomp_line(status());
-    let seen = crate::threads::spawn(Role::Vmm, "seccomp-test", move || {
+    // The API service's role: the one that may open files, such as its own status.
+    let seen = crate::threads::spawn(Role::ApiService, "seccomp-test", move || {
         (seccomp_line(status()), current())
     })
     .unwrap()
     .join()
     .unwrap();
-    assert_eq!(seen, ("Seccomp:\t2".to_string(), Some(Role::Vmm)));
+    assert_eq!(seen, ("Seccomp:\t2".to_string(), Some(Role::ApiService)));
     assert_eq!(seccomp_line(status()), before);
     assert_eq!(current(), None);
 }
@@ -138,18 +139,26 @@ fn test_a_filtered_thread_cannot_start_one_of_another_role() {
 
 #[test]
 fn test_a_thread_that_opens_nothing_gets_eacces_from_openat() {
-    let opened = crate::threads::spawn(Role::Signals, "seccomp-open", || {
-        std::fs::File::open("/proc/self/status").map_err(|e| e.raw_os_error())
-    })
-    .unwrap()
-    .join()
-    .unwrap();
-    assert_eq!(opened.err(), Some(Some(libc::EACCES)));
-    let opened = crate::threads::spawn(Role::Vmm, "seccomp-open", || {
+    for role in [
+        Role::Signals,
+        Role::Vmm,
+        Role::Vcpu,
+        Role::Console,
+        Role::Api,
+    ] {
+        let opened = crate::threads::spawn(role, "seccomp-open", || {
+            std::fs::File::open("/proc/self/status").map_err(|e| e.raw_os_error())
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+        assert_eq!(opened.err(), Some(Some(libc::EACCES)), "{role:?}");
+    }
+    let opened = crate::threads::spawn(Role::ApiService, "seccomp-open", || {
         std::fs::read_to_string("/proc/self/status").is_ok()
     })
     .unwrap()
     .join()
     .unwrap();
-    assert!(opened, "the VMM thread reads /proc");
+    assert!(opened, "the API service opens what it is asked to");
 }

@@ -20,6 +20,18 @@ pub enum SnapshotError {
         /// What is wrong.
         why: String,
     },
+    /// A state file someone other than fennec's uid or root could have written.
+    #[error(
+        "{path} {why}: a state file names the host files and TAPs its VM opens, so fennec \
+         restores only one its own uid or root wrote and no one else may write (chown and \
+         chmod go-w it, if its writer is trusted)"
+    )]
+    Untrusted {
+        /// The file.
+        path: String,
+        /// Who could have written it.
+        why: String,
+    },
     /// Another format version.
     #[error("{path} is a snapshot of format version {found}; this fennec reads version {reads}")]
     Version {

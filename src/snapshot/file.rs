@@ -118,6 +118,7 @@ pub fn read_state(path: &Path) -> Result<SnapshotState, SnapshotError> {
         why: why.to_string(),
     };
     let mut file = File::open(path).map_err(io(path))?;
+    trusted_writer(&file, path)?;
     let mut header = [0u8; HEADER_LEN];
     file.read_exact(&mut header)
         .map_err(|_| not("shorter than its header"))?;
@@ -153,6 +154,33 @@ pub fn read_state(path: &Path) -> Result<SnapshotState, SnapshotError> {
     serde_json::from_slice(&payload).map_err(|e| SnapshotError::Parse {
         path: name(),
         why: e.to_string(),
+    })
+}
+
+/// Refuses a state file that a uid other than fennec's or root owns, or that its group or
+/// everyone may write: the drive images and TAPs it names are opened as named, and a state
+/// file someone less trusted wrote could name any of the host's.
+fn trusted_writer(file: &File, path: &Path) -> Result<(), SnapshotError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata().map_err(io(path))?;
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    let why = if meta.uid() != euid && meta.uid() != 0 {
+        format!(
+            "is owned by uid {}, not fennec's ({euid}) or root",
+            meta.uid()
+        )
+    } else if meta.mode() & 0o022 != 0 {
+        format!(
+            "may be written by its group or by everyone (mode {:o})",
+            meta.mode() & 0o777
+        )
+    } else {
+        return Ok(());
+    };
+    Err(SnapshotError::Untrusted {
+        path: path.display().to_string(),
+        why,
     })
 }
 

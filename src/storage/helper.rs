@@ -6,6 +6,12 @@
 //! ended (`zfs destroy`), go to a [`StorageHelper`]: a child process forked at start-up, while
 //! the VMM is still single-threaded, that answers one request per line on a socket pair and
 //! exits when the VMM goes away.
+//!
+//! The helper runs unconfined (it executes `zfs`), so what it does for the VMM is pinned
+//! before any guest runs: the VMM names the VM's disks once ([`StorageHelper::pin`], before
+//! the guest's first instruction, while nothing a guest did can have reached it), and from then
+//! on the helper snapshots only those disks and destroys only the ephemeral ones among them. A
+//! VMM a guest took over can ask for nothing else, and cannot pin again.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -19,10 +25,23 @@ use super::{DiskRef, SnapRef, Target};
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Request {
+    /// The VM's disks: the only ones later requests may name. Taken once.
+    Pin { disks: Vec<PinnedDisk> },
     /// Take snapshot `VM/DISK@NAME`.
     Snapshot { store: String, snapshot: String },
     /// Destroy disk `VM/DISK` with its snapshots.
     Destroy { store: String, disk: String },
+}
+
+/// One of the VM's disks, as the helper is told before the guest runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinnedDisk {
+    /// Its store, as a spec.
+    pub store: String,
+    /// The disk, `VM/DISK`.
+    pub disk: String,
+    /// Whether it is destroyed when the VM ends.
+    pub ephemeral: bool,
 }
 
 /// The helper's answer: `None` when it was done, else why not.
@@ -67,6 +86,12 @@ impl StorageHelper {
                 })
             }
         }
+    }
+
+    /// Names the VM's disks, the only ones the helper acts on from now on. Call it once,
+    /// before the guest runs; the helper refuses a second call.
+    pub fn pin(&self, disks: Vec<PinnedDisk>) -> Result<(), String> {
+        self.ask(&Request::Pin { disks })
     }
 
     /// Takes snapshot `snap` in store `store` (a spec) in the helper process.
@@ -124,12 +149,13 @@ fn serve(stream: UnixStream) {
         return;
     };
     let mut writer = stream;
+    let mut pinned: Option<Vec<PinnedDisk>> = None;
     for line in BufReader::new(reader).lines() {
         let Ok(line) = line else {
             return;
         };
         let answer = Answer {
-            error: carry_out(&line).err(),
+            error: carry_out(&line, &mut pinned).err(),
         };
         let Ok(mut out) = serde_json::to_string(&answer) else {
             return;
@@ -141,16 +167,43 @@ fn serve(stream: UnixStream) {
     }
 }
 
-fn carry_out(line: &str) -> Result<(), String> {
+/// The pinned disk `disk` of store `store`, if it is one.
+fn pinned_disk<'a>(
+    pinned: &'a Option<Vec<PinnedDisk>>,
+    store: &str,
+    disk: &DiskRef,
+) -> Result<&'a PinnedDisk, String> {
+    let disks = pinned
+        .as_ref()
+        .ok_or("the storage helper has not been told the VM's disks")?;
+    let name = disk.to_string();
+    disks
+        .iter()
+        .find(|d| d.store == store && d.disk == name)
+        .ok_or_else(|| format!("{name} in {store} is not one of this VM's disks"))
+}
+
+fn carry_out(line: &str, pinned: &mut Option<Vec<PinnedDisk>>) -> Result<(), String> {
     let request: Request = serde_json::from_str(line).map_err(|e| e.to_string())?;
     match request {
+        Request::Pin { disks } => {
+            if pinned.is_some() {
+                return Err("the VM's disks were named already".into());
+            }
+            *pinned = Some(disks);
+            Ok(())
+        }
         Request::Snapshot { store, snapshot } => {
             let snap = SnapRef::parse(&snapshot).map_err(|e| e.to_string())?;
+            pinned_disk(pinned, &store, &snap.disk)?;
             let store = super::open(&store).map_err(|e| e.to_string())?;
             store.snapshot(&snap).map_err(|e| e.to_string())
         }
         Request::Destroy { store, disk } => {
             let disk = DiskRef::parse(&disk).map_err(|e| e.to_string())?;
+            if !pinned_disk(pinned, &store, &disk)?.ephemeral {
+                return Err(format!("{disk} outlives the VM: it is not destroyed"));
+            }
             let store = super::open(&store).map_err(|e| e.to_string())?;
             store
                 .destroy(&Target::Disk(disk), true)
@@ -177,13 +230,18 @@ mod tests {
         let helper = StorageHelper::start().unwrap();
         assert_ne!(helper.pid(), std::process::id() as libc::pid_t);
         let snap = SnapRef::new(disk.clone(), "s1").unwrap();
+        let err = helper.snapshot(&spec, &snap).unwrap_err();
+        assert!(err.contains("has not been told"), "{err}");
+        helper
+            .pin(vec![PinnedDisk {
+                store: spec.clone(),
+                disk: disk.to_string(),
+                ephemeral: true,
+            }])
+            .unwrap();
         helper.snapshot(&spec, &snap).unwrap();
         let listed = store.list().unwrap();
         assert!(listed.iter().any(|e| e.name == "vm/disk0@s1"), "{listed:?}");
-        let missing =
-            SnapRef::new(crate::storage::DiskRef::new("nope", "d").unwrap(), "s").unwrap();
-        let err = helper.snapshot(&spec, &missing).unwrap_err();
-        assert!(err.contains("nope/d"), "{err}");
 
         helper.destroy(&spec, &disk).unwrap();
         let listed = store.list().unwrap();
@@ -194,5 +252,55 @@ mod tests {
         let err = helper.destroy(&spec, &disk).unwrap_err();
         assert!(err.contains("vm/disk0"), "{err}");
         drop(helper);
+    }
+
+    /// What a VMM a guest took over could ask: disks of other VMs, in its stores or others,
+    /// a disk that outlives the VM destroyed, the pin itself changed. All refused, and
+    /// nothing touched.
+    #[test]
+    fn test_helper_acts_only_on_the_disks_it_was_pinned_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = format!("dir:{}", dir.path().display());
+        let store = crate::storage::open(&spec).unwrap();
+        let image = dir.path().join("image.raw");
+        std::fs::write(&image, vec![7u8; 4096]).unwrap();
+        store.import_template("base", &image, &mut |_| ()).unwrap();
+        let ours = crate::storage::DiskRef::new("ours", "disk0").unwrap();
+        let kept = crate::storage::DiskRef::new("ours", "disk1").unwrap();
+        let theirs = crate::storage::DiskRef::new("theirs", "disk0").unwrap();
+        for d in [&ours, &kept, &theirs] {
+            store.clone_template("base", d).unwrap();
+        }
+        let other_dir = tempfile::tempdir().unwrap();
+        let other_spec = format!("dir:{}", other_dir.path().display());
+
+        let helper = StorageHelper::start().unwrap();
+        let pin = |disk: &crate::storage::DiskRef, ephemeral| PinnedDisk {
+            store: spec.clone(),
+            disk: disk.to_string(),
+            ephemeral,
+        };
+        helper
+            .pin(vec![pin(&ours, true), pin(&kept, false)])
+            .unwrap();
+        let err = helper.pin(vec![pin(&theirs, true)]).unwrap_err();
+        assert!(err.contains("named already"), "{err}");
+        let snap = |d: &crate::storage::DiskRef| SnapRef::new(d.clone(), "s").unwrap();
+        let err = helper.snapshot(&spec, &snap(&theirs)).unwrap_err();
+        assert!(err.contains("not one of this VM's disks"), "{err}");
+        let err = helper.snapshot(&other_spec, &snap(&ours)).unwrap_err();
+        assert!(err.contains("not one of this VM's disks"), "{err}");
+        let err = helper.destroy(&spec, &theirs).unwrap_err();
+        assert!(err.contains("not one of this VM's disks"), "{err}");
+        let err = helper.destroy(&spec, &kept).unwrap_err();
+        assert!(err.contains("outlives the VM"), "{err}");
+        let listed: Vec<String> = store.list().unwrap().into_iter().map(|e| e.name).collect();
+        for name in ["ours/disk0", "ours/disk1", "theirs/disk0"] {
+            assert!(listed.iter().any(|n| n == name), "{name}: {listed:?}");
+        }
+        assert!(!listed.iter().any(|n| n.contains('@')), "{listed:?}");
+        // Its own disks, as pinned.
+        helper.snapshot(&spec, &snap(&kept)).unwrap();
+        helper.destroy(&spec, &ours).unwrap();
     }
 }

@@ -32,6 +32,24 @@ impl Provisioned {
         self.helper = Some(helper);
     }
 
+    /// Tells the storage helper, if there is one, the VM's disks: the only ones it acts on
+    /// from now on. Called once, before the guest runs.
+    pub fn pin(&self) -> std::result::Result<(), String> {
+        let Some(helper) = &self.helper else {
+            return Ok(());
+        };
+        helper.pin(
+            self.disks
+                .iter()
+                .map(|d| helper::PinnedDisk {
+                    store: d.store.spec(),
+                    disk: d.disk.to_string(),
+                    ephemeral: d.ephemeral,
+                })
+                .collect(),
+        )
+    }
+
     /// Destroys the ephemeral disks now, logging any that cannot be.
     pub fn release(&mut self) {
         for d in self.disks.drain(..) {

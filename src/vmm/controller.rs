@@ -35,7 +35,7 @@ use crate::vstate::vcpu::run::{RunContext, VcpuThread};
 use crate::vstate::vcpu::{ProbedState, VcpuError};
 use crate::vstate::vm::KvmVm;
 
-/// How often the controller looks at the vCPUs' scheduler counters (reading `/proc`, which
+/// How often the controller looks at the vCPUs' CPU clocks (reading them, which
 /// does not disturb them) to notice a guest that can never run again.
 const IDLE_CHECK: Duration = Duration::from_millis(250);
 /// How long a vCPU gets to answer a probe; the event loop waits meanwhile.
@@ -239,7 +239,7 @@ impl ControllerRun {
     fn guest_halted(&self, watches: &mut [IdleWatch]) -> bool {
         let now = Instant::now();
         for (v, watch) in self.vcpus.iter().zip(watches.iter_mut()) {
-            if !watch.observe(idle::activity(v.tid()), now) {
+            if !watch.observe(idle::activity(v.pthread()), now) {
                 continue;
             }
             match v.ask(VcpuCommand::Probe, ANSWER_TIMEOUT) {

@@ -72,12 +72,7 @@ linux_test!(
         let socket = dir.path().join("api.sock");
         let ns = host_side("snap0", "tap0");
         let disk = format!("path={}", data.display());
-        let mut vm = start_original(
-            &ns,
-            g,
-            &disk,
-            &["--api-socket", p(&socket), "--allow-path", p(dir.path())],
-        );
+        let mut vm = start_original(&ns, g, &disk, &["--api-socket", p(&socket)]);
         vm.expect("FENNEC-GUEST-READY");
         guest_pings_host(&mut vm, "10.0.0.2/24", "10.0.0.1");
         vm.run("echo made-before-the-snapshot > /tmp/mark");

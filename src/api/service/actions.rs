@@ -54,15 +54,7 @@ impl Action {
             } => {
                 return crate::snapshot::save(handle, &config, &state, &memory)
                     .map(|_| ApiResponse::Empty)
-                    .map_err(|e| {
-                        let mut err = vm_error(e);
-                        if err.message.contains("Permission denied") {
-                            err.message += " (a running VM writes files only beneath the \
-                                            directories fennec run --allow-path gives; as \
-                                            firecracker, its drives' directories too)";
-                        }
-                        err
-                    })
+                    .map_err(vm_error)
             }
             Action::Checkpoint {
                 name,

@@ -4,9 +4,9 @@
 //! wake it, and fennec sends neither. Telling that from an idle guest (halted, interrupts on,
 //! waiting for a timer) needs the vCPU's registers, which only the vCPU thread can read, so it
 //! has to be kicked out of `KVM_RUN` and asked. [`IdleWatch`] decides when: it reads the
-//! thread's scheduler counters from `/proc` (which does not disturb it) and asks only once a
-//! vCPU has been still for a while, then again after longer and longer pauses (up to
-//! [`MAX_INTERVAL`]) while it stays still. A vCPU that runs starts over. An idle guest is
+//! thread's CPU time from its CPU clock (which does not disturb it, and needs no `/proc`: a
+//! jail has none) and asks only once a vCPU has been still for a while, then again after
+//! longer and longer pauses (up to [`MAX_INTERVAL`]) while it stays still. A vCPU that runs starts over. An idle guest is
 //! woken a few times in its first seconds of idleness, then about once a minute.
 
 use std::time::{Duration, Instant};
@@ -18,22 +18,30 @@ pub const SETTLE: Duration = Duration::from_millis(500);
 /// The longest pause between two probes of a vCPU that stays still.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(64);
 
-/// A thread's scheduler counters: nanoseconds on a CPU, and times it was scheduled in. `None`
-/// where the kernel does not report them (no `schedstat`); probes then follow the schedule
-/// alone.
-pub fn activity(tid: i32) -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
-    let mut fields = text.split_whitespace().map(|w| w.parse::<u64>().ok());
-    let on_cpu = fields.next()??;
-    let _waiting = fields.next()??;
-    let slices = fields.next()??;
-    Some((on_cpu, slices))
+/// How long thread `thread` of this process has run on a CPU, in nanoseconds, from its CPU
+/// clock. `None` once it has ended; probes then follow the schedule alone.
+pub fn activity(thread: libc::pthread_t) -> Option<u64> {
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: `thread` is a thread of this process not joined yet (its caller holds its
+    // `JoinHandle`), so its handle is valid; `clock` is a valid out-pointer.
+    if unsafe { libc::pthread_getcpuclockid(thread, &mut clock) } != 0 {
+        return None;
+    }
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid out-pointer; a clock of a thread that has ended gives EINVAL.
+    if unsafe { libc::clock_gettime(clock, &mut now) } != 0 {
+        return None;
+    }
+    Some(now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64)
 }
 
 /// One vCPU's probing schedule and what its last probe found.
 #[derive(Debug)]
 pub struct IdleWatch {
-    last: Option<(u64, u64)>,
+    last: Option<u64>,
     /// The next observation is the vCPU settling after a probe, not the guest running.
     after_probe: bool,
     next_probe: Instant,
@@ -53,8 +61,8 @@ impl IdleWatch {
         }
     }
 
-    /// Takes the thread's counters at `now`; true when it is time to probe the vCPU.
-    pub fn observe(&mut self, activity: Option<(u64, u64)>, now: Instant) -> bool {
+    /// Takes the thread's CPU time at `now`; true when it is time to probe the vCPU.
+    pub fn observe(&mut self, activity: Option<u64>, now: Instant) -> bool {
         if self.after_probe {
             self.after_probe = false;
         } else if activity.is_some() && activity != self.last {
@@ -112,9 +120,9 @@ mod tests {
     fn test_idle_watch_probes_only_after_settling() {
         let start = Instant::now();
         let mut w = IdleWatch::new(start);
-        assert!(!w.observe(Some((1, 1)), start));
-        assert!(!w.observe(Some((1, 1)), start + SETTLE / 2));
-        assert!(w.observe(Some((1, 1)), start + SETTLE));
+        assert!(!w.observe(Some(1), start));
+        assert!(!w.observe(Some(1), start + SETTLE / 2));
+        assert!(w.observe(Some(1), start + SETTLE));
     }
 
     #[test]
@@ -125,7 +133,7 @@ mod tests {
         let mut probes = Vec::new();
         // Ten minutes of observations every 250 ms of a vCPU that never runs.
         while now < start + Duration::from_secs(600) {
-            if w.observe(Some((5, 5)), now) {
+            if w.observe(Some(5), now) {
                 probes.push(now - start);
                 w.probed(Running, now);
             }
@@ -143,12 +151,12 @@ mod tests {
     fn test_idle_watch_forgets_the_probe_when_the_vcpu_runs() {
         let start = Instant::now();
         let mut w = IdleWatch::new(start);
-        w.observe(Some((1, 1)), start);
+        w.observe(Some(1), start);
         w.probed(HaltedIrqsOff, start + SETTLE);
         // The probe itself makes the thread run once: not the guest.
-        assert!(!w.observe(Some((2, 2)), start + SETTLE * 2));
+        assert!(!w.observe(Some(2), start + SETTLE * 2));
         assert_eq!(w.state(), Some(HaltedIrqsOff));
-        w.observe(Some((3, 3)), start + SETTLE * 3);
+        w.observe(Some(3), start + SETTLE * 3);
         assert_eq!(w.state(), None);
     }
 
@@ -181,15 +189,31 @@ mod tests {
     }
 
     #[test]
-    fn test_activity_reads_this_thread() {
-        // SAFETY: gettid has no preconditions.
-        let tid = unsafe { libc::gettid() };
-        // Off the CPU and back: scheduled in at least once more.
-        std::thread::sleep(Duration::from_millis(2));
-        let (on_cpu, slices) = activity(tid).expect("schedstat of this thread");
-        assert!(on_cpu > 0, "{on_cpu}");
-        assert!(slices > 0, "{slices}");
-        std::thread::sleep(Duration::from_millis(2));
-        assert_ne!(activity(tid), Some((on_cpu, slices)));
+    fn test_activity_reads_another_threads_cpu_clock() {
+        use std::os::unix::thread::JoinHandleExt;
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let (ready, ran_enough) = std::sync::mpsc::channel::<()>();
+        let busy = std::thread::spawn(move || {
+            // Runs 10 ms of CPU time, however long that takes on a loaded machine, then waits
+            // (off the CPU) until told to end.
+            let own = || {
+                // SAFETY: `pthread_self` is this live thread.
+                activity(unsafe { libc::pthread_self() }).unwrap()
+            };
+            while own() < 10_000_000 {}
+            ready.send(()).unwrap();
+            let _ = wait.recv();
+        });
+        let thread = busy.as_pthread_t();
+        ran_enough.recv().unwrap();
+        let ran = activity(thread).expect("the thread's CPU clock");
+        assert!(ran >= 10_000_000, "{ran} ns");
+        // Waiting (surely, after a while), it runs no more.
+        std::thread::sleep(Duration::from_millis(20));
+        let waiting = activity(thread);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(activity(thread), waiting);
+        go.send(()).unwrap();
+        busy.join().unwrap();
     }
 }

@@ -240,6 +240,11 @@ impl VcpuThread {
         self.tid.load(Ordering::Acquire)
     }
 
+    /// The thread's handle, for its CPU clock (halt detection).
+    pub fn pthread(&self) -> libc::pthread_t {
+        std::os::unix::thread::JoinHandleExt::as_pthread_t(&self.thread)
+    }
+
     /// Exit counters, shared with the thread (they stay readable after it ends).
     pub fn exits(&self) -> Arc<VcpuExits> {
         self.exits.clone()
