@@ -11,18 +11,20 @@
 #   QEMU     `system` (the qemu-system-x86_64 on PATH), or a Debian suite (`bookworm`,
 #            `bookworm-backports`): that suite's qemu-system-x86, unpacked once into
 #            ~/.cache/fennec/qemu-VERSION (the suite must be in the apt sources)
-#   CMDLINE  added to the test host's kernel command line, words joined by commas: the test
-#            host's workarounds (fennec.pin=0 fennec.anchor=0 fennec.offline=0, see
-#            resources/test-host/init) or module parameters (kvm_amd.npt=1)
+#   CMDLINE  added to the test host's kernel command line (a later word wins), words joined
+#            by commas: the test host's workarounds for QEMU 7.2 (fennec.pin=1 fennec.anchor=1
+#            fennec.offline=1, see resources/test-host/init) or module parameters
+#            (kvm_amd.npt=0)
 # Without CONFIG: one, `system=system`. Each run is counted once, by its worst outcome:
 #   pass         every test passed, no test host died
 #   host died    a test host stopped reporting (frozen) or crashed (its kernel panicked); the
 #                run's one retry may have passed, but the death counts
 #   guest stall  a test failed waiting for its guest (a marker that never came, a time limit)
 #   failed       a test failed otherwise
-# Example, QEMU 7.2 against QEMU 10 and QEMU 10 without the workarounds:
-#   resources/soak.sh -n 10 q7=bookworm q10=bookworm-backports \
-#       q10-bare=bookworm-backports:fennec.pin=0,fennec.anchor=0,fennec.offline=0
+# Example, QEMU 7.2 with its workarounds against QEMU 10 as the test host runs it:
+#   resources/soak.sh -n 10 \
+#       q7=bookworm:kvm_amd.npt=0,fennec.pin=1,fennec.anchor=1,fennec.offline=1 \
+#       q10=bookworm-backports
 set -euo pipefail
 runs=10
 if [ "${1:-}" = "-n" ]; then runs="$2"; shift 2; fi

@@ -41,21 +41,27 @@ const BOOT_LIMIT: Duration = Duration::from_secs(300);
 /// How many test hosts one run may boot: one, and one more for each that died mid-run.
 const MAX_BOOTS: usize = 3;
 /// The test host's kernel command line: its kernel console on the third serial port, at full
-/// verbosity (see `resources/test-host/init`), and kvm-amd without nested paging.
+/// verbosity (see `resources/test-host/init`), kvm-amd with nested paging, and the init's
+/// workarounds for QEMU 7.2 off.
 ///
-/// With nested paging (QEMU's TCG emulation of AMD NPT), a guest now and then stopped for good
-/// in the middle of a test: its vCPU runnable, a page fault (#PF, vector 14) pending that was
-/// never delivered, its instruction pointer outside the kernel, timer and device interrupts
-/// waiting in its local APIC (fennec's SIGUSR1 state, twice in soak runs: see
-/// `resources/soak.sh`). Shadow paging (`kvm_amd.npt=0`) takes TCG's nested-paging emulation
-/// out of the picture; the suite runs about as fast. `nokaslr`: the addresses QEMU's monitor
-/// gives for a frozen host's CPUs stay those of the kernel's symbol tables (Debian's
+/// The test host runs on QEMU 10 (Debian's bookworm-backports; [`MIN_QEMU`]). Measured with
+/// `resources/soak.sh` beside a parallel kernel compile: QEMU 7.2 with every workaround (shadow
+/// paging, the KVM anchor VM, everything pinned to CPU 0, CPU 1 offline while modules load)
+/// still lost test hosts to panics and freezes, while QEMU 10 with nested paging and none of
+/// them passed the Linux tier. On QEMU 10, shadow paging (`kvm_amd.npt=0`) is what breaks:
+/// every L2 guest dies at once (README, Known problems). `nokaslr`: the addresses QEMU's
+/// monitor gives for a frozen host's CPUs stay those of the kernel's symbol tables (Debian's
 /// `System.map` is a stub; its `-dbg` package's vmlinux names them).
-pub const HOST_CMDLINE: &str = "console=ttyS2 loglevel=7 panic=-1 rdinit=/init kvm_amd.npt=0 \
+pub const HOST_CMDLINE: &str = "console=ttyS2 loglevel=7 panic=-1 rdinit=/init kvm_amd.npt=1 \
+     fennec.pin=0 fennec.anchor=0 fennec.offline=0 \
      softlockup_all_cpu_backtrace=1 hung_task_all_cpu_backtrace=1 nokaslr";
 
+/// The oldest QEMU the test host runs on by default (what `resources/prereqs.sh` installs).
+/// `FENNEC_TEST_HOST_QEMU` names any other, for comparisons.
+const MIN_QEMU: u32 = 10;
+
 /// Extra test host command line from `FENNEC_TEST_HOST_CMDLINE` (to try module parameters such
-/// as `kvm_amd.npt=0`, say).
+/// as `kvm_amd.npt=0`, say, or the workarounds: `fennec.pin=1`); a later word wins.
 fn host_cmdline() -> String {
     match std::env::var("FENNEC_TEST_HOST_CMDLINE") {
         Ok(extra) if !extra.trim().is_empty() => format!("{HOST_CMDLINE} {}", extra.trim()),
@@ -259,7 +265,17 @@ fn qemu() -> (PathBuf, Vec<PathBuf>) {
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
     else {
-        return (PathBuf::from("qemu-system-x86_64"), Vec::new());
+        let binary = PathBuf::from("qemu-system-x86_64");
+        let version = qemu_version(&binary);
+        match qemu_major(&version) {
+            Some(major) if major >= MIN_QEMU => {}
+            _ => panic!(
+                "the test host needs QEMU {MIN_QEMU} or later; the system's says {version:?}: \
+                 run resources/prereqs.sh as root (it installs qemu-system-x86 from Debian's \
+                 bookworm-backports), or name one in FENNEC_TEST_HOST_QEMU"
+            ),
+        }
+        return (binary, Vec::new());
     };
     assert!(
         binary.is_file(),
@@ -286,6 +302,12 @@ fn qemu_version(binary: &Path) -> String {
             text.lines().next().unwrap_or_default().to_string()
         })
         .unwrap_or_else(|e| format!("{} does not run: {e}", binary.display()))
+}
+
+/// The major version in `qemu --version`'s first line ("QEMU emulator version 10.0.2 ...").
+fn qemu_major(version: &str) -> Option<u32> {
+    let number = version.split("version ").nth(1)?;
+    number.split('.').next()?.trim().parse().ok()
 }
 
 fn run_qemu(work: &Path, boot: usize) -> HostRun {
@@ -571,6 +593,20 @@ fn base64_decode(s: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_qemu_major_reads_the_version_line() {
+        let line = "QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)";
+        assert_eq!(qemu_major(line), Some(10));
+        assert_eq!(
+            qemu_major("QEMU emulator version 7.2.15 (Debian 1:7.2+dfsg-7)"),
+            Some(7)
+        );
+        assert_eq!(
+            qemu_major("qemu-system-x86_64 does not run: not found"),
+            None
+        );
+    }
 
     #[test]
     fn test_base64_decode_round_trip() {
