@@ -12,8 +12,8 @@
 #            `bookworm-backports`): that suite's qemu-system-x86, unpacked once into
 #            ~/.cache/fennec/qemu-VERSION (the suite must be in the apt sources)
 #   CMDLINE  added to the test host's kernel command line (a later word wins), words joined
-#            by commas: the test host's workarounds for QEMU 7.2 (fennec.pin=1 fennec.anchor=1
-#            fennec.offline=1, see resources/test-host/init) or module parameters
+#            by commas: the test host's workarounds for QEMU 7.2 (fennec.pin, fennec.anchor,
+#            fennec.offline: 1 on, 0 off; see resources/test-host/init) or module parameters
 #            (kvm_amd.npt=0)
 # Without CONFIG: one, `system=system`. Each run is counted once, by its worst outcome:
 #   pass         every test passed, no test host died
@@ -21,10 +21,11 @@
 #                run's one retry may have passed, but the death counts
 #   guest stall  a test failed waiting for its guest (a marker that never came, a time limit)
 #   failed       a test failed otherwise
-# Example, QEMU 7.2 with its workarounds against QEMU 10 as the test host runs it:
+# Example, QEMU 7.2 with its workarounds against QEMU 10 as the test host runs it, and QEMU 10
+# with the test host's CPUs both free for the VMs:
 #   resources/soak.sh -n 10 \
 #       q7=bookworm:kvm_amd.npt=0,fennec.pin=1,fennec.anchor=1,fennec.offline=1 \
-#       q10=bookworm-backports
+#       q10=bookworm-backports q10-free=bookworm-backports:fennec.pin=0
 set -euo pipefail
 runs=10
 if [ "${1:-}" = "-n" ]; then runs="$2"; shift 2; fi

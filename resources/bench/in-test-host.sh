@@ -32,5 +32,5 @@ timeout 3600 qemu-system-x86_64 -accel tcg,thread=multi -smp 2 -m 4096 -M q35 -c
     -nodefaults -no-user-config -nographic -monitor "unix:$work/monitor.sock,server=on,wait=off" \
     -serial "file:$work/console" \
     -serial "file:$work/results" -serial "file:$work/kernel.log" -kernel "$work/host/vmlinuz" \
-    -initrd "$work/host/initramfs.cpio" -append "console=ttyS2 loglevel=7 panic=-1 rdinit=/init kvm_amd.npt=1 fennec.pin=0 fennec.anchor=0 fennec.offline=0 nokaslr" \
+    -initrd "$work/host/initramfs.cpio" -append "console=ttyS2 loglevel=7 panic=-1 rdinit=/init kvm_amd.npt=1 fennec.pin=1 fennec.anchor=0 fennec.offline=0 nokaslr" \
     -no-reboot < /dev/null

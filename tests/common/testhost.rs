@@ -41,19 +41,23 @@ const BOOT_LIMIT: Duration = Duration::from_secs(300);
 /// How many test hosts one run may boot: one, and one more for each that died mid-run.
 const MAX_BOOTS: usize = 3;
 /// The test host's kernel command line: its kernel console on the third serial port, at full
-/// verbosity (see `resources/test-host/init`), kvm-amd with nested paging, and the init's
-/// workarounds for QEMU 7.2 off.
+/// verbosity (see `resources/test-host/init`), kvm-amd with nested paging, every test and its
+/// VMs on the test host's CPU 0 (`fennec.pin=1`), and the init's other workarounds for QEMU
+/// 7.2 off.
 ///
 /// The test host runs on QEMU 10 (Debian's bookworm-backports; [`MIN_QEMU`]). Measured with
-/// `resources/soak.sh` beside a parallel kernel compile: QEMU 7.2 with every workaround (shadow
-/// paging, the KVM anchor VM, everything pinned to CPU 0, CPU 1 offline while modules load)
-/// still lost test hosts to panics and freezes, while QEMU 10 with nested paging and none of
-/// them passed the Linux tier. On QEMU 10, shadow paging (`kvm_amd.npt=0`) is what breaks:
-/// every L2 guest dies at once (README, Known problems). `nokaslr`: the addresses QEMU's
-/// monitor gives for a frozen host's CPUs stay those of the kernel's symbol tables (Debian's
-/// `System.map` is a stub; its `-dbg` package's vmlinux names them).
+/// `resources/soak.sh` beside a parallel kernel compile (README, Known problems): QEMU 7.2,
+/// even with every workaround, lost test hosts to kernel panics and freezes; QEMU 10 lost none.
+/// On QEMU 10, shadow paging (`kvm_amd.npt=0`, 7.2's workaround for stalls under nested
+/// paging) is what breaks: every L2 guest dies at once. With the 2-vCPU Debian guest's vCPUs
+/// free to run on both of the test host's CPUs, the guest once wedged with both vCPUs'
+/// interrupts off for good, as it did on 7.2, where pinning them to one CPU held (the guest
+/// live-patches its code and multi-threaded TCG does not show one emulated CPU the code
+/// another rewrote). `nokaslr`: the addresses QEMU's monitor gives for a frozen host's CPUs
+/// stay those of the kernel's symbol tables (Debian's `System.map` is a stub; its `-dbg`
+/// package's vmlinux names them).
 pub const HOST_CMDLINE: &str = "console=ttyS2 loglevel=7 panic=-1 rdinit=/init kvm_amd.npt=1 \
-     fennec.pin=0 fennec.anchor=0 fennec.offline=0 \
+     fennec.pin=1 fennec.anchor=0 fennec.offline=0 \
      softlockup_all_cpu_backtrace=1 hung_task_all_cpu_backtrace=1 nokaslr";
 
 /// The oldest QEMU the test host runs on by default (what `resources/prereqs.sh` installs).
