@@ -15,7 +15,7 @@ use actions::Action;
 pub use answers::{exit_json, one_line};
 use answers::{not_after_start, not_before_start, vm_error};
 
-pub use super::sinks::{open_sink, LoggerHook, MetricsSink};
+pub use super::sinks::{open_sink, LoggerHook, MetricsFormat, MetricsSink};
 
 use super::{ApiError, ApiRequest, ApiResponse, Event};
 use crate::config::{ConfigError, DriveSource, VmConfig};
@@ -51,6 +51,8 @@ pub struct VmService {
     checkpoint_dirs: Vec<(String, PathBuf)>,
     /// Where the VM's metrics go, a JSON line at a time (Firecracker's `--metrics-path`).
     metrics: Option<MetricsSink>,
+    /// The shape of the lines of a sink `PUT /metrics` names.
+    metrics_format: MetricsFormat,
     /// Reconfigures the process's logger (`PUT /logger`), when the process has such a logger.
     logger: Option<LoggerHook>,
     /// The thread that runs pauses, resumes and live snapshots, in order, once the VM runs.
@@ -82,6 +84,7 @@ impl VmService {
             confined: false,
             checkpoint_dirs: Vec::new(),
             metrics: None,
+            metrics_format: MetricsFormat::Fennec,
             logger: None,
             actions: None,
             mmds: Mmds::default(),
@@ -103,6 +106,12 @@ impl VmService {
     /// Writes the VM's metrics to `sink`: a line once the VM runs, and one when it ends.
     pub fn with_metrics(mut self, sink: MetricsSink) -> Self {
         self.metrics = Some(sink);
+        self
+    }
+
+    /// Gives a metrics sink that `PUT /metrics` names lines of `format`.
+    pub fn with_metrics_format(mut self, format: MetricsFormat) -> Self {
+        self.metrics_format = format;
         self
     }
 
@@ -385,7 +394,7 @@ impl VmService {
                         path.display()
                     ))
                 })?;
-                self.metrics = Some(MetricsSink::new(file));
+                self.metrics = Some(MetricsSink::with_format(file, self.metrics_format));
                 Ok(ApiResponse::Empty)
             }
             ApiRequest::FlushMetrics => match self.metrics.as_mut() {

@@ -160,6 +160,7 @@ fn prepare(fc: &FcArgs) -> Result<(RunArgs, Persona), Refusal> {
         api_max_body: max_body,
         logger: Some(Box::new(move |config| logger.reconfigure(config))),
         quiet_exit: true,
+        metrics_format: fennec::api::service::MetricsFormat::Firecracker,
     };
     Ok((run, persona))
 }

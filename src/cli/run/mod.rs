@@ -12,7 +12,7 @@ use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use fennec::api::http::ApiServer;
-use fennec::api::service::{self, one_line, LoggerHook, MetricsSink, VmService};
+use fennec::api::service::{self, one_line, LoggerHook, MetricsFormat, MetricsSink, VmService};
 use fennec::api::Event;
 use fennec::config::VmConfig;
 use fennec::console::OutputPump;
@@ -43,6 +43,8 @@ pub struct Persona {
     /// The guest's end is the persona's to log, in its own format: nothing more on stderr, and
     /// status 0 for a reset or a panic as for a power-off.
     pub quiet_exit: bool,
+    /// The shape of the metrics lines.
+    pub metrics_format: MetricsFormat,
 }
 
 /// The console on stdin and stdout; its output is written by a thread of its own, so a
@@ -109,7 +111,7 @@ pub fn run(args: &RunArgs, persona: Persona) -> ExitCode {
         .map(service::open_sink)
         .transpose()
     {
-        Ok(file) => file.map(MetricsSink::new),
+        Ok(file) => file.map(|f| MetricsSink::with_format(f, persona.metrics_format)),
         Err(e) => {
             eprintln!("fennec: cannot open the metrics file: {e}");
             return ExitCode::FAILURE;
@@ -264,6 +266,7 @@ fn run_with_api(
         vm.serve_request(fennec::api::ApiRequest::LoadSnapshot(Box::new(load)))
             .map_err(|e| e.message)?;
     }
+    vm = vm.with_metrics_format(persona.metrics_format);
     if let Some(sink) = metrics {
         vm = vm.with_metrics(sink);
     }

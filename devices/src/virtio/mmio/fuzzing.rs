@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex};
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::{MmioInterrupt, MmioTransport};
+use super::{MmioInterrupt, MmioState, MmioTransport};
 use crate::bus::BusDevice;
 use crate::virtio::block::fuzzing::scenario;
+use crate::virtio::transport::TransportStateError;
 use crate::EventFdTrigger;
 
 /// Bytes of one register access in the input: an operation byte (bit 0: write; bits 1-2: the
@@ -47,6 +48,26 @@ pub fn access_registers(input: &[u8], memory: &[u8]) -> u32 {
     let mut status = [0u8; 4];
     transport.read(super::reg::STATUS, &mut status);
     u32::from_le_bytes(status)
+}
+
+/// Puts `state` (from a state file, so anything) back into a fresh transport with a block
+/// device behind it, over guest memory whose first bytes are `memory`, as a restore does; a
+/// device it started serves its queue once. Whatever the state says, the transport must refuse
+/// it with a reason or take it, and never panic or leave guest memory.
+pub fn restore_state(state: &MmioState, memory: &[u8]) -> Result<u32, TransportStateError> {
+    let (mem, block) = scenario(memory, false);
+    let block = Arc::new(Mutex::new(block));
+    let irq = EventFd::new(EFD_NONBLOCK).expect("an eventfd");
+    let interrupt = Arc::new(MmioInterrupt::new(EventFdTrigger::new(irq)));
+    let mut transport = MmioTransport::new(block.clone(), mem, interrupt);
+    transport.restore_mmio(state)?;
+    block
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .process_queue();
+    let mut status = [0u8; 4];
+    transport.read(super::reg::STATUS, &mut status);
+    Ok(u32::from_le_bytes(status))
 }
 
 #[cfg(test)]

@@ -1,0 +1,539 @@
+//! The metrics line of fennec as `firecracker`: Firecracker's schema (the release named by
+//! [`crate::api::FIRECRACKER_VERSION`]), so dashboards and tools built on Firecracker's metrics
+//! read fennec's unchanged.
+//!
+//! Every group and counter Firecracker writes is there, in its order. fennec's own counters fill
+//! the ones they correspond to (a vCPU's exits, the serial console, each drive, network
+//! interface and entropy device); the others stay 0. As Firecracker does, a counter is written
+//! as what it gained since the line before (and a latency as `min_us`, `max_us`, `sum_us`), a
+//! drive's and an interface's counters appear under `block_ID` and `net_ID` and summed under
+//! `block` and `net`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::{json, Map, Value};
+
+use crate::config::{BlockConfig, EntropyConfig, NetConfig, VirtioDeviceConfig};
+use crate::VmMetrics;
+
+/// The counters of one of Firecracker's drives.
+const BLOCK: &[&str] = &[
+    "activate_fails",
+    "cfg_fails",
+    "no_avail_buffer",
+    "event_fails",
+    "execute_fails",
+    "invalid_reqs_count",
+    "flush_count",
+    "queue_event_count",
+    "rate_limiter_event_count",
+    "update_count",
+    "update_fails",
+    "read_bytes",
+    "write_bytes",
+    "read_count",
+    "write_count",
+    "read_agg",
+    "write_agg",
+    "rate_limiter_throttled_events",
+    "io_engine_throttled_events",
+    "remaining_reqs_count",
+];
+
+/// The counters of one of Firecracker's network interfaces.
+const NET: &[&str] = &[
+    "activate_fails",
+    "cfg_fails",
+    "mac_address_updates",
+    "no_rx_avail_buffer",
+    "no_tx_avail_buffer",
+    "event_fails",
+    "rx_queue_event_count",
+    "rx_event_rate_limiter_count",
+    "rx_partial_writes",
+    "rx_rate_limiter_throttled",
+    "rx_tap_event_count",
+    "rx_bytes_count",
+    "rx_packets_count",
+    "rx_fails",
+    "rx_count",
+    "tap_read_fails",
+    "tap_write_fails",
+    "tap_write_agg",
+    "tx_bytes_count",
+    "tx_malformed_frames",
+    "tx_fails",
+    "tx_count",
+    "tx_packets_count",
+    "tx_partial_reads",
+    "tx_queue_event_count",
+    "tx_rate_limiter_event_count",
+    "tx_rate_limiter_throttled",
+    "tx_spoofed_mac_count",
+    "tx_remaining_reqs_count",
+];
+
+/// One entry of the line: a group of counters, or the groups of a kind of device.
+enum Group {
+    /// A group of the VMM's own.
+    Fixed(&'static str, &'static [&'static str]),
+    /// `NAME_ID` for each device of the kind, then `NAME` with their sums.
+    PerDevice(&'static str, &'static [&'static str]),
+}
+
+/// Firecracker's metrics line, group by group in its order.
+const SCHEMA: &[Group] = &[
+    Group::Fixed(
+        "api_server",
+        &[
+            "process_startup_time_us",
+            "process_startup_time_cpu_us",
+            "sync_response_fails",
+            "sync_vmm_send_timeout_count",
+        ],
+    ),
+    Group::Fixed(
+        "balloon",
+        &[
+            "activate_fails",
+            "inflate_count",
+            "stats_updates_count",
+            "stats_update_fails",
+            "deflate_count",
+            "event_fails",
+        ],
+    ),
+    Group::PerDevice("block", BLOCK),
+    Group::Fixed(
+        "deprecated_api",
+        &["deprecated_http_api_calls", "deprecated_cmd_line_api_calls"],
+    ),
+    Group::Fixed(
+        "get_api_requests",
+        &[
+            "instance_info_count",
+            "machine_cfg_count",
+            "mmds_count",
+            "vmm_version_count",
+        ],
+    ),
+    Group::Fixed(
+        "i8042",
+        &[
+            "error_count",
+            "missed_read_count",
+            "missed_write_count",
+            "read_count",
+            "reset_count",
+            "write_count",
+        ],
+    ),
+    Group::Fixed(
+        "uart",
+        &[
+            "error_count",
+            "flush_count",
+            "missed_read_count",
+            "missed_write_count",
+            "read_count",
+            "write_count",
+        ],
+    ),
+    Group::Fixed(
+        "latencies_us",
+        &[
+            "full_create_snapshot",
+            "diff_create_snapshot",
+            "load_snapshot",
+            "pause_vm",
+            "resume_vm",
+            "vmm_full_create_snapshot",
+            "vmm_diff_create_snapshot",
+            "vmm_load_snapshot",
+            "vmm_pause_vm",
+            "vmm_resume_vm",
+        ],
+    ),
+    Group::Fixed(
+        "logger",
+        &[
+            "missed_metrics_count",
+            "metrics_fails",
+            "missed_log_count",
+            "log_fails",
+        ],
+    ),
+    Group::Fixed(
+        "mmds",
+        &[
+            "rx_accepted",
+            "rx_accepted_err",
+            "rx_accepted_unusual",
+            "rx_bad_eth",
+            "rx_count",
+            "tx_bytes",
+            "tx_count",
+            "tx_errors",
+            "tx_frames",
+            "connections_created",
+            "connections_destroyed",
+        ],
+    ),
+    Group::PerDevice("net", NET),
+    Group::Fixed(
+        "patch_api_requests",
+        &[
+            "drive_count",
+            "drive_fails",
+            "network_count",
+            "network_fails",
+            "machine_cfg_count",
+            "machine_cfg_fails",
+            "mmds_count",
+            "mmds_fails",
+        ],
+    ),
+    Group::Fixed(
+        "put_api_requests",
+        &[
+            "actions_count",
+            "actions_fails",
+            "boot_source_count",
+            "boot_source_fails",
+            "drive_count",
+            "drive_fails",
+            "logger_count",
+            "logger_fails",
+            "machine_cfg_count",
+            "machine_cfg_fails",
+            "cpu_cfg_count",
+            "cpu_cfg_fails",
+            "metrics_count",
+            "metrics_fails",
+            "network_count",
+            "network_fails",
+            "mmds_count",
+            "mmds_fails",
+            "vsock_count",
+            "vsock_fails",
+        ],
+    ),
+    Group::Fixed("seccomp", &["num_faults"]),
+    Group::Fixed(
+        "vcpu",
+        &[
+            "exit_io_in",
+            "exit_io_out",
+            "exit_mmio_read",
+            "exit_mmio_write",
+            "failures",
+            "kvmclock_ctrl_fails",
+            "exit_io_in_agg",
+            "exit_io_out_agg",
+            "exit_mmio_read_agg",
+            "exit_mmio_write_agg",
+        ],
+    ),
+    Group::Fixed("vmm", &["device_events", "panic_count"]),
+    Group::Fixed(
+        "signals",
+        &[
+            "sigbus", "sigsegv", "sigxfsz", "sigxcpu", "sigpipe", "sighup", "sigill",
+        ],
+    ),
+    Group::Fixed(
+        "vsock",
+        &[
+            "activate_fails",
+            "cfg_fails",
+            "rx_queue_event_fails",
+            "tx_queue_event_fails",
+            "ev_queue_event_fails",
+            "muxer_event_fails",
+            "conn_event_fails",
+            "rx_queue_event_count",
+            "tx_queue_event_count",
+            "rx_bytes_count",
+            "tx_bytes_count",
+            "rx_packets_count",
+            "tx_packets_count",
+            "conns_added",
+            "conns_killed",
+            "conns_removed",
+            "killq_resync",
+            "tx_flush_fails",
+            "tx_write_fails",
+            "rx_read_fails",
+        ],
+    ),
+    Group::Fixed(
+        "entropy",
+        &[
+            "activate_fails",
+            "entropy_event_fails",
+            "entropy_event_count",
+            "entropy_bytes",
+            "host_rng_fails",
+            "entropy_rate_limiter_throttled",
+            "rate_limiter_event_count",
+        ],
+    ),
+];
+
+/// Which of fennec's counters make up one of Firecracker's: (Firecracker's, fennec's summed).
+type Mapping = &'static [(&'static str, &'static [&'static str])];
+
+/// A vCPU's exits.
+const VCPU_MAP: Mapping = &[
+    ("exit_io_in", &["io_in"]),
+    ("exit_io_out", &["io_out"]),
+    ("exit_mmio_read", &["mmio_read"]),
+    ("exit_mmio_write", &["mmio_write"]),
+];
+
+/// The serial console (one write or read of its data register is one byte).
+const UART_MAP: Mapping = &[
+    ("write_count", &["bytes_out"]),
+    ("read_count", &["bytes_in"]),
+    ("missed_write_count", &["bytes_lost"]),
+];
+
+/// A drive.
+const BLOCK_MAP: Mapping = &[
+    ("read_count", &["read_count"]),
+    ("read_bytes", &["read_bytes"]),
+    ("write_count", &["write_count"]),
+    ("write_bytes", &["write_bytes"]),
+    ("flush_count", &["flush_count"]),
+    (
+        "invalid_reqs_count",
+        &["invalid_requests", "unsupported_requests"],
+    ),
+    ("execute_fails", &["io_errors"]),
+    ("queue_event_count", &["notifications"]),
+    ("rate_limiter_throttled_events", &["rate_limited"]),
+];
+
+/// A network interface.
+const NET_MAP: Mapping = &[
+    ("rx_bytes_count", &["rx_bytes"]),
+    ("rx_packets_count", &["rx_packets"]),
+    ("rx_count", &["rx_packets"]),
+    ("rx_fails", &["rx_errors"]),
+    ("no_rx_avail_buffer", &["rx_buffer_waits"]),
+    ("rx_queue_event_count", &["rx_notifications"]),
+    ("rx_rate_limiter_throttled", &["rx_rate_limited"]),
+    ("tx_bytes_count", &["tx_bytes"]),
+    ("tx_packets_count", &["tx_packets"]),
+    ("tx_count", &["tx_packets"]),
+    ("tx_fails", &["tx_errors"]),
+    ("tx_malformed_frames", &["bad_chains"]),
+    ("tx_queue_event_count", &["tx_notifications"]),
+    ("tx_rate_limiter_throttled", &["tx_rate_limited"]),
+];
+
+/// The entropy device.
+const ENTROPY_MAP: Mapping = &[
+    ("entropy_event_count", &["notifications"]),
+    ("entropy_bytes", &["bytes"]),
+    ("host_rng_fails", &["errors"]),
+    ("entropy_rate_limiter_throttled", &["rate_limited"]),
+];
+
+/// Counters by group, then by name: what fennec has to say, as totals since the VM started.
+type Totals = BTreeMap<String, BTreeMap<&'static str, u64>>;
+
+/// Adds `counters`' values (a JSON object of fennec's counters) to `group` by `mapping`.
+fn add(totals: &mut Totals, group: &str, mapping: Mapping, counters: &Value) {
+    let group = totals.entry(group.to_string()).or_default();
+    for (name, sources) in mapping {
+        let sum: u64 = sources
+            .iter()
+            .filter_map(|s| counters.get(*s).and_then(Value::as_u64))
+            .fold(0, u64::saturating_add);
+        let total = group.entry(name).or_default();
+        *total = total.saturating_add(sum);
+    }
+}
+
+/// fennec's counters, by Firecracker's groups and names.
+fn totals(metrics: &VmMetrics) -> Totals {
+    let mut totals = Totals::new();
+    for vcpu in &metrics.vcpus {
+        add(&mut totals, "vcpu", VCPU_MAP, vcpu);
+    }
+    add(&mut totals, "uart", UART_MAP, &metrics.serial);
+    for (id, device) in &metrics.devices {
+        let (group, mapping) = match device.kind {
+            BlockConfig::KIND => ("block", BLOCK_MAP),
+            NetConfig::KIND => ("net", NET_MAP),
+            EntropyConfig::KIND => ("entropy", ENTROPY_MAP),
+            _ => continue,
+        };
+        if group == "entropy" {
+            add(&mut totals, group, mapping, &device.counters);
+        } else {
+            add(
+                &mut totals,
+                &format!("{group}_{id}"),
+                mapping,
+                &device.counters,
+            );
+            add(&mut totals, group, mapping, &device.counters);
+        }
+    }
+    totals
+}
+
+/// Writes Firecracker's metrics lines: each counter as what it gained since the line before.
+#[derive(Debug, Default)]
+pub struct FirecrackerLines {
+    /// What each counter (`group.name`) stood at in the last line.
+    written: HashMap<String, u64>,
+}
+
+impl FirecrackerLines {
+    /// The next line's object (without its time), from `metrics` (`None` before the VM
+    /// starts: every counter 0).
+    pub fn line(&mut self, metrics: Option<&VmMetrics>) -> Map<String, Value> {
+        let totals = metrics.map(totals).unwrap_or_default();
+        let mut line = Map::new();
+        for group in SCHEMA {
+            match group {
+                Group::Fixed(name, counters) => {
+                    let value = self.group(name, counters, &totals);
+                    line.insert(name.to_string(), value);
+                }
+                Group::PerDevice(kind, counters) => {
+                    let prefix = format!("{kind}_");
+                    let devices = totals.keys().filter(|g| g.starts_with(&prefix));
+                    for device in devices {
+                        let value = self.group(device, counters, &totals);
+                        line.insert(device.clone(), value);
+                    }
+                    line.insert(kind.to_string(), self.group(kind, counters, &totals));
+                }
+            }
+        }
+        line
+    }
+
+    /// Group `name`'s object: each of `counters` by what it gained since the last line,
+    /// latencies (`_agg`) as Firecracker writes them when it measured none.
+    fn group(&mut self, name: &str, counters: &[&'static str], totals: &Totals) -> Value {
+        let mut object = Map::new();
+        for counter in counters {
+            if counter.ends_with("_agg") {
+                object.insert(
+                    counter.to_string(),
+                    json!({"min_us": 0, "max_us": 0, "sum_us": 0}),
+                );
+                continue;
+            }
+            let total = totals
+                .get(name)
+                .and_then(|g| g.get(counter))
+                .copied()
+                .unwrap_or(0);
+            let written = self.written.entry(format!("{name}.{counter}")).or_default();
+            let gained = total.saturating_sub(*written);
+            *written = total;
+            object.insert(counter.to_string(), json!(gained));
+        }
+        Value::Object(object)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vmm::DeviceMetrics;
+
+    fn metrics(read_count: u64, rx_bytes: u64, io_out: u64) -> VmMetrics {
+        let mut devices = BTreeMap::new();
+        devices.insert(
+            "rootfs".to_string(),
+            DeviceMetrics {
+                kind: BlockConfig::KIND,
+                counters: json!({"read_count": read_count, "invalid_requests": 1,
+                                 "unsupported_requests": 2}),
+            },
+        );
+        devices.insert(
+            "eth0".to_string(),
+            DeviceMetrics {
+                kind: NetConfig::KIND,
+                counters: json!({"rx_bytes": rx_bytes}),
+            },
+        );
+        VmMetrics {
+            serial: json!({"bytes_out": 7}),
+            vcpus: vec![json!({"io_out": io_out}), json!({"io_out": 1})],
+            devices,
+            ..VmMetrics::default()
+        }
+    }
+
+    #[test]
+    fn test_firecracker_line_has_every_group_in_order_with_fennecs_counters_mapped() {
+        let mut lines = FirecrackerLines::default();
+        let line = lines.line(Some(&metrics(5, 100, 3)));
+        let keys: Vec<&str> = line.keys().map(String::as_str).collect();
+        let expected = [
+            "api_server",
+            "balloon",
+            "block_rootfs",
+            "block",
+            "deprecated_api",
+            "get_api_requests",
+            "i8042",
+            "uart",
+            "latencies_us",
+            "logger",
+            "mmds",
+            "net_eth0",
+            "net",
+            "patch_api_requests",
+            "put_api_requests",
+            "seccomp",
+            "vcpu",
+            "vmm",
+            "signals",
+            "vsock",
+            "entropy",
+        ];
+        assert_eq!(keys, expected);
+        assert_eq!(line["block_rootfs"]["read_count"], 5);
+        assert_eq!(line["block_rootfs"]["invalid_reqs_count"], 3);
+        assert_eq!(line["block"]["read_count"], 5);
+        assert_eq!(line["block"]["write_agg"]["sum_us"], 0);
+        assert_eq!(line["net_eth0"]["rx_bytes_count"], 100);
+        assert_eq!(line["net"]["tx_spoofed_mac_count"], 0);
+        assert_eq!(line["vcpu"]["exit_io_out"], 4, "summed over the vCPUs");
+        assert_eq!(line["uart"]["write_count"], 7);
+        assert_eq!(line["put_api_requests"]["actions_count"], 0);
+        assert_eq!(line["entropy"]["entropy_bytes"], 0);
+        assert_eq!(line["block"].as_object().unwrap().len(), BLOCK.len());
+        assert_eq!(line["net"].as_object().unwrap().len(), NET.len());
+    }
+
+    #[test]
+    fn test_firecracker_counters_are_what_they_gained_since_the_last_line() {
+        let mut lines = FirecrackerLines::default();
+        lines.line(Some(&metrics(5, 100, 3)));
+        let line = lines.line(Some(&metrics(8, 100, 10)));
+        assert_eq!(line["block_rootfs"]["read_count"], 3);
+        assert_eq!(line["block"]["read_count"], 3);
+        assert_eq!(line["net_eth0"]["rx_bytes_count"], 0);
+        assert_eq!(line["vcpu"]["exit_io_out"], 7);
+        assert_eq!(line["uart"]["write_count"], 0);
+    }
+
+    #[test]
+    fn test_firecracker_line_before_the_vm_starts_is_all_zeros() {
+        let line = FirecrackerLines::default().line(None);
+        assert_eq!(line["vcpu"]["exit_io_in"], 0);
+        assert_eq!(line["block"]["read_count"], 0);
+        assert!(!line.keys().any(|k| k.starts_with("block_")));
+    }
+}
