@@ -158,6 +158,25 @@ fn jailer_runs_firecracker_in_its_chroot_layout_as_the_same_process() {
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&kvm), NOBODY);
 }
 
+/// Runs the jailer for VM `id` with `--new-pid-ns --daemonize`, which must succeed, and gives
+/// the VM's PID from the PID file it wrote in the chroot.
+fn start_daemonized(links: (&Path, &Path), base: &Path, id: &str) -> u32 {
+    let out = jailer_command(links, base, id, &["--new-pid-ns", "--daemonize"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let root = base.join("firecracker").join(id).join("root");
+    std::fs::read_to_string(root.join("firecracker.pid"))
+        .expect("the jailer writes the VM's PID")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 #[test]
 fn jailer_new_pid_ns_and_daemonize_leave_the_vm_running_with_its_pid_file() {
     require_kvm();
@@ -165,24 +184,7 @@ fn jailer_new_pid_ns_and_daemonize_leave_the_vm_running_with_its_pid_file() {
     let (jailer, firecracker) = links(dir.path());
     let base = dir.path().join("jails");
     let root = chroot(&base, "vm-2");
-    let out = jailer_command(
-        (&jailer, &firecracker),
-        &base,
-        "vm-2",
-        &["--new-pid-ns", "--daemonize"],
-    )
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let pid: u32 = std::fs::read_to_string(root.join("firecracker.pid"))
-        .expect("the jailer writes the VM's PID")
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = start_daemonized((&jailer, &firecracker), &base, "vm-2");
     // PID 1 of a namespace of its own, in a session of its own.
     assert_eq!(
         status_field(pid, "NSpid").split_whitespace().last(),
@@ -287,30 +289,13 @@ fn jailer_follows_no_link_the_vm_uid_planted_in_its_chroot() {
     untouched("dev/net a link");
 
     std::fs::remove_file(root.join("dev/net")).unwrap();
-    let out = jailer_command(
-        (&jailer, &firecracker),
-        &base,
-        "vm-4",
-        &["--new-pid-ns", "--daemonize"],
-    )
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let pid = start_daemonized((&jailer, &firecracker), &base, "vm-4");
     untouched("dev/kvm and the PID file links");
     use std::os::unix::fs::FileTypeExt;
     let kvm = std::fs::symlink_metadata(root.join("dev/kvm")).unwrap();
     assert!(kvm.file_type().is_char_device(), "dev/kvm is a device node");
     let pid_file = std::fs::symlink_metadata(root.join("firecracker.pid")).unwrap();
     assert!(pid_file.is_file(), "the PID file is a file of its own");
-    let pid: u32 = std::fs::read_to_string(root.join("firecracker.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
     let socket = root.join("run/fc.sock");
     wait_for("the socket in the chroot", || socket.exists());
     let (status, _) = api_call(&socket, "PUT", "/actions", r#"{"action_type": "Stop"}"#);

@@ -216,14 +216,24 @@ fn carry_out(line: &str, pinned: &mut Option<Vec<PinnedDisk>>) -> Result<(), Str
 mod tests {
     use super::*;
 
-    #[test]
-    fn test_helper_takes_snapshots_and_destroys_disks_in_its_own_process_and_reports_errors() {
+    /// A directory store (its temporary directory, spec and handle) holding template `base`.
+    fn store_with_template() -> (
+        tempfile::TempDir,
+        String,
+        Box<dyn crate::storage::DiskStore>,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let spec = format!("dir:{}", dir.path().display());
         let store = crate::storage::open(&spec).unwrap();
         let image = dir.path().join("image.raw");
         std::fs::write(&image, vec![7u8; 4096]).unwrap();
         store.import_template("base", &image, &mut |_| ()).unwrap();
+        (dir, spec, store)
+    }
+
+    #[test]
+    fn test_helper_takes_snapshots_and_destroys_disks_in_its_own_process_and_reports_errors() {
+        let (_dir, spec, store) = store_with_template();
         let disk = crate::storage::DiskRef::new("vm", "disk0").unwrap();
         store.clone_template("base", &disk).unwrap();
 
@@ -259,12 +269,7 @@ mod tests {
     /// nothing touched.
     #[test]
     fn test_helper_acts_only_on_the_disks_it_was_pinned_to() {
-        let dir = tempfile::tempdir().unwrap();
-        let spec = format!("dir:{}", dir.path().display());
-        let store = crate::storage::open(&spec).unwrap();
-        let image = dir.path().join("image.raw");
-        std::fs::write(&image, vec![7u8; 4096]).unwrap();
-        store.import_template("base", &image, &mut |_| ()).unwrap();
+        let (_dir, spec, store) = store_with_template();
         let ours = crate::storage::DiskRef::new("ours", "disk0").unwrap();
         let kept = crate::storage::DiskRef::new("ours", "disk1").unwrap();
         let theirs = crate::storage::DiskRef::new("theirs", "disk0").unwrap();
