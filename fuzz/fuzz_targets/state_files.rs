@@ -11,16 +11,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use fennec_devices::virtio::transport::TransportState;
 use libfuzzer_sys::fuzz_target;
 
-/// The state file's header, as fennec writes it (src/snapshot/file.rs).
-fn state_file(payload: &[u8]) -> Vec<u8> {
-    let mut file = b"FNECSNAP".to_vec();
-    file.extend_from_slice(&fennec::snapshot::FORMAT_VERSION.to_le_bytes());
-    file.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    file.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    file.extend_from_slice(payload);
-    file
-}
-
 fuzz_target!(|data: &[u8]| {
     let path = std::env::temp_dir().join(format!("fennec-fuzz-state-{}", std::process::id()));
     let _ = std::fs::remove_file(&path);
@@ -30,7 +20,8 @@ fuzz_target!(|data: &[u8]| {
         .mode(0o600)
         .open(&path)
         .expect("a scratch file in the temporary directory");
-    file.write_all(&state_file(data)).expect("written");
+    file.write_all(&fennec::snapshot::framed(data))
+        .expect("written");
     drop(file);
     let state = fennec::snapshot::read_state(&path);
     let _ = std::fs::remove_file(&path);

@@ -99,15 +99,24 @@ pub fn write_state(path: &Path, state: &SnapshotState) -> Result<(), SnapshotErr
         path: path.display().to_string(),
         why: e.to_string(),
     })?;
+    let mut replacement = Replacement::new(path)?;
+    replacement
+        .file
+        .write_all(&framed(&payload))
+        .map_err(io(path))?;
+    replacement.commit(path)
+}
+
+/// A state file's bytes around `payload`: the magic, the format version, the payload's length
+/// and its CRC-32, then the payload (what [`read_state`] checks before it parses anything).
+pub fn framed(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
-    let mut replacement = Replacement::new(path)?;
-    replacement.file.write_all(&out).map_err(io(path))?;
-    replacement.commit(path)
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
 }
 
 /// Reads the state file at `path`, checking its header and checksum before parsing.

@@ -17,6 +17,6 @@ mod save;
 mod state;
 
 pub use error::SnapshotError;
-pub use file::{map_memory, read_state, write_memory, write_state, FORMAT_VERSION};
+pub use file::{framed, map_memory, read_state, write_memory, write_state, FORMAT_VERSION};
 pub use save::{files_in, load, save, Saved};
 pub use state::{MachineState, SnapshotState, XSAVE_AREA};
