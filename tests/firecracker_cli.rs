@@ -173,8 +173,8 @@ fn firecracker_symlink_boots_pauses_resumes_and_stops_as_the_sdks_drive_it() {
     let socket = dir.path().join("fc.sock");
     let log = dir.path().join("fc.log");
     std::fs::write(&log, b"").unwrap();
+    // Made by PUT /metrics (mode 0600), as Firecracker does.
     let metrics = dir.path().join("fc.metrics");
-    std::fs::write(&metrics, b"").unwrap();
     let mut child = Command::new(&link)
         .args([
             "--api-sock",
@@ -251,6 +251,8 @@ fn firecracker_symlink_boots_pauses_resumes_and_stops_as_the_sdks_drive_it() {
             serde_json::json!({"action_type": "FlushMetrics"}),
             204,
         ),
+        // Pre-boot only, as in Firecracker.
+        ("PUT", "/logger", serde_json::json!({"level": "Debug"}), 400),
     ] {
         let (status, answer) = call(method, path, body);
         assert_eq!(status, want, "{method} {path}: {answer}");
@@ -289,6 +291,11 @@ fn firecracker_symlink_boots_pauses_resumes_and_stops_as_the_sdks_drive_it() {
     );
     assert!(log.contains("[sdk-vm:"), "{log}");
     assert!(!stderr.lock().unwrap().contains("Running as Firecracker"));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&metrics).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the metrics file PUT /metrics made");
+    }
     // A line at the start, one flushed, one at the end.
     let lines = std::fs::read_to_string(&metrics).unwrap();
     assert_eq!(lines.lines().count(), 3, "{lines}");

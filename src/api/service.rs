@@ -373,6 +373,10 @@ impl VmService {
             ApiRequest::CreateSnapshot { .. } | ApiRequest::Checkpoint(_) => {
                 Err(not_before_start())
             }
+            // As Firecracker: the logger and the metrics sink are set before the VM starts.
+            ApiRequest::PutLogger(_) | ApiRequest::PutMetrics(_) if self.instance.is_some() => {
+                Err(not_after_start())
+            }
             ApiRequest::PutLogger(config) => match &self.logger {
                 None => Err(ApiError::bad_request(
                     "This fennec logs to stderr (fennec run -v, RUST_LOG); PUT /logger works \
