@@ -301,14 +301,19 @@ fn firecracker_symlink_boots_pauses_resumes_and_stops_as_the_sdks_drive_it() {
     assert_eq!(lines.lines().count(), 3, "{lines}");
     // Firecracker's schema: a drive-less VM still has the `block` group; the vCPU's port
     // writes (its console output) are counted once, in the line after them.
-    let mut io_out = 0;
+    // The control socket's requests are counted as Firecracker counts them.
+    let (mut io_out, mut boot_source, mut metrics_fails) = (0, 0, 0);
     for line in lines.lines() {
         let m: serde_json::Value = serde_json::from_str(line).unwrap();
         assert!(m["block"]["read_count"].is_u64(), "{line}");
         assert!(m.get("uptime_ms").is_none(), "fennec's own shape: {line}");
         io_out += m["vcpu"]["exit_io_out"].as_u64().unwrap();
+        boot_source += m["put_api_requests"]["boot_source_count"].as_u64().unwrap();
+        metrics_fails += m["put_api_requests"]["metrics_fails"].as_u64().unwrap();
     }
     assert!(io_out > 0, "{lines}");
+    assert_eq!(boot_source, 1, "one PUT /boot-source: {lines}");
+    assert_eq!(metrics_fails, 1, "the second PUT /metrics: {lines}");
 }
 
 /// `--no-api --config-file` boots at once; `--metrics-path` to a FIFO gets JSON lines, the log

@@ -273,6 +273,7 @@ impl Connection {
             };
             self.in_flight.fetch_add(1, Ordering::SeqCst);
             let answer = self.dispatch(&request);
+            super::sinks::count_api_request(&request.method, &request.target, answer.is_err());
             let written = write_response(&mut self.stream, &answer, request.keep_alive);
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
             if written.is_err() || !request.keep_alive {

@@ -3,13 +3,14 @@
 //! read fennec's unchanged.
 //!
 //! Every group and counter Firecracker writes is there, in its order. fennec's own counters fill
-//! the ones they correspond to (a vCPU's exits, the serial console, each drive, network
-//! interface and entropy device); the others stay 0. As Firecracker does, a counter is written
+//! the ones they correspond to (the control socket's requests, a vCPU's exits, the serial
+//! console, each drive, network interface and entropy device); the others stay 0. As Firecracker does, a counter is written
 //! as what it gained since the line before (and a latency as `min_us`, `max_us`, `sum_us`), a
 //! drive's and an interface's counters appear under `block_ID` and `net_ID` and summed under
 //! `block` and `net`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 
 use serde_json::{json, Map, Value};
 
@@ -343,6 +344,59 @@ const ENTROPY_MAP: Mapping = &[
 /// Counters by group, then by name: what fennec has to say, as totals since the VM started.
 type Totals = BTreeMap<String, BTreeMap<&'static str, u64>>;
 
+/// The control socket's requests, counted as Firecracker counts them: by group and counter
+/// (`put_api_requests.drive_count`, `..._fails`). One per process, as Firecracker's own.
+static API_REQUESTS: Mutex<BTreeMap<(&str, &str), u64>> = Mutex::new(BTreeMap::new());
+
+/// Firecracker's group and counter stem for a request, if it counts that one.
+fn api_counter(method: &str, path: &str) -> Option<(&'static str, &'static str)> {
+    let path = path.split('?').next().unwrap_or_default();
+    let first = path.trim_matches('/').split('/').next().unwrap_or_default();
+    let stem = match first {
+        "" => "instance_info",
+        "actions" => "actions",
+        "boot-source" => "boot_source",
+        "drives" => "drive",
+        "logger" => "logger",
+        "machine-config" => "machine_cfg",
+        "cpu-config" => "cpu_cfg",
+        "metrics" => "metrics",
+        "network-interfaces" => "network",
+        "mmds" => "mmds",
+        "vsock" => "vsock",
+        "version" => "vmm_version",
+        _ => return None,
+    };
+    let group = match method {
+        "GET" => "get_api_requests",
+        "PUT" => "put_api_requests",
+        "PATCH" => "patch_api_requests",
+        _ => return None,
+    };
+    Some((group, stem))
+}
+
+/// Counts a control-socket request and whether it failed, for Firecracker's
+/// `get_api_requests`, `put_api_requests` and `patch_api_requests` (only the counters its
+/// schema has are written).
+pub fn count_api_request(method: &str, path: &str, failed: bool) {
+    let Some((group, stem)) = api_counter(method, path) else {
+        return;
+    };
+    let count = format!("{stem}_count");
+    let fails = format!("{stem}_fails");
+    let mut counters = fennec_devices::lock(&API_REQUESTS);
+    for (name, counts) in [(count, true), (fails, failed)] {
+        let known = SCHEMA.iter().find_map(|g| match g {
+            Group::Fixed(n, names) if *n == group => names.iter().find(|c| **c == name),
+            _ => None,
+        });
+        if let (Some(name), true) = (known, counts) {
+            *counters.entry((group, *name)).or_default() += 1;
+        }
+    }
+}
+
 /// Adds `counters`' values (a JSON object of fennec's counters) to `group` by `mapping`.
 fn add(totals: &mut Totals, group: &str, mapping: Mapping, counters: &Value) {
     let group = totals.entry(group.to_string()).or_default();
@@ -356,9 +410,20 @@ fn add(totals: &mut Totals, group: &str, mapping: Mapping, counters: &Value) {
     }
 }
 
-/// fennec's counters, by Firecracker's groups and names.
-fn totals(metrics: &VmMetrics) -> Totals {
+/// fennec's counters, by Firecracker's groups and names: the control socket's requests, and
+/// the VM's once it runs.
+fn totals(metrics: Option<&VmMetrics>) -> Totals {
     let mut totals = Totals::new();
+    for ((group, name), n) in fennec_devices::lock(&API_REQUESTS).iter() {
+        *totals
+            .entry(group.to_string())
+            .or_default()
+            .entry(name)
+            .or_default() += n;
+    }
+    let Some(metrics) = metrics else {
+        return totals;
+    };
     for vcpu in &metrics.vcpus {
         add(&mut totals, "vcpu", VCPU_MAP, vcpu);
     }
@@ -396,7 +461,7 @@ impl FirecrackerLines {
     /// The next line's object (without its time), from `metrics` (`None` before the VM
     /// starts: every counter 0).
     pub fn line(&mut self, metrics: Option<&VmMetrics>) -> Map<String, Value> {
-        let totals = metrics.map(totals).unwrap_or_default();
+        let totals = totals(metrics);
         let mut line = Map::new();
         for group in SCHEMA {
             match group {
@@ -527,6 +592,41 @@ mod tests {
         assert_eq!(line["net_eth0"]["rx_bytes_count"], 0);
         assert_eq!(line["vcpu"]["exit_io_out"], 7);
         assert_eq!(line["uart"]["write_count"], 0);
+    }
+
+    #[test]
+    fn test_api_requests_are_counted_under_firecrackers_names() {
+        assert_eq!(
+            api_counter("PUT", "/drives/rootfs"),
+            Some(("put_api_requests", "drive"))
+        );
+        assert_eq!(
+            api_counter("PATCH", "/network-interfaces/eth0"),
+            Some(("patch_api_requests", "network"))
+        );
+        assert_eq!(
+            api_counter("GET", "/"),
+            Some(("get_api_requests", "instance_info"))
+        );
+        assert_eq!(
+            api_counter("GET", "/version?x=1"),
+            Some(("get_api_requests", "vmm_version"))
+        );
+        assert_eq!(api_counter("DELETE", "/drives/x"), None);
+        assert_eq!(api_counter("PUT", "/balloon"), None);
+        let mut lines = FirecrackerLines::default();
+        let before = lines.line(Some(&metrics(0, 0, 0)));
+        let drive_fails =
+            |line: &Map<String, Value>| line["put_api_requests"]["drive_fails"].clone();
+        assert!(drive_fails(&before).is_u64());
+        count_api_request("PUT", "/drives/rootfs", true);
+        count_api_request("PUT", "/vsock", false);
+        let line = lines.line(Some(&metrics(0, 0, 0)));
+        // Other tests in this process may count too: at least these.
+        assert!(line["put_api_requests"]["drive_count"].as_u64() >= Some(1));
+        assert!(drive_fails(&line).as_u64() >= Some(1));
+        assert!(line["put_api_requests"]["vsock_count"].as_u64() >= Some(1));
+        assert!(line["get_api_requests"].get("vmm_version_fails").is_none());
     }
 
     #[test]
