@@ -539,19 +539,30 @@ linux_test!(linux_network_ping_and_16_mib_each_way, |g: &Guest| {
         "host to guest: want {want}, guest has {got}"
     );
 
-    // Guest to host: the guest sends the file back; every byte must arrive.
+    // Guest to host: the guest sends the file back; every byte must arrive. What fails is a
+    // transfer that stops (no byte for 60 s), not a slow one: with the test host's work on one
+    // of its CPUs beside a loaded machine, 16 MiB this way took more than a minute in soak runs
+    // while the bytes kept coming.
     let listener = ns.run_in(|| std::net::TcpListener::bind("10.0.0.1:5002").unwrap());
     let receiver = std::thread::spawn(move || {
         let (mut conn, _) = listener.accept().unwrap();
         conn.set_read_timeout(Some(Duration::from_secs(60)))
             .unwrap();
+        let started = std::time::Instant::now();
         let mut back = vec![0u8; NET_BYTES];
-        conn.read_exact(&mut back).map(|_| back)
+        conn.read_exact(&mut back)
+            .map(|_| (back, started.elapsed()))
     });
-    let sent = vm.run("nc 10.0.0.1 5002 < /tmp/in; echo sent $?");
-    let back = receiver.join().unwrap().expect("16 MiB from the guest");
-    assert!(sent.contains("sent 0"), "{sent}");
+    let from = vm.console().len();
+    vm.send_line("nc 10.0.0.1 5002 < /tmp/in; echo NC-TX-$((40+2)) $?");
+    let (back, took) = receiver
+        .join()
+        .unwrap()
+        .expect("16 MiB from the guest, no pause of 60 s");
+    eprintln!("guest to host: {NET_BYTES} bytes in {took:?}");
     assert_eq!(sha256_hex(&back), want, "guest to host");
+    let sent = vm.expect_from(from, "NC-TX-42 0");
+    assert!(sent.contains("NC-TX-42 0"), "{sent}");
 
     vm.send_line("reboot -f");
     vm.assert_exit(0);
