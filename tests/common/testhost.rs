@@ -55,11 +55,11 @@ const MAX_BOOTS: usize = 3;
 /// `resources/soak.sh` beside a parallel kernel compile (README, Known problems): QEMU 7.2,
 /// even with every workaround, lost test hosts to kernel panics and freezes; QEMU 10 lost none.
 /// On QEMU 10, shadow paging (`kvm_amd.npt=0`, 7.2's workaround for stalls under nested
-/// paging) is what breaks: every L2 guest dies at once. With the 2-vCPU Debian guest's vCPUs
-/// free to run on both of the test host's CPUs, the guest once wedged with both vCPUs'
+/// paging) is what breaks: no guest boots. With the 2-vCPU Debian guest's vCPUs free to run
+/// on both of the test host's CPUs, the guest wedged in two runs of three, both vCPUs'
 /// interrupts off for good, as it did on 7.2, where pinning them to one CPU held (the guest
 /// live-patches its code and multi-threaded TCG does not show one emulated CPU the code
-/// another rewrote). `nokaslr`: the addresses QEMU's monitor gives for a frozen host's CPUs
+/// another rewrote); pinned, only slowness failed, which the tests now tell from a stall. `nokaslr`: the addresses QEMU's monitor gives for a frozen host's CPUs
 /// stay those of the kernel's symbol tables (Debian's `System.map` is a stub; its `-dbg`
 /// package's vmlinux names them).
 pub const HOST_CMDLINE: &str = "console=ttyS2 loglevel=7 panic=-1 rdinit=/init kvm_amd.npt=1 \
