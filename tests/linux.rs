@@ -545,7 +545,18 @@ linux_test!(linux_network_ping_and_16_mib_each_way, |g: &Guest| {
     // while the bytes kept coming.
     let listener = ns.run_in(|| std::net::TcpListener::bind("10.0.0.1:5002").unwrap());
     let receiver = std::thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut conn = loop {
+            match listener.accept() {
+                Ok((conn, _)) => break conn,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("the guest's nc did not connect within 60 s: {e}"),
+            }
+        };
+        conn.set_nonblocking(false).unwrap();
         conn.set_read_timeout(Some(Duration::from_secs(60)))
             .unwrap();
         let started = std::time::Instant::now();
