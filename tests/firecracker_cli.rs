@@ -302,7 +302,7 @@ fn firecracker_symlink_boots_pauses_resumes_and_stops_as_the_sdks_drive_it() {
     // Firecracker's schema: a drive-less VM still has the `block` group; the vCPU's port
     // writes (its console output) are counted once, in the line after them.
     // The control socket's requests are counted as Firecracker counts them.
-    let (mut io_out, mut boot_source, mut metrics_fails) = (0, 0, 0);
+    let (mut io_out, mut boot_source, mut metrics_fails, mut paused_us) = (0, 0, 0, 0);
     for line in lines.lines() {
         let m: serde_json::Value = serde_json::from_str(line).unwrap();
         assert!(m["block"]["read_count"].is_u64(), "{line}");
@@ -310,7 +310,9 @@ fn firecracker_symlink_boots_pauses_resumes_and_stops_as_the_sdks_drive_it() {
         io_out += m["vcpu"]["exit_io_out"].as_u64().unwrap();
         boot_source += m["put_api_requests"]["boot_source_count"].as_u64().unwrap();
         metrics_fails += m["put_api_requests"]["metrics_fails"].as_u64().unwrap();
+        paused_us = paused_us.max(m["latencies_us"]["pause_vm"].as_u64().unwrap());
     }
+    assert!(paused_us > 0, "the pause's duration: {lines}");
     assert!(io_out > 0, "{lines}");
     assert_eq!(boot_source, 1, "one PUT /boot-source: {lines}");
     assert_eq!(metrics_fails, 1, "the second PUT /metrics: {lines}");

@@ -6,7 +6,7 @@ mod firecracker;
 use serde_json::{json, Map, Value};
 
 use crate::VmHandle;
-pub use firecracker::{count_api_request, FirecrackerLines};
+pub use firecracker::{count_api_request, record_latency, FirecrackerLines, Timed};
 
 /// What serves `PUT /logger`: applies the configuration, or says why not.
 pub type LoggerHook = Box<dyn Fn(&crate::api::LoggerConfig) -> Result<(), String> + Send>;

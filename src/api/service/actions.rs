@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use super::answers::vm_error;
+use crate::api::sinks::{record_latency, Timed};
 use crate::api::{ApiError, ApiResponse};
 use crate::config::VmConfig;
 use crate::storage::helper::StorageHelper;
@@ -44,17 +45,27 @@ impl Action {
         handle: &VmHandle,
         helper: Option<&StorageHelper>,
     ) -> Result<ApiResponse, ApiError> {
+        let started = std::time::Instant::now();
+        let timed = |what: Timed, done: Result<(), crate::Error>| {
+            if done.is_ok() {
+                record_latency(what, started.elapsed(), started.elapsed());
+            }
+            Self::empty(done)
+        };
         let (id, store, snap) = match self {
-            Action::Pause => return Self::empty(handle.pause()),
-            Action::Resume => return Self::empty(handle.resume()),
+            Action::Pause => return timed(Timed::Pause, handle.pause()),
+            Action::Resume => return timed(Timed::Resume, handle.resume()),
             Action::SaveVm {
                 state,
                 memory,
                 config,
             } => {
-                return crate::snapshot::save(handle, &config, &state, &memory)
-                    .map(|_| ApiResponse::Empty)
-                    .map_err(vm_error)
+                let saved = crate::snapshot::save(handle, &config, &state, &memory);
+                if let Ok(saved) = &saved {
+                    let vmm = std::time::Duration::from_micros(saved.state_us + saved.memory_us);
+                    record_latency(Timed::CreateSnapshot, started.elapsed(), vmm);
+                }
+                return saved.map(|_| ApiResponse::Empty).map_err(vm_error);
             }
             Action::Checkpoint {
                 name,
@@ -88,7 +99,6 @@ impl Action {
             }
             Action::Snapshot { id, store, snap } => (id, store, snap),
         };
-        let started = std::time::Instant::now();
         handle
             .quiesce_drive(&id, || match helper {
                 Some(helper) => helper.snapshot(&store, &snap),

@@ -37,6 +37,7 @@ impl VmService {
     /// `PUT /snapshot/load`: the VM of a snapshot instead of one configured here, running or
     /// paused as asked. Only before anything is configured, as in Firecracker.
     pub(super) fn load_snapshot(&mut self, load: LoadSnapshot) -> Result<ApiResponse, ApiError> {
+        let started = std::time::Instant::now();
         if self.instance.is_some() {
             return Err(not_after_start());
         }
@@ -85,9 +86,15 @@ impl VmService {
         }
         state.config.validate().map_err(|e| bad(&e))?;
         let (mem, mmds, resume) = (load.mem_file_path, self.mmds.clone(), load.resume_vm);
+        let restoring = std::time::Instant::now();
         self.launch("load the snapshot into", |console| {
             crate::BuiltVm::restore(&state, &mem, console, &mmds, resume)
         })?;
+        crate::api::sinks::record_latency(
+            crate::api::sinks::Timed::LoadSnapshot,
+            started.elapsed(),
+            restoring.elapsed(),
+        );
         log::info!(
             "VM restored from {} ({})",
             load.snapshot_path.display(),

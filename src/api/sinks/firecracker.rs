@@ -3,8 +3,9 @@
 //! read fennec's unchanged.
 //!
 //! Every group and counter Firecracker writes is there, in its order. fennec's own counters fill
-//! the ones they correspond to (the control socket's requests, a vCPU's exits, the serial
-//! console, each drive, network interface and entropy device); the others stay 0. As Firecracker does, a counter is written
+//! the ones they correspond to (the control socket's requests, how long the last pause,
+//! resume, snapshot and restore took, a vCPU's exits, the serial console, each drive, network
+//! interface and entropy device); the others stay 0. As Firecracker does, a counter is written
 //! as what it gained since the line before (and a latency as `min_us`, `max_us`, `sum_us`), a
 //! drive's and an interface's counters appear under `block_ID` and `net_ID` and summed under
 //! `block` and `net`.
@@ -348,6 +349,36 @@ type Totals = BTreeMap<String, BTreeMap<&'static str, u64>>;
 /// (`put_api_requests.drive_count`, `..._fails`). One per process, as Firecracker's own.
 static API_REQUESTS: Mutex<BTreeMap<(&str, &str), u64>> = Mutex::new(BTreeMap::new());
 
+/// The last duration of each operation Firecracker times (`latencies_us`), in microseconds.
+static LATENCIES: Mutex<BTreeMap<&str, u64>> = Mutex::new(BTreeMap::new());
+
+/// The operations Firecracker times, as `record_latency` takes them.
+#[derive(Clone, Copy, Debug)]
+pub enum Timed {
+    /// `PATCH /vm` Paused.
+    Pause,
+    /// `PATCH /vm` Resumed.
+    Resume,
+    /// `PUT /snapshot/create` (a full snapshot).
+    CreateSnapshot,
+    /// `PUT /snapshot/load`.
+    LoadSnapshot,
+}
+
+/// Records how long `what` took: `total` from the request's start to its answer, `vmm` the
+/// VMM's part of it (Firecracker's `vmm_` latencies). Written as the last value, not summed.
+pub fn record_latency(what: Timed, total: std::time::Duration, vmm: std::time::Duration) {
+    let (api, in_vmm) = match what {
+        Timed::Pause => ("pause_vm", "vmm_pause_vm"),
+        Timed::Resume => ("resume_vm", "vmm_resume_vm"),
+        Timed::CreateSnapshot => ("full_create_snapshot", "vmm_full_create_snapshot"),
+        Timed::LoadSnapshot => ("load_snapshot", "vmm_load_snapshot"),
+    };
+    let mut latencies = fennec_devices::lock(&LATENCIES);
+    latencies.insert(api, total.as_micros() as u64);
+    latencies.insert(in_vmm, vmm.as_micros() as u64);
+}
+
 /// Firecracker's group and counter stem for a request, if it counts that one.
 fn api_counter(method: &str, path: &str) -> Option<(&'static str, &'static str)> {
     let path = path.split('?').next().unwrap_or_default();
@@ -421,6 +452,10 @@ fn totals(metrics: Option<&VmMetrics>) -> Totals {
             .entry(name)
             .or_default() += n;
     }
+    let latencies = totals.entry("latencies_us".to_string()).or_default();
+    for (name, us) in fennec_devices::lock(&LATENCIES).iter() {
+        latencies.insert(name, *us);
+    }
     let Some(metrics) = metrics else {
         return totals;
     };
@@ -483,8 +518,9 @@ impl FirecrackerLines {
         line
     }
 
-    /// Group `name`'s object: each of `counters` by what it gained since the last line,
-    /// latencies (`_agg`) as Firecracker writes them when it measured none.
+    /// Group `name`'s object: each of `counters` by what it gained since the last line, the
+    /// last durations (`latencies_us`) as they are, and the aggregates of latencies (`_agg`)
+    /// as Firecracker writes them when it measured none.
     fn group(&mut self, name: &str, counters: &[&'static str], totals: &Totals) -> Value {
         let mut object = Map::new();
         for counter in counters {
@@ -500,6 +536,10 @@ impl FirecrackerLines {
                 .and_then(|g| g.get(counter))
                 .copied()
                 .unwrap_or(0);
+            if name == "latencies_us" {
+                object.insert(counter.to_string(), json!(total));
+                continue;
+            }
             let written = self.written.entry(format!("{name}.{counter}")).or_default();
             let gained = total.saturating_sub(*written);
             *written = total;
@@ -627,6 +667,20 @@ mod tests {
         assert!(drive_fails(&line).as_u64() >= Some(1));
         assert!(line["put_api_requests"]["vsock_count"].as_u64() >= Some(1));
         assert!(line["get_api_requests"].get("vmm_version_fails").is_none());
+    }
+
+    #[test]
+    fn test_latencies_are_the_last_value_not_a_sum() {
+        let mut lines = FirecrackerLines::default();
+        let ms = std::time::Duration::from_millis;
+        record_latency(Timed::LoadSnapshot, ms(7), ms(5));
+        let first = lines.line(None);
+        let second = lines.line(None);
+        for line in [&first, &second] {
+            // Other tests may record too, never this one.
+            assert_eq!(line["latencies_us"]["load_snapshot"], 7000);
+            assert_eq!(line["latencies_us"]["vmm_load_snapshot"], 5000);
+        }
     }
 
     #[test]
