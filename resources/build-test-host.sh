@@ -56,7 +56,8 @@ fi
 mkdir -p "$out"
 root="$(mktemp -d)"
 cleanup+=("$root")
-mkdir -p "$root"/{bin,dev,proc,sys,tmp,run,root,lib64,fennec/lib,guest,modules,etc/zfs,var/run}
+# (zfs-fuse exits at once, saying nothing, without /var/lock and /var/lib for its files.)
+mkdir -p "$root"/{bin,dev,proc,sys,tmp,run,root,lib64,fennec/lib,guest,modules,etc/zfs,var/run,var/lock,var/lib}
 cp /bin/busybox "$root/bin/busybox"
 ln -s busybox "$root/bin/sh"
 cp "$init" "$root/init"
@@ -80,6 +81,9 @@ for entry in "$@"; do
         cp "$path" "$root/fennec/$name"
     fi
 done
+# glibc loads libgcc_s when a thread is cancelled or unwinds (zfs-fuse's do); ldd does not
+# list it.
+cp -L "$(gcc -print-file-name=libgcc_s.so.1)" "$root/fennec/lib/"
 cp -L "$guest"/* "$root/guest/"
 (cd "$root" && find . -print0 | cpio --null -o -H newc --owner=0:0 --quiet) > "$out/initramfs.cpio.tmp"
 mv "$out/initramfs.cpio.tmp" "$out/initramfs.cpio"

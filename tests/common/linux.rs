@@ -107,13 +107,19 @@ pub fn run_linux_test(name: &str, body: impl Fn(&Guest)) {
     }
 }
 
-/// Declares a Linux-guest test: `linux_test!(fn_name, |guest| { ... });`
+/// Declares a Linux-guest test: `linux_test!(fn_name, |guest| { ... });`. In a test host its
+/// result is looked up under its name with its module path (`snapshot::linux_...`), the name
+/// the test harness lists and runs it by.
 #[macro_export]
 macro_rules! linux_test {
     ($name:ident, $body:expr) => {
         #[test]
         fn $name() {
-            $crate::common::linux::run_linux_test(stringify!($name), $body);
+            let name = match module_path!().split_once("::") {
+                Some((_crate, module)) => format!("{module}::{}", stringify!($name)),
+                None => stringify!($name).to_string(),
+            };
+            $crate::common::linux::run_linux_test(&name, $body);
         }
     };
 }

@@ -99,11 +99,26 @@ impl NetNs {
         self.ip(&["link", "set", name, "up"]);
     }
 
-    /// `program` to run inside the namespace (`ip netns exec` execs it, so the child's PID is
-    /// the program's).
+    /// `program` to run inside the namespace: its network namespace joined in the child
+    /// before the exec, so the child's PID is the program's. Only the network namespace (not
+    /// `ip netns exec`, which also makes a mount namespace): what the program mounts (a ZFS
+    /// dataset it provisions, through zfs-fuse) is mounted where its daemon sees it.
     pub fn command(&self, program: &Path) -> Command {
-        let mut c = Command::new(&self.ip);
-        c.args(["netns", "exec", &self.name]).arg(program);
+        use std::os::unix::process::CommandExt;
+        let ns =
+            std::fs::File::open(format!("/run/netns/{}", self.name)).expect("open the namespace");
+        let mut c = Command::new(program);
+        // SAFETY: between fork and exec the closure makes one system call on a descriptor
+        // it owns (moved in) and allocates nothing.
+        unsafe {
+            c.pre_exec(move || {
+                if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
         c
     }
 

@@ -89,8 +89,13 @@ pub fn require_zfs() {
         return;
     }
     remove_stale_pid_file(Path::new(PID_FILE));
-    let started = Command::new("zfs-fuse")
+    // What it says goes to a file, not a pipe: the daemon it leaves may hold it open.
+    let said = tempfile::tempfile().unwrap();
+    let status = Command::new("zfs-fuse")
         .args(["--no-kstat-mount", "-p", PID_FILE])
+        .stdin(std::process::Stdio::null())
+        .stdout(said.try_clone().unwrap())
+        .stderr(said.try_clone().unwrap())
         .status()
         .unwrap_or_else(|e| {
             panic!(
@@ -98,7 +103,13 @@ pub fn require_zfs() {
                  apt-get install zfs-fuse, or start OpenZFS (modprobe zfs)"
             )
         });
-    assert!(started.success(), "zfs-fuse failed to start: {started}");
+    if !status.success() {
+        use std::io::{Read, Seek};
+        let mut text = String::new();
+        let mut said = said;
+        let _ = said.rewind().and_then(|()| said.read_to_string(&mut text));
+        panic!("zfs-fuse failed to start ({status}): {text}");
+    }
     for _ in 0..100 {
         if run("zfs", &["list", "-H", "-o", "name"]).is_ok_and(|o| o.status.success()) {
             return;
