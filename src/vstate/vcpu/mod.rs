@@ -8,7 +8,7 @@
 //! A paused vCPU waits for its next command, so it can still answer while parked.
 
 use kvm_bindings::{
-    Msrs, KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE,
+    KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE,
     KVM_MP_STATE_SIPI_RECEIVED, KVM_MP_STATE_UNINITIALIZED,
 };
 use kvm_ioctls::VcpuFd;
@@ -128,20 +128,7 @@ impl Vcpu {
         cpuid::filter(cpuid.as_mut_slice(), self.index, count);
         self.set("CPUID", self.fd.set_cpuid2(&cpuid))?;
 
-        let entries = regs::boot_msrs();
-        let msrs = Msrs::from_entries(&entries).map_err(|_| VcpuError::Msrs {
-            index: self.index,
-            set: 0,
-            wanted: entries.len(),
-        })?;
-        let set = self.set("MSRs", self.fd.set_msrs(&msrs))?;
-        if set != entries.len() {
-            return Err(VcpuError::Msrs {
-                index: self.index,
-                set,
-                wanted: entries.len(),
-            });
-        }
+        self.put_msrs(&regs::boot_msrs())?;
 
         let mut lapic = self.set("LAPIC", self.fd.get_lapic())?;
         regs::configure_lint(&mut lapic);

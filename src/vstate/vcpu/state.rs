@@ -125,8 +125,8 @@ impl Vcpu {
     }
 
     /// Writes `msrs`, a chunk at a time (KVM takes at most 256 in one call); every one must
-    /// be taken.
-    fn restore_msrs(&self, msrs: &[kvm_msr_entry]) -> Result<(), VcpuError> {
+    /// be taken. The boot path writes its MSRs through this too.
+    pub(super) fn put_msrs(&self, msrs: &[kvm_msr_entry]) -> Result<(), VcpuError> {
         for chunk in msrs.chunks(MSR_CHUNK) {
             let entries = Msrs::from_entries(chunk).map_err(|_| VcpuError::Msrs {
                 index: self.index,
@@ -154,7 +154,7 @@ impl Vcpu {
             wanted: state.cpuid.len(),
         })?;
         self.set("CPUID", self.fd.set_cpuid2(&cpuid))?;
-        self.restore_msrs(&state.msrs)?;
+        self.put_msrs(&state.msrs)?;
         self.set("special registers", self.fd.set_sregs(&state.sregs))?;
         self.set("registers", self.fd.set_regs(&state.regs))?;
         // SAFETY: the area is a 4096-byte `kvm_xsave`; KVM_SET_XSAVE reads as much of it as
