@@ -15,7 +15,8 @@ if [ -n "$missing" ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >&2
 fi
 bb_version="$(dpkg-query -W -f '${Version}' busybox-static 2>/dev/null || /bin/busybox | head -n 1)"
-key="$( (cat "$here/guest/init" "$here/guest/tree.sh" "$0"; echo "$bb_version") | sha256sum | cut -c1-16)"
+agent="$("$here/build-guest-agent.sh")"
+key="$( (cat "$here/guest/init" "$here/guest/tree.sh" "$0" "$agent"; echo "$bb_version") | sha256sum | cut -c1-16)"
 out="$cache/guest-initramfs-$key.cpio"
 if [ -f "$out" ]; then
     echo "$out"

@@ -17,7 +17,8 @@ if [ -n "$missing" ]; then
 fi
 bb_version="$(dpkg-query -W -f '${Version}' busybox-static 2>/dev/null || /bin/busybox | head -n 1)"
 e2_version="$(dpkg-query -W -f '${Version}' e2fsprogs 2>/dev/null || echo unknown)"
-key="$( (cat "$here/guest/init" "$here/guest/tree.sh" "$0"; echo "$bb_version $e2_version") | sha256sum | cut -c1-16)"
+agent="$("$here/build-guest-agent.sh")"
+key="$( (cat "$here/guest/init" "$here/guest/tree.sh" "$0" "$agent"; echo "$bb_version $e2_version") | sha256sum | cut -c1-16)"
 out="$cache/guest-rootfs-$key.ext4"
 if [ -f "$out" ]; then
     echo "$out"

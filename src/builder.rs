@@ -90,6 +90,7 @@ impl VmBuilder {
                 net: Vec::new(),
                 mmds_config: None,
                 entropy: None,
+                vsock: None,
             },
             console: ConsoleChoice::Stream { tee: None },
             helper: None,
@@ -244,6 +245,33 @@ impl VmBuilder {
     /// Adds a network interface configured in full.
     pub fn net_config(mut self, net: NetConfig) -> Self {
         self.config.net.push(net);
+        self
+    }
+
+    /// Gives the guest a vsock device with context ID `guest_cid`: host programs reach its
+    /// port P by connecting to `uds_path` and writing `CONNECT P\n`, and its connections to
+    /// host port P reach `<uds_path>_P`. A restored VM's device listens at a new `uds_path`
+    /// with [`VmBuilder::vsock_uds`].
+    pub fn vsock(mut self, guest_cid: u64, uds_path: impl Into<PathBuf>) -> Self {
+        self.config.vsock = Some(crate::config::VsockConfig {
+            guest_cid,
+            uds_path: uds_path.into(),
+            vsock_id: None,
+        });
+        self
+    }
+
+    /// The vsock device's host socket, if the VM has one.
+    pub fn vsock_uds_path(&self) -> Option<&std::path::Path> {
+        self.config.vsock.as_ref().map(|v| v.uds_path.as_path())
+    }
+
+    /// Moves the vsock device's host socket to `uds_path` (a restored clone's own; as
+    /// Firecracker's `vsock_override`). Nothing if the VM has no vsock device.
+    pub fn vsock_uds(mut self, uds_path: impl Into<PathBuf>) -> Self {
+        if let Some(v) = self.config.vsock.as_mut() {
+            v.uds_path = uds_path.into();
+        }
         self
     }
 

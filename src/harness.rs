@@ -36,6 +36,9 @@ use std::time::{Duration, Instant};
 
 use crate::{ConsoleStream, ExitReason, Instance, StartError, VmBuilder};
 
+mod agent;
+pub use agent::AGENT_PORT;
+
 /// How much of the console a failure message shows.
 const TAIL_CHARS: usize = 3000;
 
@@ -84,6 +87,9 @@ pub enum HarnessError {
     /// Typing into the console failed.
     #[error("cannot write to the console: {0}")]
     Console(#[from] std::io::Error),
+    /// The guest's agent could not run a command.
+    #[error("the guest's agent: {0}")]
+    Agent(String),
 }
 
 impl fmt::Debug for HarnessError {
@@ -259,11 +265,14 @@ pub struct TestVm {
     /// Where the next [`TestVm::expect`] starts looking.
     cursor: usize,
     timeout: Duration,
+    /// The vsock device's host socket: [`TestVm::run`] goes through the guest's agent.
+    agent: Option<PathBuf>,
 }
 
 impl TestVm {
     /// Boots `builder` (its console becomes the harness's) with `timeout` for every wait.
     pub fn boot(builder: VmBuilder, timeout: Duration) -> Result<TestVm> {
+        let agent = builder.vsock_uds_path().map(Path::to_path_buf);
         let mut vm = builder.start()?;
         let stream: ConsoleStream = vm.take_console().ok_or_else(|| {
             HarnessError::Artifacts("the builder was given its own console".into())
@@ -294,6 +303,7 @@ impl TestVm {
             input,
             cursor: 0,
             timeout,
+            agent,
         })
     }
 
@@ -398,10 +408,24 @@ impl TestVm {
         self.send(&format!("{line}\n"))
     }
 
-    /// Runs `command` in the guest's shell (a POSIX shell reading the console) and returns
-    /// its output and exit status. The output is what the shell printed between two markers
-    /// that the echo of the typed line cannot contain.
+    /// Runs `command` (one line) in the guest and returns its output and exit status. A VM
+    /// with a vsock device runs it through the guest's agent (`fennec-agent serve` on port
+    /// [`AGENT_PORT`], which the Linux test guest starts): output and status come back framed,
+    /// stdout and stderr together, with no console parsing. Without one it is typed into the
+    /// guest's shell (a POSIX shell reading the console), and the output is what the shell
+    /// printed between two markers that the echo of the typed line cannot contain.
     pub fn run(&mut self, command: &str) -> Result<CommandOutput> {
+        match &self.agent {
+            Some(uds) => agent::run(uds, command, self.timeout)
+                .map(|(output, status)| CommandOutput { output, status })
+                .map_err(HarnessError::Agent),
+            None => self.run_on_console(command),
+        }
+    }
+
+    /// [`TestVm::run`] typed into the guest's shell on the console, whether or not the VM
+    /// has a vsock device.
+    pub fn run_on_console(&mut self, command: &str) -> Result<CommandOutput> {
         self.send_line(&format!(
             "echo FENNEC-BEGIN-$((40+2)); {command}; echo FENNEC-END-$((40+2))-status=$?."
         ))?;

@@ -504,7 +504,12 @@ fn api_bad_input_gets_4xx_and_the_vm_keeps_running() {
         ),
         ("unknown path", request("GET", "/no/such/path", ""), 404),
         ("unknown method", request("DELETE", "/vm", ""), 405),
-        ("Firecracker-only", request("PUT", "/vsock", "{}"), 400),
+        ("Firecracker-only", request("PUT", "/balloon", "{}"), 400),
+        (
+            "a vsock device without its fields",
+            request("PUT", "/vsock", "{}"),
+            400,
+        ),
         ("oversized body", request("PUT", "/actions", &big), 413),
         (
             "chunked body",

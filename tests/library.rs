@@ -63,6 +63,7 @@ fn config(kernel: &str, boot_args: &str) -> VmConfig {
         net: Vec::new(),
         mmds_config: None,
         entropy: None,
+        vsock: None,
     }
 }
 

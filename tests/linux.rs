@@ -14,6 +14,8 @@ mod jail;
 mod mmds;
 #[path = "linux/snapshot.rs"]
 mod snapshot;
+#[path = "linux/vsock.rs"]
+mod vsock;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

@@ -17,7 +17,7 @@
  *   idle    sti; hlt forever: idle, waiting for an interrupt that nothing sends
  *   flood   print "TINY flood ..." lines forever, as fast as the serial port takes them
  *   triple  triple-fault (load an empty IDT and trap)
- *   spin    run a 500,000-iteration loop, then reset (to time how fast guest code runs)
+ *   spin    run a 5,000,000-iteration loop, then reset (to time how fast guest code runs)
  *   blk     (pvh.elf) drive the virtio-mmio block devices, see virtio.c, then triple-fault
  *   blkbench  (pvh.elf) time bulk I/O on the first block device, then triple-fault
  *   net     (pvh.elf) drive the first virtio-mmio network device, see net.c, then triple-fault
@@ -329,7 +329,7 @@ tiny_main:
     call contains
     test eax, eax
     jz reset
-    mov ecx, 500000
+    mov ecx, 5000000
 1:  dec ecx
     jnz 1b
     jmp reset

@@ -164,6 +164,8 @@ pub struct LoadSnapshot {
     pub resume_vm: bool,
     /// Network interfaces on other TAPs than the snapshot's.
     pub network_overrides: Vec<NetOverride>,
+    /// The vsock device's host socket, if not the snapshot's (`vsock_override`).
+    pub vsock_uds_path: Option<PathBuf>,
     /// **Extension**: drives on other images than the snapshot's (a clone's own copy):
     /// (drive_id, path_on_host).
     pub drive_overrides: Vec<(String, PathBuf)>,

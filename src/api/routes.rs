@@ -2,7 +2,7 @@
 //!
 //! Firecracker's paths keep their bodies and answers. A path fennec does not know is a 404 and
 //! a known path with another method a 405; a Firecracker operation fennec does not implement
-//! (balloon, vsock, snapshots, ...) is a 400 that says so, which is what a Firecracker client
+//! (balloon, hotplug, ...) is a 400 that says so, which is what a Firecracker client
 //! shows its user.
 
 use std::time::Duration;
@@ -13,7 +13,9 @@ use serde_json::Value;
 use super::{ApiError, ApiRequest, MmdsRequest};
 use crate::config::json as config_json;
 use crate::config::RateLimiterConfig;
-use crate::config::{BlockConfig, DeviceConfig, EntropyConfig, NetConfig, VirtioDeviceConfig};
+use crate::config::{
+    BlockConfig, DeviceConfig, EntropyConfig, NetConfig, VirtioDeviceConfig, VsockConfig,
+};
 
 /// How long `Shutdown` waits for the guest when the body names no timeout.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -22,14 +24,7 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Firecracker operations fennec does not implement.
-const FIRECRACKER_ONLY: &[&str] = &[
-    "balloon",
-    "cpu-config",
-    "hotplug",
-    "pmem",
-    "serial",
-    "vsock",
-];
+const FIRECRACKER_ONLY: &[&str] = &["balloon", "cpu-config", "hotplug", "pmem", "serial"];
 
 /// `PUT /metrics` body: Firecracker's `Metrics`.
 #[derive(Deserialize)]
@@ -71,6 +66,13 @@ struct NetworkOverride {
     guest_mac: Option<String>,
 }
 
+/// `vsock_override`: the vsock device's new host socket.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VsockOverride {
+    uds_path: std::path::PathBuf,
+}
+
 /// `PUT /checkpoint` body (fennec's extension).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -101,6 +103,8 @@ struct SnapshotLoadBody {
     resume_vm: bool,
     #[serde(default)]
     network_overrides: Vec<NetworkOverride>,
+    #[serde(default)]
+    vsock_override: Option<VsockOverride>,
     #[serde(default)]
     drive_overrides: Vec<DriveOverride>,
 }
@@ -146,6 +150,7 @@ fn snapshot_load(raw: &[u8]) -> Result<ApiRequest, ApiError> {
         mem_file_path,
         resume_vm: load.resume_vm,
         network_overrides,
+        vsock_uds_path: load.vsock_override.map(|v| v.uds_path),
         drive_overrides: load
             .drive_overrides
             .into_iter()
@@ -266,6 +271,7 @@ pub fn route(method: &str, target: &str, raw: &[u8]) -> Result<ApiRequest, ApiEr
         ("PUT", ["drives", id]) => put_device::<BlockConfig>(raw, Some(id)),
         ("PUT", ["network-interfaces", id]) => put_device::<NetConfig>(raw, Some(id)),
         ("PUT", ["entropy"]) => put_device::<EntropyConfig>(raw, None),
+        ("PUT", ["vsock"]) => put_device::<VsockConfig>(raw, None),
 
         ("PATCH", ["drives", id]) => {
             let patch: PartialDrive = body(raw)?;
@@ -386,6 +392,7 @@ pub fn route(method: &str, target: &str, raw: &[u8]) -> Result<ApiRequest, ApiEr
         (_, ["snapshot", "create" | "load"]) => Err(method_not_allowed(method, path, "PUT")),
 
         (_, ["entropy"]) => Err(method_not_allowed(method, path, "PUT")),
+        (_, ["vsock"]) => Err(method_not_allowed(method, path, "PUT")),
 
         ("PUT", ["mmds"]) => Ok(ApiRequest::Mmds(MmdsRequest::Put(json(raw)?))),
         ("PATCH", ["mmds"]) => Ok(ApiRequest::Mmds(MmdsRequest::Patch(json(raw)?))),
@@ -558,7 +565,7 @@ mod tests {
         assert_eq!(status("GET", "/drives/x/y", ""), 404);
         assert_eq!(status("DELETE", "/actions", ""), 405);
         assert_eq!(status("POST", "/", ""), 405);
-        assert_eq!(status("PUT", "/vsock", "{}"), 400);
+        assert_eq!(status("PUT", "/balloon", "{}"), 400);
         assert_eq!(status("PUT", "/snapshot/create", "{}"), 400);
         assert_eq!(status("PUT", "/snapshot/fork", "{}"), 404);
     }

@@ -72,6 +72,17 @@ pub enum ConfigError {
     /// Two network interfaces have the same MAC.
     #[error("Two network interfaces have the MAC address {0}")]
     DuplicateMac(MacAddr),
+    /// A `--vsock` argument could not be parsed.
+    #[error("Invalid --vsock {arg:?}: {why} (expected cid=N,uds=PATH)")]
+    VsockArg {
+        /// The argument.
+        arg: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The vsock device's configuration is not one a guest can use.
+    #[error("Invalid vsock device: {0}")]
+    Vsock(String),
     /// A `--net` argument could not be parsed.
     #[error("Invalid --net {arg:?}: {why} (expected tap=NAME[,mac=MAC][,id=ID])")]
     NetArg {

@@ -8,7 +8,7 @@
 //! - `vm`: the whole VM ([`VmConfig`]), and a device of any kind ([`DeviceConfig`]);
 //! - `machine`: what to boot and the machine's shape;
 //! - `device`: what a virtio device's configuration brings ([`VirtioDeviceConfig`]);
-//! - one file per device: `drive`, `net`, `entropy`;
+//! - one file per device: `drive`, `net`, `entropy`, `vsock`;
 //! - `options`: Firecracker's shared choices (rate limiters, cache types, CPU templates);
 //! - `json`: the configuration as the API and `--config-file` give it;
 //! - `error`: what can be wrong.
@@ -23,6 +23,7 @@ mod machine;
 mod net;
 mod options;
 mod vm;
+mod vsock;
 
 pub use defaults::{DEFAULT_BOOT_ARGS, DEFAULT_MEM_MIB, DEFAULT_VCPUS, MAX_MEM_MIB, MIN_MEM_MIB};
 pub use device::{valid_id, DeviceEnv, FileUse, VirtioDeviceConfig};
@@ -38,6 +39,7 @@ pub use options::{
     CacheType, CpuTemplate, HugePages, IoEngine, RateLimiterConfig, TokenBucketConfig, Unsupported,
 };
 pub use vm::{DeviceConfig, DeviceVisitor, KindVisitor, VmConfig};
+pub use vsock::{VsockConfig, VSOCK_ID};
 
 #[cfg(test)]
 mod tests;

@@ -16,6 +16,7 @@ fn config(boot_args: Option<&str>) -> VmConfig {
         net: Vec::new(),
         mmds_config: None,
         entropy: None,
+        vsock: None,
     }
 }
 

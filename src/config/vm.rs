@@ -11,6 +11,7 @@ use super::entropy::EntropyConfig;
 use super::error::ConfigError;
 use super::machine::{BootSourceConfig, MachineConfig};
 use super::net::NetConfig;
+use super::vsock::VsockConfig;
 
 /// One device's configuration, of any kind: what `PUT` on a device's path adds or replaces.
 #[derive(Clone, Debug, PartialEq)]
@@ -21,6 +22,8 @@ pub enum DeviceConfig {
     Net(NetConfig),
     /// The entropy device (`PUT /entropy`).
     Entropy(EntropyConfig),
+    /// The vsock device (`PUT /vsock`).
+    Vsock(VsockConfig),
 }
 
 impl From<BlockConfig> for DeviceConfig {
@@ -41,6 +44,12 @@ impl From<EntropyConfig> for DeviceConfig {
     }
 }
 
+impl From<VsockConfig> for DeviceConfig {
+    fn from(v: VsockConfig) -> Self {
+        DeviceConfig::Vsock(v)
+    }
+}
+
 impl DeviceConfig {
     /// Checks, before boot, what the host must have for the device
     /// ([`VirtioDeviceConfig::check_host`]).
@@ -49,6 +58,7 @@ impl DeviceConfig {
             DeviceConfig::Drive(d) => d.check_host(),
             DeviceConfig::Net(n) => n.check_host(),
             DeviceConfig::Entropy(e) => e.check_host(),
+            DeviceConfig::Vsock(v) => v.check_host(),
         }
     }
 }
@@ -115,6 +125,9 @@ pub struct VmConfig {
     /// An entropy device (virtio-rng), after the drives and network interfaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entropy: Option<EntropyConfig>,
+    /// A vsock device (virtio-vsock), after the entropy device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vsock: Option<VsockConfig>,
 }
 
 impl VmConfig {
@@ -188,6 +201,10 @@ impl VmConfig {
             .iter()
             .enumerate()
             .for_each(|(i, e)| visitor.visit(i, e));
+        self.vsock
+            .iter()
+            .enumerate()
+            .for_each(|(i, v)| visitor.visit(i, v));
     }
 
     /// Every kind of virtio device fennec has, whether this VM has one or not (the syscall
@@ -196,6 +213,7 @@ impl VmConfig {
         visitor.visit::<BlockConfig>();
         visitor.visit::<NetConfig>();
         visitor.visit::<EntropyConfig>();
+        visitor.visit::<VsockConfig>();
     }
 
     /// How many virtio devices the configuration has.
@@ -224,6 +242,7 @@ impl VmConfig {
             DeviceConfig::Drive(d) => put(&mut self.drives, *d),
             DeviceConfig::Net(n) => put(&mut self.net, n),
             DeviceConfig::Entropy(e) => self.entropy = Some(e),
+            DeviceConfig::Vsock(v) => self.vsock = Some(v),
         }
     }
 

@@ -46,4 +46,13 @@ pub enum DeviceError {
         #[source]
         source: TapError,
     },
+    /// The vsock device could not listen at its socket path.
+    #[error("The vsock device cannot listen at {path:?}")]
+    VsockSocket {
+        /// Its `uds_path`.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }

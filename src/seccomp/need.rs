@@ -11,6 +11,8 @@ pub enum Call {
     Any(i64),
     /// `ioctl` with this request number.
     Ioctl(u64),
+    /// The syscall with its first two arguments exactly these (`socket`'s domain and type).
+    Args2(i64, u64, u64),
 }
 
 /// A syscall a device makes in a thread of `role`, and why.
@@ -30,6 +32,15 @@ impl SyscallNeed {
         SyscallNeed {
             role,
             call: Call::Any(nr),
+            why,
+        }
+    }
+
+    /// `nr(a0, a1, ...)` in `role`: only with these first two arguments.
+    pub const fn args2(role: Role, nr: i64, a0: u64, a1: u64, why: &'static str) -> Self {
+        SyscallNeed {
+            role,
+            call: Call::Args2(nr, a0, a1),
             why,
         }
     }

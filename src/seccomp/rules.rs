@@ -140,6 +140,7 @@ pub fn allowlist(role: Role) -> BTreeMap<i64, Vec<SeccompRule>> {
         match need.call {
             Call::Any(nr) => r.allow(nr),
             Call::Ioctl(request) => r.ioctls(&[request]),
+            Call::Args2(nr, a0, a1) => r.allow_if(nr, vec![vec![arg_eq(0, a0), arg_eq(1, a1)]]),
         };
     }
     r.0

@@ -58,6 +58,15 @@ fn test_no_role_may_run_programs_or_leave_its_box() {
     for role in Role::ALL {
         let rules = allowlist(role);
         for nr in forbidden {
+            // The event loop's vsock device connects guests to the Unix sockets beside its
+            // uds_path: a non-blocking Unix stream socket, nothing else.
+            if role == Role::Vmm && nr == libc::SYS_connect {
+                continue;
+            }
+            if role == Role::Vmm && nr == libc::SYS_socket {
+                assert_eq!(rules[&nr].len(), 1, "socket: one checked form");
+                continue;
+            }
             assert!(!rules.contains_key(&nr), "{role:?} allows syscall {nr}");
         }
         // Executable memory, writable opens and clone without CLONE_THREAD are refused by the

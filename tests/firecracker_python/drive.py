@@ -4,7 +4,8 @@ Usage: drive.py FIRECRACKER_BINARY DATA_DIR KERNEL
 
 The binary is started by the library's own ProcessManager with the exact arguments its MicroVM
 class uses (--api-sock, --id, --log-path), then driven through its Api client: describe,
-version, boot source, machine config, metrics, MMDS, InstanceStart, pause, resume, a refused
+version, boot source, machine config, metrics, MMDS, vsock (as its MicroVM configures it),
+InstanceStart, pause, resume, a refused
 request, FlushMetrics, and SendCtrlAltDel to stop. Prints one line per step and
 "FC-PYTHON OK" at the end; exits 1 at the first step that is not answered as Firecracker
 answers it.
@@ -12,6 +13,7 @@ answers it.
 
 import json
 import os
+import socket
 import sys
 import time
 
@@ -63,8 +65,24 @@ def main():
     api.mmds.put(latest={"meta-data": {"instance-id": vm_id}})
     check(api.mmds.get().json()["latest"]["meta-data"]["instance-id"] == vm_id, "mmds")
 
+    # As firecracker.microvm.MicroVM._configure_vmm_vsock configures it.
+    uds = os.path.join(vm_dir, "v.sock")
+    try:
+        api.vsock.put(guest_cid=2, uds_path=uds)
+        check(False, "a reserved guest CID is refused")
+    except APIError as e:
+        check("guest_cid" in str(e), f"a reserved guest CID is refused: {e}")
+    api.vsock.put(guest_cid=3, uds_path=uds)
+
     api.actions.put(action_type="InstanceStart")
     check(api.describe.get().json()["state"] == "Running", "InstanceStart")
+    # The tiny guest has no vsock driver: a host connection is closed, as when nobody listens.
+    host = socket.socket(socket.AF_UNIX)
+    host.connect(uds)
+    host.sendall(b"CONNECT 52\n")
+    host.settimeout(10)
+    check(host.recv(16) == b"", "a host vsock connection nobody accepts is closed")
+    host.close()
     api.vm.patch(state="Paused")
     check(api.describe.get().json()["state"] == "Paused", "paused")
     api.vm.patch(state="Resumed")

@@ -20,6 +20,7 @@ pub mod net;
 pub mod queue;
 pub mod rng;
 pub mod transport;
+pub mod vsock;
 
 pub use virtio_queue::{Queue, QueueState, QueueT};
 

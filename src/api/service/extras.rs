@@ -71,6 +71,12 @@ impl VmService {
                 net.mac = Some(mac);
             }
         }
+        if let Some(uds_path) = &load.vsock_uds_path {
+            let vsock = state.config.vsock.as_mut().ok_or_else(|| {
+                ApiError::bad_request("vsock_override: the snapshot's VM has no vsock device")
+            })?;
+            vsock.uds_path = uds_path.clone();
+        }
         for (id, path) in &load.drive_overrides {
             let drive = state
                 .config

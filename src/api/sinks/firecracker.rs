@@ -5,7 +5,7 @@
 //! Every group and counter Firecracker writes is there, in its order. fennec's own counters fill
 //! the ones they correspond to (the control socket's requests, how long the last pause,
 //! resume, snapshot and restore took, a vCPU's exits, the serial console, each drive, network
-//! interface and entropy device); the others stay 0. As Firecracker does, a counter is written
+//! interface, entropy and vsock device); the others stay 0. As Firecracker does, a counter is written
 //! as what it gained since the line before (and a latency as `min_us`, `max_us`, `sum_us`), a
 //! drive's and an interface's counters appear under `block_ID` and `net_ID` and summed under
 //! `block` and `net`.
@@ -15,7 +15,7 @@ use std::sync::Mutex;
 
 use serde_json::{json, Map, Value};
 
-use crate::config::{BlockConfig, EntropyConfig, NetConfig, VirtioDeviceConfig};
+use crate::config::{BlockConfig, EntropyConfig, NetConfig, VirtioDeviceConfig, VsockConfig};
 use crate::VmMetrics;
 
 /// The counters of one of Firecracker's drives.
@@ -342,6 +342,17 @@ const ENTROPY_MAP: Mapping = &[
     ("entropy_rate_limiter_throttled", &["rate_limited"]),
 ];
 
+/// The vsock device.
+const VSOCK_MAP: Mapping = &[
+    ("rx_queue_event_count", &["notifications"]),
+    ("rx_bytes_count", &["rx_bytes"]),
+    ("tx_bytes_count", &["tx_bytes"]),
+    ("rx_packets_count", &["rx_packets"]),
+    ("tx_packets_count", &["tx_packets"]),
+    ("conns_added", &["conns_added"]),
+    ("conns_killed", &["conns_killed"]),
+];
+
 /// Counters by group, then by name: what fennec has to say, as totals since the VM started.
 type Totals = BTreeMap<String, BTreeMap<&'static str, u64>>;
 
@@ -468,9 +479,10 @@ fn totals(metrics: Option<&VmMetrics>) -> Totals {
             BlockConfig::KIND => ("block", BLOCK_MAP),
             NetConfig::KIND => ("net", NET_MAP),
             EntropyConfig::KIND => ("entropy", ENTROPY_MAP),
+            VsockConfig::KIND => ("vsock", VSOCK_MAP),
             _ => continue,
         };
-        if group == "entropy" {
+        if group == "entropy" || group == "vsock" {
             add(&mut totals, group, mapping, &device.counters);
         } else {
             add(

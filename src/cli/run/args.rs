@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use clap::{Args, FromArgMatches};
 
 use fennec::config::{
-    BlockConfig, BootSourceConfig, MachineConfig, NetConfig, VmConfig, MAX_MEM_MIB, MIN_MEM_MIB,
+    BlockConfig, BootSourceConfig, MachineConfig, NetConfig, VmConfig, VsockConfig, MAX_MEM_MIB,
+    MIN_MEM_MIB,
 };
 use fennec::seccomp::SeccompLevel;
 
@@ -21,14 +22,14 @@ pub struct RunArgs {
     /// Read the whole VM configuration from a JSON file in Firecracker's config-file format
     /// (boot-source, machine-config, drives, network-interfaces) instead of the flags.
     #[arg(long, value_name = "PATH",
-          conflicts_with_all = ["kernel", "initrd", "cmdline", "vcpus", "memory", "no_acpi", "disk", "net"])]
+          conflicts_with_all = ["kernel", "initrd", "cmdline", "vcpus", "memory", "no_acpi", "disk", "net", "vsock"])]
     pub config_file: Option<PathBuf>,
 
     /// Restore the VM snapshotted in DIR (its `state` and `memory` files, written by `fennec
     /// ctl snapshot-vm` or PUT /snapshot/create) instead of booting one: it goes on where it
     /// was, with the drives and network interfaces it had.
     #[arg(long, value_name = "DIR",
-          conflicts_with_all = ["kernel", "initrd", "cmdline", "vcpus", "memory", "no_acpi", "disk", "net", "config_file"])]
+          conflicts_with_all = ["kernel", "initrd", "cmdline", "vcpus", "memory", "no_acpi", "disk", "net", "vsock", "config_file"])]
     pub restore: Option<PathBuf>,
 
     /// Restore checkpoint NAME (taken with `fennec ctl checkpoint NAME`) as a new VM: every
@@ -36,7 +37,7 @@ pub struct RunArgs {
     /// the VM goes on from the checkpoint on them. Each run with another --vm is another
     /// independent copy.
     #[arg(long, value_name = "NAME", requires = "vm",
-          conflicts_with_all = ["kernel", "initrd", "cmdline", "vcpus", "memory", "no_acpi", "disk", "net", "config_file", "restore"])]
+          conflicts_with_all = ["kernel", "initrd", "cmdline", "vcpus", "memory", "no_acpi", "disk", "net", "vsock", "config_file", "restore"])]
     pub from_checkpoint: Option<String>,
 
     /// The new VM's name for --from-checkpoint (its disks are NAME/DISK in the store).
@@ -104,6 +105,19 @@ pub struct RunArgs {
     #[arg(long, value_name = "tap=NAME[,mac=MAC][,id=ID]",
           value_parser = |s: &str| NetConfig::from_cli(s, ""))]
     pub net: Vec<NetConfig>,
+
+    /// A virtio-vsock device with guest context ID N (3 or more). Host programs reach guest
+    /// port P by connecting to the Unix socket PATH and writing `CONNECT P\n` (the answer is
+    /// `OK <host port>\n`, then the stream); the guest's connections to CID 2 port P reach
+    /// whatever listens at `PATH_P`. Firecracker's protocol, so its tools work unchanged.
+    #[arg(long, value_name = "cid=N,uds=PATH",
+          value_parser = |s: &str| VsockConfig::from_cli(s))]
+    pub vsock: Option<VsockConfig>,
+
+    /// With --restore or --from-checkpoint: the restored VM's vsock device listens at PATH
+    /// instead of the snapshot's socket (two copies of one snapshot cannot share one).
+    #[arg(long, value_name = "PATH")]
+    pub vsock_uds: Option<PathBuf>,
 
     /// What fennec's syscall filters do with a syscall outside a thread's allowlist: `kill`
     /// ends fennec with SIGSYS; `log` lets the call through and has the kernel log it
@@ -176,6 +190,13 @@ impl RunArgs {
     /// The configuration from --config-file, or from the flags (without a kernel, an empty
     /// one the control socket fills in).
     pub fn config(&self) -> Result<VmConfig, String> {
+        if self.vsock_uds.is_some() && self.restore.is_none() && self.from_checkpoint.is_none() {
+            return Err(
+                "--vsock-uds moves a restored VM's vsock socket: it goes with \
+                        --restore or --from-checkpoint (a new VM takes --vsock cid=N,uds=PATH)"
+                    .to_string(),
+            );
+        }
         if let Some(path) = &self.config_file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -214,6 +235,7 @@ impl RunArgs {
                 .collect(),
             mmds_config: None,
             entropy: None,
+            vsock: self.vsock.clone(),
         })
     }
 }

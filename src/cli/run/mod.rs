@@ -261,6 +261,7 @@ fn run_with_api(
             mem_file_path,
             resume_vm: true,
             network_overrides: Vec::new(),
+            vsock_uds_path: args.vsock_uds.clone(),
             drive_overrides,
         };
         vm.serve_request(fennec::api::ApiRequest::LoadSnapshot(Box::new(load)))

@@ -1,0 +1,187 @@
+//! `fennec-agent`: the Linux test guest's agent, a static binary in its initramfs. The guest's
+//! init starts `fennec-agent serve 1024` when the VM has a vsock device, and the harness
+//! (`fennec::harness::TestVm::run`) runs commands through it: no console parsing. The other
+//! modes are the guest's side of the vsock tests.
+//!
+//! The command protocol, on one vsock stream per command: the host writes the command and
+//! `\n`; the agent answers with frames, `o` + little-endian u32 length + that much output
+//! (stdout and stderr together, as they come), and last `x` + 4 + the exit status as a
+//! little-endian i32 (128 + the signal for a command a signal ended).
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::Shutdown;
+use std::process::{Command, ExitCode, Stdio};
+
+use sha2::{Digest, Sha256};
+use vsock::{VsockAddr, VsockListener, VsockStream, VMADDR_CID_ANY};
+
+const USAGE: &str = "usage: fennec-agent serve PORT | echo PORT | send CID PORT CONNS BYTES \
+                     | connect CID PORT | wait-eof CID PORT";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let num = |i: usize| -> u64 {
+        args.get(i)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| die(USAGE))
+    };
+    let result = match args.first().map(String::as_str) {
+        Some("serve") => listen(num(1) as u32, serve_command),
+        Some("echo") => listen(num(1) as u32, echo),
+        Some("send") => send(num(1) as u32, num(2) as u32, num(3) as usize, num(4)),
+        Some("connect") => match VsockStream::connect(&VsockAddr::new(num(1) as u32, num(2) as u32)) {
+            Ok(_) => {
+                println!("connected");
+                Ok(())
+            }
+            Err(e) => {
+                println!("refused: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        Some("wait-eof") => wait_eof(num(1) as u32, num(2) as u32),
+        _ => die(USAGE),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fennec-agent: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn die(why: &str) -> ! {
+    eprintln!("fennec-agent: {why}");
+    std::process::exit(2)
+}
+
+/// Accepts connections on `port` for ever, each served on its own thread.
+fn listen(port: u32, serve: fn(VsockStream) -> io::Result<()>) -> io::Result<()> {
+    let listener = VsockListener::bind(&VsockAddr::new(VMADDR_CID_ANY, port))?;
+    for stream in listener.incoming() {
+        let stream = stream?;
+        std::thread::spawn(move || {
+            if let Err(e) = serve(stream) {
+                eprintln!("fennec-agent: port {port}: {e}");
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Runs one command line and streams its output and status back.
+fn serve_command(stream: VsockStream) -> io::Result<()> {
+    let mut line = String::new();
+    BufReader::new(stream.try_clone()?).read_line(&mut line)?;
+    let (mut out_r, out_w) = io::pipe()?;
+    let mut child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(line.trim_end_matches('\n'))
+        .stdin(Stdio::null())
+        .stdout(out_w.try_clone()?)
+        .stderr(out_w)
+        .spawn()?;
+    let mut stream = stream;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = out_r.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        stream.write_all(b"o")?;
+        stream.write_all(&(n as u32).to_le_bytes())?;
+        stream.write_all(&buf[..n])?;
+    }
+    let status = child.wait()?;
+    let code = status.code().unwrap_or_else(|| {
+        use std::os::unix::process::ExitStatusExt;
+        128 + status.signal().unwrap_or(0)
+    });
+    stream.write_all(b"x")?;
+    stream.write_all(&4u32.to_le_bytes())?;
+    stream.write_all(&code.to_le_bytes())?;
+    stream.shutdown(Shutdown::Write)
+}
+
+/// Sends back everything it reads; at the reader's end, ends its own side.
+fn echo(mut stream: VsockStream) -> io::Result<()> {
+    let mut back = stream.try_clone()?;
+    io::copy(&mut stream, &mut back)?;
+    back.shutdown(Shutdown::Write)
+}
+
+/// `conns` connections to `cid:port` at once; each sends `bytes` of its own pseudo-random
+/// stream, ends its sending side, and reads what comes back to the end. Prints, per
+/// connection, the SHA-256 of what it sent and of what it got.
+fn send(cid: u32, port: u32, conns: usize, bytes: u64) -> io::Result<()> {
+    let threads: Vec<_> = (0..conns)
+        .map(|i| {
+            std::thread::spawn(move || -> io::Result<String> {
+                let stream = VsockStream::connect(&VsockAddr::new(cid, port))?;
+                let mut reader = stream.try_clone()?;
+                let got = std::thread::spawn(move || -> io::Result<(String, u64)> {
+                    let mut hash = Sha256::new();
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let mut total = 0u64;
+                    loop {
+                        let n = reader.read(&mut buf)?;
+                        if n == 0 {
+                            return Ok((hex(&hash.finalize()), total));
+                        }
+                        hash.update(&buf[..n]);
+                        total += n as u64;
+                    }
+                });
+                let mut writer = stream;
+                let mut hash = Sha256::new();
+                let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ (i as u64 + 1);
+                let mut left = bytes;
+                let mut buf = vec![0u8; 64 * 1024];
+                while left > 0 {
+                    let n = left.min(buf.len() as u64) as usize;
+                    for chunk in buf[..n].chunks_mut(8) {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+                    }
+                    writer.write_all(&buf[..n])?;
+                    hash.update(&buf[..n]);
+                    left -= n as u64;
+                }
+                writer.shutdown(Shutdown::Write)?;
+                let (got, total) = got.join().map_err(|_| io::Error::other("reader panicked"))??;
+                Ok(format!("conn {i} sent {} got {got} {total}", hex(&hash.finalize())))
+            })
+        })
+        .collect();
+    let mut failed = false;
+    for t in threads {
+        match t.join().map_err(|_| io::Error::other("a connection panicked"))? {
+            Ok(line) => println!("{line}"),
+            Err(e) => {
+                println!("conn failed: {e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        return Err(io::Error::other("a connection failed"));
+    }
+    Ok(())
+}
+
+/// Connects, reads to the end, and says how much came.
+fn wait_eof(cid: u32, port: u32) -> io::Result<()> {
+    let mut stream = VsockStream::connect(&VsockAddr::new(cid, port))?;
+    println!("connected");
+    let mut sink = Vec::new();
+    let n = stream.read_to_end(&mut sink)?;
+    println!("eof after {n} bytes");
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
