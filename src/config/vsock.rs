@@ -71,15 +71,23 @@ impl VirtioDeviceConfig for VsockConfig {
             libc::SYS_accept4,
             "vsock: host programs connecting to uds_path",
         ),
-        SyscallNeed::any(
+        SyscallNeed::args2(
             Role::Vmm,
             libc::SYS_socket,
-            "vsock: a guest connecting to <uds_path>_<port>",
+            libc::AF_UNIX as u64,
+            (libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) as u64,
+            "vsock: a guest connecting to <uds_path>_<port> (a non-blocking Unix stream only)",
         ),
         SyscallNeed::any(
             Role::Vmm,
             libc::SYS_connect,
             "vsock: a guest connecting to <uds_path>_<port>",
+        ),
+        SyscallNeed::any(
+            Role::Vmm,
+            libc::SYS_sendto,
+            "vsock: writing host sockets (send with MSG_NOSIGNAL: a reader gone is an error, \
+             not SIGPIPE)",
         ),
         SyscallNeed::any(
             Role::Vmm,

@@ -50,6 +50,19 @@ fn connect_guest(uds: &Path, port: u32) -> Result<UnixStream, String> {
     Ok(s)
 }
 
+/// [`connect_guest`], again while the guest program is still starting to listen (its port
+/// refuses), for up to 30 s.
+fn connect_guest_when_up(uds: &Path, port: u32) -> UnixStream {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match connect_guest(uds, port) {
+            Ok(s) => return s,
+            Err(e) if std::time::Instant::now() > deadline => panic!("guest port {port}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
 /// Sends `STREAM_BYTES` of stream `i`'s bytes on `s` and reads what comes back to its end;
 /// the SHA-256 of both.
 fn send_and_read_back(s: UnixStream, i: usize) -> (String, String) {
@@ -149,7 +162,7 @@ linux_test!(
             .map(|i| {
                 let uds = uds.clone();
                 std::thread::spawn(move || {
-                    let s = connect_guest(&uds, 5000).unwrap();
+                    let s = connect_guest_when_up(&uds, 5000);
                     send_and_read_back(s, i)
                 })
             })
@@ -257,7 +270,7 @@ linux_test!(
         assert!(seen.contains("eof after 3 bytes"), "{seen}");
 
         // The guest's end goes away: the host reader sees its end.
-        let mut s = connect_guest(&uds, 5001).unwrap();
+        let mut s = connect_guest_when_up(&uds, 5001);
         s.write_all(b"ping").unwrap();
         let mut four = [0u8; 4];
         s.read_exact(&mut four).unwrap();

@@ -82,6 +82,8 @@ pub struct Connection {
     pub(super) readable: bool,
     /// The host socket hung up or failed: it is off the event loop.
     pub(super) hung_up: bool,
+    /// A CREDIT_REQUEST went out since the guest last had credit: not another until it has.
+    asked_credit: bool,
     /// When the connection is killed if it has not moved on (a handshake or a close).
     pub(super) expiry: Option<Instant>,
 }
@@ -131,6 +133,7 @@ impl Connection {
             local_eof: false,
             readable: false,
             hung_up: false,
+            asked_credit: false,
             expiry: None,
         }
     }
@@ -270,6 +273,9 @@ impl Connection {
     pub fn send(&mut self, hdr: &Header, payload: &[u8]) -> Result<(), Kill> {
         self.peer_buf_alloc = hdr.buf_alloc;
         self.peer_fwd_cnt = Wrapping(hdr.fwd_cnt);
+        if self.peer_credit() > 0 {
+            self.asked_credit = false;
+        }
         match (self.state, hdr.op) {
             (_, op::RST) => {
                 self.state = State::Killed;
@@ -359,13 +365,16 @@ impl Connection {
         Ok(())
     }
 
-    /// Data waits for credit the guest has not given: ask for it, once per wait.
+    /// Data waits for credit the guest has not given: ask for it, once per wait (the guest
+    /// answers with its credit, and sends more unasked as its reader frees room).
     pub fn ask_credit(&mut self) {
         if self.readable
+            && !self.asked_credit
             && self.state == State::Established
             && !self.peer_shut_rcv
             && self.peer_credit() == 0
         {
+            self.asked_credit = true;
             self.owed.credit_request = true;
         }
     }

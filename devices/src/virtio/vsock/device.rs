@@ -15,6 +15,7 @@ use super::muxer::Muxer;
 use super::packet::{read_tx, RxChain, HDR_LEN, MAX_PAYLOAD};
 use crate::virtio::chain::{check_in_memory, collect};
 use crate::virtio::queue::{drain, drain_limited};
+use crate::virtio::QueueT;
 use crate::virtio::{
     features, read_config_bytes, ActivateError, ActiveQueues, DeviceStateError, InterruptKind,
     VirtioDevice,
@@ -43,6 +44,8 @@ pub struct Vsock {
     tx_broken: bool,
     /// Tell the guest that the transport reset when it next activates (a restored VM).
     reset_on_activate: bool,
+    /// The guest was told of a transport reset and has not acknowledged it yet.
+    reset_unacked: bool,
     pub(super) timer: TimerFd,
     /// When the timer is set to go off.
     pub(super) armed: Option<std::time::Instant>,
@@ -64,6 +67,7 @@ impl Vsock {
             rx_broken: false,
             tx_broken: false,
             reset_on_activate: false,
+            reset_unacked: false,
             timer: TimerFd::new()?,
             armed: None,
             buf: vec![0; HDR_LEN + MAX_PAYLOAD],
@@ -132,7 +136,7 @@ impl Vsock {
 
     /// Fills the guest's receive buffers with what the muxer has.
     pub fn process_rx(&mut self) {
-        if self.rx_broken || !self.muxer.has_rx() {
+        if self.rx_broken || self.reset_unacked || !self.muxer.has_rx() {
             return;
         }
         let Some(active) = self.active.as_mut() else {
@@ -186,8 +190,19 @@ impl Vsock {
         }
     }
 
+    /// What the event loop does when the driver activated the device: a restored device tells
+    /// its guest of the transport reset, then the queues are served.
+    pub(super) fn on_activate(&mut self) {
+        if std::mem::take(&mut self.reset_on_activate) {
+            self.send_transport_reset();
+        }
+        self.process_tx();
+    }
+
     /// Tells the guest's driver that the transport reset: it drops its connections and reads
-    /// its CID again; its listening sockets stay. Every host connection goes with them.
+    /// its CID again; its listening sockets stay. Every host connection goes with them. Until
+    /// the driver posts its event buffer again (how Linux acknowledges the event), nothing is
+    /// given to the guest: a connection made meanwhile would be dropped with the old ones.
     pub fn send_transport_reset(&mut self) {
         self.muxer.reset();
         let Some(active) = self.active.as_mut() else {
@@ -196,22 +211,27 @@ impl Vsock {
         let mem = &active.mem;
         let queue = &mut active.queues[EVQ];
         let m = &*self.metrics;
-        let mut sent = false;
-        drain_limited(queue, mem, u64::MAX, |chain| {
-            if sent {
-                return None;
-            }
-            sent = true;
-            Some((write_event(chain, mem).unwrap_or(0), 0))
-        });
-        if sent {
-            add(&m.transport_resets, 1);
-            add(&m.interrupts, 1);
-            active.interrupt.trigger(InterruptKind::Queue(EVQ as u16));
-        } else {
+        let Some(chain) = queue.pop_descriptor_chain(mem) else {
             log::warn!(
                 "virtio-vsock: the guest posted no event buffer; it was not told of the transport reset"
             );
+            return;
+        };
+        let head = chain.head_index();
+        let len = write_event(chain, mem).unwrap_or(0);
+        let _ = queue.add_used(mem, head, len);
+        // Armed, so that the driver's next post of the buffer notifies (its acknowledgement).
+        let _ = queue.enable_notification(mem);
+        self.reset_unacked = len > 0;
+        add(&m.transport_resets, 1);
+        add(&m.interrupts, 1);
+        active.interrupt.trigger(InterruptKind::Queue(EVQ as u16));
+    }
+
+    /// The driver posted event buffers: after a transport reset, its acknowledgement.
+    pub(super) fn on_event_queue(&mut self) {
+        if std::mem::take(&mut self.reset_unacked) {
+            self.process_rx();
         }
     }
 }
@@ -273,14 +293,14 @@ impl VirtioDevice for Vsock {
         self.rx_broken = false;
         self.tx_broken = false;
         self.muxer.active = true;
-        if std::mem::take(&mut self.reset_on_activate) {
-            self.send_transport_reset();
-        }
+        // The event loop tells the guest of the reset once it runs: after the whole VM is
+        // restored (its interrupt controllers too, so the interrupt is not lost).
         self.activate_evt.write(1).map_err(ActivateError::Wake)
     }
 
     fn reset(&mut self) {
         self.active = None;
+        self.reset_unacked = false;
         self.muxer.active = false;
         self.muxer.reset();
     }

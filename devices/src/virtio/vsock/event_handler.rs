@@ -78,7 +78,7 @@ impl MutEventSubscriber for Vsock {
         match events.data() {
             PROCESS_ACTIVATE => {
                 let _ = self.activate_evt.read();
-                self.process_tx();
+                self.on_activate();
             }
             PROCESS_RXQ => {
                 let _ = self.queue_events[RXQ].read();
@@ -93,6 +93,7 @@ impl MutEventSubscriber for Vsock {
             PROCESS_EVQ => {
                 let _ = self.queue_events[EVQ].read();
                 add(&self.metrics.notifications, 1);
+                self.on_event_queue();
             }
             PROCESS_LISTENER => self.muxer.accept(&self.metrics),
             PROCESS_TIMER => {

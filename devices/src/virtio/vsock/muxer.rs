@@ -224,8 +224,8 @@ impl Muxer {
             self.closed.push(p.stream);
             return;
         };
-        let mut conn = Connection::local_init(p.stream, self.guest_cid, local_port, peer_port);
-        conn.expiry = Some(Instant::now() + REQUEST_TIMEOUT);
+        // The guest has REQUEST_TIMEOUT to answer once the REQUEST is sent (`next_rx`).
+        let conn = Connection::local_init(p.stream, self.guest_cid, local_port, peer_port);
         self.insert(conn);
         add(&m.conns_added, 1);
     }

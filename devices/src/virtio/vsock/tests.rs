@@ -503,11 +503,26 @@ fn test_host_close_is_a_shutdown_and_the_guest_close_ends_it() {
 fn test_restored_device_tells_the_guest_the_transport_reset() {
     let state = Rig::new().dev.save_state().unwrap();
     let mut rig = Rig::with(|d| d.restore_state(state).unwrap());
+    // Not before the event loop runs (the rest of the VM is being restored meanwhile).
+    assert_eq!(rig.ev.take_used(&rig.mem), vec![]);
+    rig.dev.on_activate();
     let used = rig.ev.take_used(&rig.mem);
     assert_eq!(used, vec![(0, 4)]);
     let id: u32 = rig.mem.read_obj(GuestAddress(0x3000)).unwrap();
     assert_eq!(id, EVENT_TRANSPORT_RESET);
     assert_eq!(rig.metric(|m| &m.transport_resets), 1);
+    // Until the driver posts its event buffer again, the guest is given nothing: a host
+    // connection waits.
+    rig.post_rx(2);
+    let mut host = UnixStream::connect(rig.path("v.sock")).unwrap();
+    host.write_all(b"CONNECT 7\n").unwrap();
+    rig.pump();
+    assert_eq!(rig.recv(), vec![]);
+    rig.ev.post(&rig.mem, &[(0x3000, 8, WRITE)]);
+    rig.dev.on_event_queue();
+    let got = rig.recv();
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].0.op, got[0].0.dst_port), (op::REQUEST, 7));
 }
 
 #[test]
@@ -527,5 +542,36 @@ fn test_a_stale_socket_file_is_replaced_and_a_live_one_is_not() {
     assert!(
         Muxer::bind(&dir.path().join("link"), CID).is_err(),
         "a link is never followed"
+    );
+}
+
+#[test]
+fn test_a_guest_without_room_is_asked_for_credit_once_per_wait() {
+    let mut rig = Rig::new();
+    let mut host = rig.guest_connects(68);
+    // The guest has room for 8 bytes; the host has more to say.
+    let mut credit = rig.guest(op::CREDIT_UPDATE, 1000, 68);
+    credit.buf_alloc = 8;
+    rig.send(credit, &[]);
+    host.write_all(b"0123456789abcdef").unwrap();
+    rig.post_rx(4);
+    rig.pump();
+    let got: Vec<_> = rig.recv().into_iter().map(|(h, d)| (h.op, d)).collect();
+    assert_eq!(
+        got,
+        vec![(op::RW, b"01234567".to_vec()), (op::CREDIT_REQUEST, vec![])]
+    );
+    // The guest answers with the same credit (its reader has not read): no new request.
+    rig.send(credit, &[]);
+    rig.pump();
+    assert_eq!(rig.recv(), vec![]);
+    // Its reader frees room: the rest comes (filling it again: a new wait, a new request).
+    credit.fwd_cnt = 8;
+    rig.send(credit, &[]);
+    rig.pump();
+    let got: Vec<_> = rig.recv().into_iter().map(|(h, d)| (h.op, d)).collect();
+    assert_eq!(
+        got,
+        vec![(op::RW, b"89abcdef".to_vec()), (op::CREDIT_REQUEST, vec![])]
     );
 }

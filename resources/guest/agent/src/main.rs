@@ -3,6 +3,9 @@
 //! (`fennec::harness::TestVm::run`) runs commands through it: no console parsing. The other
 //! modes are the guest's side of the vsock tests.
 //!
+//! The `host-*` modes are the host side of `resources/bench/linux-vsock.sh`, run in the test
+//! host against fennec's Unix socket.
+//!
 //! The command protocol, on one vsock stream per command: the host writes the command and
 //! `\n`; the agent answers with frames, `o` + little-endian u32 length + that much output
 //! (stdout and stderr together, as they come), and last `x` + 4 + the exit status as a
@@ -15,8 +18,9 @@ use std::process::{Command, ExitCode, Stdio};
 use sha2::{Digest, Sha256};
 use vsock::{VsockAddr, VsockListener, VsockStream, VMADDR_CID_ANY};
 
-const USAGE: &str = "usage: fennec-agent serve PORT | echo PORT | send CID PORT CONNS BYTES \
-                     | connect CID PORT | wait-eof CID PORT";
+const USAGE: &str = "usage: fennec-agent serve PORT | echo PORT | discard PORT \
+                     | send CID PORT CONNS BYTES | connect CID PORT | wait-eof CID PORT \
+                     | host-send UDS PORT BYTES | host-recv PATH | host-connect UDS PORT COUNT";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,17 +33,23 @@ fn main() -> ExitCode {
         Some("serve") => listen(num(1) as u32, serve_command),
         Some("echo") => listen(num(1) as u32, echo),
         Some("send") => send(num(1) as u32, num(2) as u32, num(3) as usize, num(4)),
-        Some("connect") => match VsockStream::connect(&VsockAddr::new(num(1) as u32, num(2) as u32)) {
-            Ok(_) => {
-                println!("connected");
-                Ok(())
+        Some("connect") => {
+            match VsockStream::connect(&VsockAddr::new(num(1) as u32, num(2) as u32)) {
+                Ok(_) => {
+                    println!("connected");
+                    Ok(())
+                }
+                Err(e) => {
+                    println!("refused: {e}");
+                    return ExitCode::from(1);
+                }
             }
-            Err(e) => {
-                println!("refused: {e}");
-                return ExitCode::from(1);
-            }
-        },
+        }
         Some("wait-eof") => wait_eof(num(1) as u32, num(2) as u32),
+        Some("discard") => listen(num(1) as u32, discard),
+        Some("host-send") => host::send(arg(&args, 1), num(2) as u32, num(3)),
+        Some("host-recv") => host::recv(arg(&args, 1)),
+        Some("host-connect") => host::connect_latency(arg(&args, 1), num(2) as u32, num(3)),
         _ => die(USAGE),
     };
     match result {
@@ -49,6 +59,12 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn arg(args: &[String], i: usize) -> &str {
+    args.get(i)
+        .map(String::as_str)
+        .unwrap_or_else(|| die(USAGE))
 }
 
 fn die(why: &str) -> ! {
@@ -104,6 +120,12 @@ fn serve_command(stream: VsockStream) -> io::Result<()> {
     stream.shutdown(Shutdown::Write)
 }
 
+/// Reads everything to its end, then closes.
+fn discard(mut stream: VsockStream) -> io::Result<()> {
+    io::copy(&mut stream, &mut io::sink())?;
+    Ok(())
+}
+
 /// Sends back everything it reads; at the reader's end, ends its own side.
 fn echo(mut stream: VsockStream) -> io::Result<()> {
     let mut back = stream.try_clone()?;
@@ -151,14 +173,22 @@ fn send(cid: u32, port: u32, conns: usize, bytes: u64) -> io::Result<()> {
                     left -= n as u64;
                 }
                 writer.shutdown(Shutdown::Write)?;
-                let (got, total) = got.join().map_err(|_| io::Error::other("reader panicked"))??;
-                Ok(format!("conn {i} sent {} got {got} {total}", hex(&hash.finalize())))
+                let (got, total) = got
+                    .join()
+                    .map_err(|_| io::Error::other("reader panicked"))??;
+                Ok(format!(
+                    "conn {i} sent {} got {got} {total}",
+                    hex(&hash.finalize())
+                ))
             })
         })
         .collect();
     let mut failed = false;
     for t in threads {
-        match t.join().map_err(|_| io::Error::other("a connection panicked"))? {
+        match t
+            .join()
+            .map_err(|_| io::Error::other("a connection panicked"))?
+        {
             Ok(line) => println!("{line}"),
             Err(e) => {
                 println!("conn failed: {e}");
@@ -184,4 +214,73 @@ fn wait_eof(cid: u32, port: u32) -> io::Result<()> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The host's side of the vsock benchmark, on fennec's Unix sockets.
+mod host {
+    use std::io::{self, Read, Write};
+    use std::net::Shutdown;
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::time::Instant;
+
+    /// Connects to guest port `port` through `uds`: the stream after `OK <port>\n`.
+    fn connect(uds: &str, port: u32) -> io::Result<UnixStream> {
+        let mut s = UnixStream::connect(uds)?;
+        s.write_all(format!("CONNECT {port}\n").as_bytes())?;
+        let mut byte = [0u8; 1];
+        let mut line = Vec::new();
+        while s.read(&mut byte)? == 1 && byte[0] != b'\n' {
+            line.push(byte[0]);
+        }
+        if !line.starts_with(b"OK ") {
+            return Err(io::Error::other("the guest refused the connection"));
+        }
+        Ok(s)
+    }
+
+    /// Sends `bytes` zeros to guest port `port` and waits for the guest to close: prints
+    /// `ms <milliseconds>` from the connection's start.
+    pub fn send(uds: &str, port: u32, bytes: u64) -> io::Result<()> {
+        let start = Instant::now();
+        let mut s = connect(uds, port)?;
+        let buf = vec![0u8; 64 * 1024];
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            s.write_all(&buf[..n])?;
+            left -= n as u64;
+        }
+        s.shutdown(Shutdown::Write)?;
+        io::copy(&mut s, &mut io::sink())?;
+        println!("ms {}", start.elapsed().as_millis());
+        Ok(())
+    }
+
+    /// Listens at `path`, takes one connection, reads it to its end: prints `ms` and `bytes`
+    /// from the connection's arrival.
+    pub fn recv(path: &str) -> io::Result<()> {
+        let listener = UnixListener::bind(path)?;
+        let (mut s, _) = listener.accept()?;
+        let start = Instant::now();
+        let n = io::copy(&mut s, &mut io::sink())?;
+        println!("ms {} bytes {n}", start.elapsed().as_millis());
+        Ok(())
+    }
+
+    /// `count` connections one after another to guest port `port`, each closed once open:
+    /// prints the median and the slowest time to `OK`, in microseconds.
+    pub fn connect_latency(uds: &str, port: u32, count: u64) -> io::Result<()> {
+        let mut times = Vec::new();
+        for _ in 0..count {
+            let start = Instant::now();
+            let s = connect(uds, port)?;
+            times.push(start.elapsed().as_micros());
+            drop(s);
+        }
+        times.sort_unstable();
+        let median = times.get(times.len() / 2).copied().unwrap_or_default();
+        let max = times.last().copied().unwrap_or_default();
+        println!("us median {median} max {max}");
+        Ok(())
+    }
 }
