@@ -32,6 +32,9 @@ const DEBIAN_TEST_LIMIT: Duration = Duration::from_secs(900);
 /// soak runs (its guest waits only on a transfer that stops).
 const NETWORK_TEST_LIMIT: Duration = Duration::from_secs(360);
 
+/// The same for the vsock streams test: 16 MiB each way and 4 MiB to a reader that stalls.
+const VSOCK_TEST_LIMIT: Duration = Duration::from_secs(600);
+
 /// The time limit of test `name` (with its module path) inside the test host.
 fn test_limit(name: &str) -> Duration {
     let name = name.rsplit("::").next().unwrap_or(name);
@@ -39,6 +42,8 @@ fn test_limit(name: &str) -> Duration {
         DEBIAN_TEST_LIMIT
     } else if name.starts_with("linux_network_") {
         NETWORK_TEST_LIMIT
+    } else if name.starts_with("linux_vsock_streams_") {
+        VSOCK_TEST_LIMIT
     } else {
         TEST_LIMIT
     }

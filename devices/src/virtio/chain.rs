@@ -4,7 +4,7 @@
 use std::ops::Deref;
 
 use virtio_queue::{desc::split::Descriptor, DescriptorChain};
-use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 /// Why a chain cannot be used at all.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -60,5 +60,77 @@ pub fn check_in_memory(
         Ok(())
     } else {
         Err(outside)
+    }
+}
+
+/// Why a chain is not one of device-writable buffers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WritableError {
+    /// The chain is broken, too long, or outside guest memory.
+    Chain(ChainError),
+    /// A buffer is one the device may only read.
+    Readable,
+}
+
+/// A chain of device-writable buffers (a receive buffer), checked: every buffer writable and in
+/// guest memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WritableChain {
+    /// The chain's head index, to return it with.
+    pub head: u16,
+    segments: Vec<(GuestAddress, u32)>,
+    capacity: u64,
+}
+
+impl WritableChain {
+    /// Checks `chain` (at most `max` descriptors).
+    pub fn parse<M>(chain: DescriptorChain<M>, max: usize) -> Result<Self, WritableError>
+    where
+        M: Deref<Target = GuestMemoryMmap> + Clone,
+    {
+        let mem = chain.memory().clone();
+        let head = chain.head_index();
+        let descs = collect(chain, max).map_err(WritableError::Chain)?;
+        let mut segments = Vec::with_capacity(descs.len());
+        let mut capacity = 0u64;
+        for desc in &descs {
+            if !desc.is_write_only() {
+                return Err(WritableError::Readable);
+            }
+            check_in_memory(&mem, desc.addr(), desc.len().into()).map_err(WritableError::Chain)?;
+            if desc.len() > 0 {
+                segments.push((desc.addr(), desc.len()));
+                capacity += u64::from(desc.len());
+            }
+        }
+        Ok(WritableChain {
+            head,
+            segments,
+            capacity,
+        })
+    }
+
+    /// Bytes the buffers hold.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Copies as much of `data` as fits, in order; returns the bytes copied.
+    pub fn fill(&self, mem: &GuestMemoryMmap, data: &[u8]) -> Result<usize, ChainError> {
+        let mut done = 0;
+        for &(addr, len) in &self.segments {
+            if done == data.len() {
+                break;
+            }
+            let n = (len as usize).min(data.len() - done);
+            mem.write_slice(&data[done..done + n], addr).map_err(|_| {
+                ChainError::OutsideMemory {
+                    addr: addr.raw_value(),
+                    len: n as u64,
+                }
+            })?;
+            done += n;
+        }
+        Ok(done)
     }
 }

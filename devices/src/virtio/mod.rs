@@ -241,6 +241,33 @@ pub(crate) mod test_utils {
             ]
         }
 
+        /// A 16-entry split queue with its descriptor table at `rings[0]` and its available
+        /// ring at `rings[1]` (from [`descriptor`]s whose buffers start at `base`): the
+        /// `(address, bytes)` to write into guest memory.
+        pub fn ring(
+            rings: [u64; 3],
+            base: u64,
+            mem_size: u64,
+        ) -> impl Strategy<Value = Vec<(u64, Vec<u8>)>> {
+            (
+                proptest::collection::vec(descriptor(base, mem_size), 16),
+                proptest::collection::vec(0u16..20, 16),
+                prop_oneof![4 => 0u16..17, 1 => any::<u16>()],
+            )
+                .prop_map(move |(descs, heads, avail_idx)| {
+                    let mut out: Vec<(u64, Vec<u8>)> = descs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, d)| (rings[0] + 16 * i as u64, d.to_vec()))
+                        .collect();
+                    out.push((rings[1] + 2, avail_idx.to_le_bytes().to_vec()));
+                    for (i, h) in heads.iter().enumerate() {
+                        out.push((rings[1] + 4 + 2 * i as u64, h.to_le_bytes().to_vec()));
+                    }
+                    out
+                })
+        }
+
         /// One raw descriptor: any flags, a next index a little past a 16-entry table.
         pub fn descriptor(base: u64, mem_size: u64) -> impl Strategy<Value = [u8; 16]> {
             (addr(base, mem_size), len(), 0u16..8, 0u16..20).prop_map(|(addr, len, flags, next)| {

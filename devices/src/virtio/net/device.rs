@@ -461,7 +461,7 @@ impl Rx<'_> {
             }
         };
         for (buf, len) in bufs.iter().zip(lens) {
-            if self.queue.add_used(self.mem, buf.head, len).is_ok() {
+            if self.queue.add_used(self.mem, buf.head(), len).is_ok() {
                 self.used_any = true;
             }
         }

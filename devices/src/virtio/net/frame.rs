@@ -7,9 +7,9 @@
 use std::ops::Deref;
 
 use virtio_queue::DescriptorChain;
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Address, Bytes, GuestMemoryMmap};
 
-use crate::virtio::chain::{check_in_memory, collect, ChainError};
+use crate::virtio::chain::{check_in_memory, collect, ChainError, WritableChain, WritableError};
 
 /// Bytes of `virtio_net_hdr_v1` in front of every frame (virtio 1.2, 5.1.6).
 pub const VNET_HDR_LEN: usize = 12;
@@ -79,14 +79,9 @@ where
     Ok(at)
 }
 
-/// A receive buffer the guest posted: the head of its chain and its writable segments.
+/// A receive buffer the guest posted: its writable segments, with room for the header.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RxBuffer {
-    /// The chain's head index, to return it with.
-    pub head: u16,
-    segments: Vec<(GuestAddress, u32)>,
-    capacity: u64,
-}
+pub struct RxBuffer(WritableChain);
 
 impl RxBuffer {
     /// Checks a receive chain: every buffer writable and in guest memory, room for the header.
@@ -94,53 +89,28 @@ impl RxBuffer {
     where
         M: Deref<Target = GuestMemoryMmap> + Clone,
     {
-        let mem = chain.memory().clone();
-        let head = chain.head_index();
-        let descs = collect(chain, MAX_DESCRIPTORS)?;
-        let mut segments = Vec::with_capacity(descs.len());
-        let mut capacity = 0u64;
-        for desc in &descs {
-            if !desc.is_write_only() {
-                return Err(FrameError::ReadableInRx);
-            }
-            check_in_memory(&mem, desc.addr(), desc.len().into())?;
-            if desc.len() > 0 {
-                segments.push((desc.addr(), desc.len()));
-                capacity += u64::from(desc.len());
-            }
+        let buf = WritableChain::parse(chain, MAX_DESCRIPTORS).map_err(|e| match e {
+            WritableError::Chain(e) => FrameError::Chain(e),
+            WritableError::Readable => FrameError::ReadableInRx,
+        })?;
+        if buf.capacity() < VNET_HDR_LEN as u64 {
+            return Err(FrameError::TooShort(buf.capacity()));
         }
-        if capacity < VNET_HDR_LEN as u64 {
-            return Err(FrameError::TooShort(capacity));
-        }
-        Ok(RxBuffer {
-            head,
-            segments,
-            capacity,
-        })
+        Ok(RxBuffer(buf))
+    }
+
+    /// The chain's head index, to return it with.
+    pub fn head(&self) -> u16 {
+        self.0.head
     }
 
     /// Bytes the buffer holds.
     pub fn capacity(&self) -> u64 {
-        self.capacity
+        self.0.capacity()
     }
 
-    /// Copies as much of `data` as fits; returns the bytes copied.
     fn fill(&self, mem: &GuestMemoryMmap, data: &[u8]) -> Result<usize, ChainError> {
-        let mut done = 0;
-        for &(addr, len) in &self.segments {
-            if done == data.len() {
-                break;
-            }
-            let n = (len as usize).min(data.len() - done);
-            mem.write_slice(&data[done..done + n], addr).map_err(|_| {
-                ChainError::OutsideMemory {
-                    addr: addr.raw_value(),
-                    len: n as u64,
-                }
-            })?;
-            done += n;
-        }
-        Ok(done)
+        self.0.fill(mem, data)
     }
 }
 

@@ -116,26 +116,12 @@ pub fn serve_memory(memory: &[u8], frames: &[Vec<u8>]) -> (u16, u16, usize, Arc<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::virtio::test_utils::strategy::descriptor;
+    use crate::virtio::test_utils::strategy;
     use proptest::prelude::*;
     use std::sync::atomic::Ordering;
 
-    prop_compose! {
-        fn ring(rings: [u64; 3])(descs in proptest::collection::vec(descriptor(BUFFERS, MEM_SIZE as u64), 16),
-                                 heads in proptest::collection::vec(0u16..20, 16),
-                                 avail_idx in prop_oneof![4 => 0u16..17, 1 => any::<u16>()])
-            -> Vec<(u64, Vec<u8>)> {
-            let mut out: Vec<(u64, Vec<u8>)> = descs
-                .iter()
-                .enumerate()
-                .map(|(i, d)| (rings[0] + 16 * i as u64, d.to_vec()))
-                .collect();
-            out.push((rings[1] + 2, avail_idx.to_le_bytes().to_vec()));
-            for (i, h) in heads.iter().enumerate() {
-                out.push((rings[1] + 4 + 2 * i as u64, h.to_le_bytes().to_vec()));
-            }
-            out
-        }
+    fn ring(rings: [u64; 3]) -> impl Strategy<Value = Vec<(u64, Vec<u8>)>> {
+        strategy::ring(rings, BUFFERS, MEM_SIZE as u64)
     }
 
     prop_compose! {

@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use vm_memory::{Bytes, GuestMemoryMmap};
+use std::sync::atomic::Ordering;
+
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::timerfd::TimerFd;
 
@@ -110,7 +112,7 @@ impl Vsock {
                 }
                 Err(e) => {
                     crate::warn_guest!(
-                        nth: m.bad_chains.load(std::sync::atomic::Ordering::Relaxed),
+                        nth: m.bad_chains.load(Ordering::Relaxed),
                         "virtio-vsock: a transmit chain was dropped: {e}"
                     );
                     add(&m.bad_chains, 1);
@@ -152,7 +154,7 @@ impl Vsock {
                 Ok(rx) => rx,
                 Err(e) => {
                     crate::warn_guest!(
-                        nth: m.bad_chains.load(std::sync::atomic::Ordering::Relaxed),
+                        nth: m.bad_chains.load(Ordering::Relaxed),
                         "virtio-vsock: a receive chain was returned unused: {e}"
                     );
                     add(&m.bad_chains, 1);
@@ -220,8 +222,18 @@ impl Vsock {
         let head = chain.head_index();
         let len = write_event(chain, mem).unwrap_or(0);
         let _ = queue.add_used(mem, head, len);
-        // Armed, so that the driver's next post of the buffer notifies (its acknowledgement).
+        // Armed, so that the driver's next post of a buffer notifies (its acknowledgement).
+        // With event indices, the device asks for a notification once the driver posts past
+        // `avail_event`; virtio-queue sets it to what the device took, which a driver with
+        // other buffers posted is already past: ask at the driver's very next post instead.
         let _ = queue.enable_notification(mem);
+        if queue.event_idx_enabled() {
+            if let Ok(avail) = queue.avail_idx(mem, Ordering::Acquire) {
+                let avail_event = queue.used_ring() + 4 + 8 * u64::from(queue.size());
+                let _ = mem.write_obj(avail.0.to_le(), GuestAddress(avail_event));
+                std::sync::atomic::fence(Ordering::SeqCst);
+            }
+        }
         self.reset_unacked = len > 0;
         add(&m.transport_resets, 1);
         add(&m.interrupts, 1);

@@ -9,7 +9,7 @@ use std::ops::Deref;
 use virtio_queue::DescriptorChain;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
-use crate::virtio::chain::{check_in_memory, collect, ChainError};
+use crate::virtio::chain::{check_in_memory, collect, ChainError, WritableChain, WritableError};
 
 /// Bytes of `struct virtio_vsock_hdr` in front of every packet (virtio 1.2, 5.10.6).
 pub const HDR_LEN: usize = 44;
@@ -184,14 +184,9 @@ fn outside(addr: GuestAddress, len: usize) -> PacketError {
     })
 }
 
-/// A receive buffer the guest posted: its writable segments, checked.
+/// A receive buffer the guest posted: its writable segments, with room for a header.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RxChain {
-    /// The chain's head index, to return it with.
-    pub head: u16,
-    segments: Vec<(GuestAddress, u32)>,
-    capacity: usize,
-}
+pub struct RxChain(WritableChain);
 
 impl RxChain {
     /// Checks a receive chain: every buffer writable and in guest memory, room for a header.
@@ -199,48 +194,23 @@ impl RxChain {
     where
         M: Deref<Target = GuestMemoryMmap> + Clone,
     {
-        let mem = chain.memory().clone();
-        let head = chain.head_index();
-        let descs = collect(chain, MAX_DESCRIPTORS)?;
-        let mut segments = Vec::with_capacity(descs.len());
-        let mut capacity = 0usize;
-        for desc in &descs {
-            if !desc.is_write_only() {
-                return Err(PacketError::WrongDirection);
-            }
-            check_in_memory(&mem, desc.addr(), desc.len().into())?;
-            if desc.len() > 0 {
-                segments.push((desc.addr(), desc.len()));
-                capacity = capacity.saturating_add(desc.len() as usize);
-            }
+        let buf = WritableChain::parse(chain, MAX_DESCRIPTORS).map_err(|e| match e {
+            WritableError::Chain(e) => PacketError::Chain(e),
+            WritableError::Readable => PacketError::WrongDirection,
+        })?;
+        if buf.capacity() < HDR_LEN as u64 {
+            return Err(PacketError::TooShort(buf.capacity()));
         }
-        if capacity < HDR_LEN {
-            return Err(PacketError::TooShort(capacity as u64));
-        }
-        Ok(RxChain {
-            head,
-            segments,
-            capacity,
-        })
+        Ok(RxChain(buf))
     }
 
     /// Payload bytes the chain holds after a header, at most [`MAX_PAYLOAD`].
     pub fn payload_room(&self) -> usize {
-        (self.capacity - HDR_LEN).min(MAX_PAYLOAD)
+        (self.0.capacity() - HDR_LEN as u64).min(MAX_PAYLOAD as u64) as usize
     }
 
     /// Writes `packet` (header and payload) over the segments; returns the bytes written.
     pub fn write(&self, mem: &GuestMemoryMmap, packet: &[u8]) -> Result<u32, PacketError> {
-        let mut done = 0usize;
-        for &(addr, len) in &self.segments {
-            if done == packet.len() {
-                break;
-            }
-            let n = (len as usize).min(packet.len() - done);
-            mem.write_slice(&packet[done..done + n], addr)
-                .map_err(|_| outside(addr, n))?;
-            done += n;
-        }
-        Ok(done as u32)
+        Ok(self.0.fill(mem, packet)? as u32)
     }
 }

@@ -18,7 +18,7 @@ use std::process::{Command, ExitCode, Stdio};
 use sha2::{Digest, Sha256};
 use vsock::{VsockAddr, VsockListener, VsockStream, VMADDR_CID_ANY};
 
-const USAGE: &str = "usage: fennec-agent serve PORT | echo PORT | discard PORT \
+const USAGE: &str = "usage: fennec-agent serve PORT | echo PORT | discard PORT | hash PORT CONNS \
                      | send CID PORT CONNS BYTES | connect CID PORT | wait-eof CID PORT \
                      | host-send UDS PORT BYTES | host-recv PATH | host-connect UDS PORT COUNT";
 
@@ -47,6 +47,7 @@ fn main() -> ExitCode {
         }
         Some("wait-eof") => wait_eof(num(1) as u32, num(2) as u32),
         Some("discard") => listen(num(1) as u32, discard),
+        Some("hash") => hash(num(1) as u32, num(2) as usize),
         Some("host-send") => host::send(arg(&args, 1), num(2) as u32, num(3)),
         Some("host-recv") => host::recv(arg(&args, 1)),
         Some("host-connect") => host::connect_latency(arg(&args, 1), num(2) as u32, num(3)),
@@ -118,6 +119,39 @@ fn serve_command(stream: VsockStream) -> io::Result<()> {
     stream.write_all(&4u32.to_le_bytes())?;
     stream.write_all(&code.to_le_bytes())?;
     stream.shutdown(Shutdown::Write)
+}
+
+/// Takes `conns` connections on `port` at once and reads each to its end, then closes it;
+/// prints, per connection, `conn <SHA-256 of what came> <bytes>`.
+fn hash(port: u32, conns: usize) -> io::Result<()> {
+    let listener = VsockListener::bind(&VsockAddr::new(VMADDR_CID_ANY, port))?;
+    let threads: Vec<_> = listener
+        .incoming()
+        .take(conns)
+        .map(|stream| {
+            std::thread::spawn(move || -> io::Result<String> {
+                let mut stream = stream?;
+                let mut hash = Sha256::new();
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut total = 0u64;
+                loop {
+                    let n = stream.read(&mut buf)?;
+                    if n == 0 {
+                        return Ok(format!("conn {} {total}", hex(&hash.finalize())));
+                    }
+                    hash.update(&buf[..n]);
+                    total += n as u64;
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        match t.join().map_err(|_| io::Error::other("a connection panicked"))? {
+            Ok(line) => println!("{line}"),
+            Err(e) => println!("conn failed: {e}"),
+        }
+    }
+    Ok(())
 }
 
 /// Reads everything to its end, then closes.
