@@ -156,3 +156,56 @@ fn parent(path: &Path) -> &Path {
         _ => Path::new("."),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_vsock_from_cli_and_its_mistakes() {
+        let v = VsockConfig::from_cli("cid=3,uds=/run/v.sock").unwrap();
+        assert_eq!(
+            (v.guest_cid, v.uds_path.as_path()),
+            (3, Path::new("/run/v.sock"))
+        );
+        for (arg, why) in [
+            ("uds=/x", "no cid"),
+            ("cid=3", "no uds"),
+            ("cid=x,uds=/x", "not a number"),
+            ("cid=3,uds=/x,cid=4", "given twice"),
+            ("cid=3,path=/x", "unknown option"),
+        ] {
+            let e = VsockConfig::from_cli(arg).unwrap_err().to_string();
+            assert!(e.contains(why), "{arg}: {e}");
+        }
+    }
+
+    #[test]
+    fn test_vsock_reserved_cids_and_long_paths_are_refused() {
+        let at = |cid, uds: &str| VsockConfig {
+            guest_cid: cid,
+            uds_path: uds.into(),
+            vsock_id: None,
+        };
+        assert!(at(3, "/v.sock").validate().is_ok());
+        assert!(at(u64::from(u32::MAX) - 1, "/v.sock").validate().is_ok());
+        for cid in [0, 1, 2, u64::from(u32::MAX), u64::MAX] {
+            let e = at(cid, "/v.sock").validate().unwrap_err().to_string();
+            assert!(e.contains("reserved"), "{cid}: {e}");
+        }
+        let long = format!("/{}", "x".repeat(MAX_UDS_PATH));
+        assert!(at(3, &long).validate().is_err(), "no room for _<port>");
+        assert!(at(3, "").validate().is_err());
+    }
+
+    #[test]
+    fn test_vsock_in_a_config_file_with_firecrackers_deprecated_id() {
+        let text = r#"{"boot-source": {"kernel_image_path": "/k"},
+                       "vsock": {"vsock_id": "vsock0", "guest_cid": 5, "uds_path": "/v.sock"}}"#;
+        let c = crate::config::json::vm_config(text).unwrap();
+        let v = c.vsock.unwrap();
+        assert_eq!((v.guest_cid, v.vsock_id.as_deref()), (5, Some("vsock0")));
+        let unknown = r#"{"vsock": {"guest_cid": 5, "uds_path": "/v.sock", "port": 1}}"#;
+        assert!(crate::config::json::vm_config(unknown).is_err());
+    }
+}

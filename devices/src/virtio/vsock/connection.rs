@@ -241,8 +241,9 @@ impl Connection {
                 Some(hdr)
             }
             Ok(n) => {
-                // A short read most likely emptied the socket: wait for it to poll again.
-                if n < room {
+                // A short read most likely emptied the socket: wait for it to poll again. A
+                // socket that hung up is off the event loop: it is read until its end.
+                if n < room && !self.hung_up {
                     self.readable = false;
                 }
                 self.sent_to_guest += Wrapping(n as u32);

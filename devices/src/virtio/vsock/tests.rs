@@ -152,6 +152,16 @@ impl Rig {
         self.dev.muxer.closed.clear();
     }
 
+    /// Plays the event loop when every host socket hung up.
+    fn pump_hung_up(&mut self) {
+        let m = self.dev.metrics.clone();
+        for fd in self.dev.muxer.watched_or_dirty() {
+            self.dev.muxer.on_socket(fd, true, false, true, &m);
+        }
+        self.dev.process_rx();
+        self.dev.muxer.closed.clear();
+    }
+
     /// A guest header from guest port `src` to host port `dst`.
     fn guest(&self, op: u16, src: u32, dst: u32) -> Header {
         Header {
@@ -573,5 +583,29 @@ fn test_a_guest_without_room_is_asked_for_credit_once_per_wait() {
     assert_eq!(
         got,
         vec![(op::RW, b"89abcdef".to_vec()), (op::CREDIT_REQUEST, vec![])]
+    );
+}
+
+#[test]
+fn test_a_host_that_writes_and_closes_is_read_to_its_end() {
+    let mut rig = Rig::new();
+    let mut host = rig.guest_connects(69);
+    host.write_all(b"bye").unwrap();
+    drop(host);
+    rig.post_rx(4);
+    // The socket hung up: it leaves the event loop, and is read until its end all the same.
+    rig.pump_hung_up();
+    rig.dev.process_rx();
+    let got: Vec<_> = rig
+        .recv()
+        .into_iter()
+        .map(|(h, d)| (h.op, h.flags, d))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (op::RW, 0, b"bye".to_vec()),
+            (op::SHUTDOWN, SHUTDOWN_SEND, vec![])
+        ]
     );
 }
