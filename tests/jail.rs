@@ -78,7 +78,14 @@ fn a_tiny_guest_boots_in_a_jail_as_an_unprivileged_user_with_nothing_else() {
     let mut vm = jail(
         base.path(),
         "jailed",
-        &["--api-socket", "api.sock", "--disk", &disk_arg],
+        &[
+            "--api-socket",
+            "api.sock",
+            "--disk",
+            &disk_arg,
+            "--vsock",
+            "cid=3,uds=/the/host/path/is/not/used.sock",
+        ],
     );
     vm.wait_for_console("TINY ready");
     let pid = jailed_pid(&vm);
@@ -99,7 +106,14 @@ fn a_tiny_guest_boots_in_a_jail_as_an_unprivileged_user_with_nothing_else() {
     let root = PathBuf::from(format!("/proc/{pid}/root"));
     assert_eq!(
         names_in(&root),
-        ["api.sock", "dev", "drive-disk0", "kernel", "vm.json"],
+        [
+            "api.sock",
+            "dev",
+            "drive-disk0",
+            "kernel",
+            "v.sock",
+            "vm.json"
+        ],
         "{}",
         vm.context()
     );
@@ -121,6 +135,14 @@ fn a_tiny_guest_boots_in_a_jail_as_an_unprivileged_user_with_nothing_else() {
         (200, Some("jailed")),
         "{body}"
     );
+
+    // The vsock device listens in the jail's root, as the jailed uid: a host connection is
+    // taken (and closed: the tiny guest has no vsock driver).
+    let mut host = std::os::unix::net::UnixStream::connect(base.path().join("jailed/root/v.sock"))
+        .expect("the jailed VM's vsock socket");
+    std::io::Write::write_all(&mut host, b"CONNECT 52\n").unwrap();
+    let mut end = [0u8; 1];
+    assert_eq!(std::io::Read::read(&mut host, &mut end).unwrap(), 0);
 
     // SIGTERM to the jail reaches the VM (PID 1 of its namespace), which stops cleanly; the
     // jail is removed.

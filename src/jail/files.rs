@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use super::spec::JailError;
 use crate::config::VmConfig;
 
+/// Where a jailed VM's vsock device listens, in its root.
+pub(super) const VSOCK_IN_JAIL: &str = "/v.sock";
+
 /// One file the VM's directory holds.
 #[derive(Clone, Debug)]
 pub(super) struct Placed {
@@ -61,6 +64,11 @@ pub(super) fn place_files(config: &VmConfig) -> Result<(Vec<Placed>, VmConfig), 
             read_only: drive.read_only,
         });
         drive.source = crate::config::DriveSource::Path(PathBuf::from("/").join(&name));
+    }
+    // The vsock device listens in the jail's root, which the VM's uid owns: host programs
+    // connect to `<root>/v.sock`, and listen at `<root>/v.sock_<port>` for the guest.
+    if let Some(vsock) = config.vsock.as_mut() {
+        vsock.uds_path = VSOCK_IN_JAIL.into();
     }
     Ok((placed, config))
 }

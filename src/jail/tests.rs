@@ -113,3 +113,19 @@ fn test_missing_files_fail_and_leave_nothing_behind() {
     assert!(e.contains("/images/vmlinux"), "{e}");
     assert!(!base.path().join("vm1").exists());
 }
+
+#[test]
+fn test_a_jailed_vsock_device_listens_in_the_jails_root() {
+    let mut c = config();
+    c.vsock = Some(crate::config::VsockConfig {
+        guest_cid: 3,
+        uds_path: "/run/elsewhere/v.sock".into(),
+        vsock_id: None,
+    });
+    let (placed, inside) = place_files(&c).unwrap();
+    assert_eq!(inside.vsock.unwrap().uds_path, Path::new("/v.sock"));
+    assert!(
+        placed.iter().all(|p| p.name != "v.sock"),
+        "nothing is placed for it"
+    );
+}
