@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Linux vsock benchmark: inside one test host (QEMU TCG with emulated AMD SVM, see README), the
 # microVM Linux guest under fennec with a vsock device and a virtio-net interface on a TAP moves
-# 64 MiB each way over vsock (fennec's Unix socket, fennec-agent on both ends) and over TCP
-# (busybox nc), N times; and the host opens 100 vsock connections one after another to a guest
+# 64 MiB each way over vsock (fennec's Unix socket) and over TCP, fennec-agent on both ends and
+# timed the same way, N times; and the host opens 100 vsock connections one after another to a guest
 # listener. Prints medians: MiB/s each way for vsock and for virtio-net, their ratio (above 1:
 # vsock faster), and the connection set-up time.
 #   resources/bench/linux-vsock.sh [N]       (default 5)

@@ -4,7 +4,8 @@
 //! modes are the guest's side of the vsock tests.
 //!
 //! The `host-*` modes are the host side of `resources/bench/linux-vsock.sh`, run in the test
-//! host against fennec's Unix socket.
+//! host against fennec's Unix socket; the `tcp-*` modes move the same bytes the same way over
+//! TCP (virtio-net), for its comparison.
 //!
 //! The command protocol, on one vsock stream per command: the host writes the command and
 //! `\n`; the agent answers with frames, `o` + little-endian u32 length + that much output
@@ -20,7 +21,8 @@ use vsock::{VsockAddr, VsockListener, VsockStream, VMADDR_CID_ANY};
 
 const USAGE: &str = "usage: fennec-agent serve PORT | echo PORT | discard PORT | hash PORT CONNS \
                      | send CID PORT CONNS BYTES | connect CID PORT | wait-eof CID PORT \
-                     | host-send UDS PORT BYTES | host-recv PATH | host-connect UDS PORT COUNT";
+                     | host-send UDS PORT BYTES | host-recv PATH | host-connect UDS PORT COUNT \
+                     | tcp-discard PORT | tcp-send ADDR:PORT BYTES | tcp-recv PORT";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -51,6 +53,9 @@ fn main() -> ExitCode {
         Some("host-send") => host::send(arg(&args, 1), num(2) as u32, num(3)),
         Some("host-recv") => host::recv(arg(&args, 1)),
         Some("host-connect") => host::connect_latency(arg(&args, 1), num(2) as u32, num(3)),
+        Some("tcp-discard") => tcp::discard(num(1) as u16),
+        Some("tcp-send") => tcp::send(arg(&args, 1), num(2)),
+        Some("tcp-recv") => tcp::recv(num(1) as u16),
         _ => die(USAGE),
     };
     match result {
@@ -146,7 +151,10 @@ fn hash(port: u32, conns: usize) -> io::Result<()> {
         })
         .collect();
     for t in threads {
-        match t.join().map_err(|_| io::Error::other("a connection panicked"))? {
+        match t
+            .join()
+            .map_err(|_| io::Error::other("a connection panicked"))?
+        {
             Ok(line) => println!("{line}"),
             Err(e) => println!("conn failed: {e}"),
         }
@@ -315,6 +323,52 @@ mod host {
         let median = times.get(times.len() / 2).copied().unwrap_or_default();
         let max = times.last().copied().unwrap_or_default();
         println!("us median {median} max {max}");
+        Ok(())
+    }
+}
+
+/// The same transfers over TCP, timed the same way.
+mod tcp {
+    use std::io::{self, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::time::Instant;
+
+    /// Reads each connection on `port` to its end, then closes it; for ever.
+    pub fn discard(port: u16) -> io::Result<()> {
+        let listener = TcpListener::bind(("0.0.0.0", port))?;
+        for stream in listener.incoming() {
+            let mut stream = stream?;
+            std::thread::spawn(move || io::copy(&mut stream, &mut io::sink()));
+        }
+        Ok(())
+    }
+
+    /// Sends `bytes` zeros to `addr`, ends its side and waits for the other's close: prints
+    /// `ms <milliseconds>` from the connection's start.
+    pub fn send(addr: &str, bytes: u64) -> io::Result<()> {
+        let start = Instant::now();
+        let mut s = TcpStream::connect(addr)?;
+        let buf = vec![0u8; 64 * 1024];
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            s.write_all(&buf[..n])?;
+            left -= n as u64;
+        }
+        s.shutdown(Shutdown::Write)?;
+        io::copy(&mut s, &mut io::sink())?;
+        println!("ms {}", start.elapsed().as_millis());
+        Ok(())
+    }
+
+    /// Takes one connection on `port` and reads it to its end: prints `ms` and `bytes` from
+    /// the connection's arrival.
+    pub fn recv(port: u16) -> io::Result<()> {
+        let listener = TcpListener::bind(("0.0.0.0", port))?;
+        let (mut s, _) = listener.accept()?;
+        let start = Instant::now();
+        let n = io::copy(&mut s, &mut io::sink())?;
+        println!("ms {} bytes {n}", start.elapsed().as_millis());
         Ok(())
     }
 }
