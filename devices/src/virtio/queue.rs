@@ -107,3 +107,16 @@ pub fn drain_limited(
     out.notify = out.used_any && queue.needs_notification(mem).unwrap_or(true);
     out
 }
+
+/// A ready queue of `size` entries with its rings at `rings` (descriptor table, available
+/// ring, used ring), for the fuzzing scenarios, whose guest memory is arbitrary.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn fuzzing_queue(rings: [u64; 3], size: u16, event_idx: bool) -> Queue {
+    let mut q = Queue::new(size).expect("a power of two");
+    q.set_desc_table_address(Some(rings[0] as u32), Some(0));
+    q.set_avail_ring_address(Some(rings[1] as u32), Some(0));
+    q.set_used_ring_address(Some(rings[2] as u32), Some(0));
+    q.set_event_idx(event_idx);
+    q.set_ready(true);
+    q
+}

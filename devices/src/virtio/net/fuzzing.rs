@@ -13,7 +13,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::device::{feature, Net, NetSpec};
 use super::{MacAddr, NetBackend, NetMetrics};
 use crate::virtio::mmio::MmioInterrupt;
-use crate::virtio::{features, ActiveQueues, Queue, QueueT, VirtioDevice};
+use crate::virtio::{features, ActiveQueues, Queue, VirtioDevice};
 use crate::EventFdTrigger;
 
 /// A TAP stand-in: one end of a datagram socket pair (frame boundaries kept, as a TAP does).
@@ -49,13 +49,7 @@ pub const TX_RINGS: [u64; 3] = [0x4000, 0x5000, 0x6000];
 pub const BUFFERS: u64 = 0x8000;
 
 fn queue(rings: [u64; 3], event_idx: bool) -> Queue {
-    let mut q = Queue::new(QUEUE_SIZE).expect("a power of two");
-    q.set_desc_table_address(Some(rings[0] as u32), Some(0));
-    q.set_avail_ring_address(Some(rings[1] as u32), Some(0));
-    q.set_used_ring_address(Some(rings[2] as u32), Some(0));
-    q.set_event_idx(event_idx);
-    q.set_ready(true);
-    q
+    crate::virtio::queue::fuzzing_queue(rings, QUEUE_SIZE, event_idx)
 }
 
 /// Fills guest memory from `memory` (both queues' rings and every buffer come from it), feeds

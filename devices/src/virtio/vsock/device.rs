@@ -16,7 +16,7 @@ use super::metrics::VsockMetrics;
 use super::muxer::Muxer;
 use super::packet::{read_tx, RxChain, HDR_LEN, MAX_PAYLOAD};
 use crate::virtio::chain::{check_in_memory, collect};
-use crate::virtio::queue::{drain, drain_limited};
+use crate::virtio::queue::{drain, drain_limited, Drained};
 use crate::virtio::QueueT;
 use crate::virtio::{
     features, read_config_bytes, ActivateError, ActiveQueues, DeviceStateError, InterruptKind,
@@ -120,19 +120,9 @@ impl Vsock {
             }
             0
         });
-        if drained.more || moved >= DRAIN_BYTES {
-            let _ = self.queue_events[TXQ].write(1);
-        }
-        if drained.notify {
-            add(&m.interrupts, 1);
-            active.interrupt.trigger(InterruptKind::Queue(TXQ as u16));
-        }
-        if drained.broken {
-            log::debug!(
-                "virtio-vsock: the driver corrupted the transmit queue; stopped until reset"
-            );
-            self.tx_broken = true;
-        }
+        let more = drained.more || moved >= DRAIN_BYTES;
+        let broken = after_drain(&drained, more, TXQ, active, &self.queue_events, m);
+        self.tx_broken |= broken;
         self.process_rx();
     }
 
@@ -177,19 +167,8 @@ impl Vsock {
                 }
             }
         });
-        if drained.more {
-            let _ = self.queue_events[RXQ].write(1);
-        }
-        if drained.notify {
-            add(&m.interrupts, 1);
-            active.interrupt.trigger(InterruptKind::Queue(RXQ as u16));
-        }
-        if drained.broken {
-            log::debug!(
-                "virtio-vsock: the driver corrupted the receive queue; stopped until reset"
-            );
-            self.rx_broken = true;
-        }
+        let broken = after_drain(&drained, drained.more, RXQ, active, &self.queue_events, m);
+        self.rx_broken |= broken;
     }
 
     /// What the event loop does when the driver activated the device: a restored device tells
@@ -246,6 +225,29 @@ impl Vsock {
             self.process_rx();
         }
     }
+}
+
+/// What a drain of queue `index` leaves to do: serve it again after the loop served others
+/// (`more`), interrupt the guest if it asked. Returns whether the driver broke the queue.
+fn after_drain(
+    drained: &Drained,
+    more: bool,
+    index: usize,
+    active: &ActiveQueues,
+    queue_events: &[EventFd],
+    m: &VsockMetrics,
+) -> bool {
+    if more {
+        let _ = queue_events[index].write(1);
+    }
+    if drained.notify {
+        add(&m.interrupts, 1);
+        active.interrupt.trigger(InterruptKind::Queue(index as u16));
+    }
+    if drained.broken {
+        log::debug!("virtio-vsock: the driver corrupted queue {index}; it stops until reset");
+    }
+    drained.broken
 }
 
 /// Writes the transport-reset event into an event chain's first buffer; its used length.

@@ -14,7 +14,7 @@ use super::device::Vsock;
 use super::metrics::VsockMetrics;
 use super::muxer::Muxer;
 use crate::virtio::mmio::MmioInterrupt;
-use crate::virtio::{features, ActiveQueues, Queue, QueueT, VirtioDevice};
+use crate::virtio::{features, ActiveQueues, Queue, VirtioDevice};
 use crate::EventFdTrigger;
 
 /// Guest memory size of a scenario.
@@ -33,13 +33,7 @@ pub const BUFFERS: u64 = 0x8000;
 pub const CID: u64 = 3;
 
 fn queue(rings: [u64; 3], event_idx: bool) -> Queue {
-    let mut q = Queue::new(QUEUE_SIZE).expect("a power of two");
-    q.set_desc_table_address(Some(rings[0] as u32), Some(0));
-    q.set_avail_ring_address(Some(rings[1] as u32), Some(0));
-    q.set_used_ring_address(Some(rings[2] as u32), Some(0));
-    q.set_event_idx(event_idx);
-    q.set_ready(true);
-    q
+    crate::virtio::queue::fuzzing_queue(rings, QUEUE_SIZE, event_idx)
 }
 
 /// Fills guest memory from `memory`, makes a device whose sockets live in `dir`, activates

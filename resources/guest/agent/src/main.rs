@@ -254,6 +254,18 @@ fn wait_eof(cid: u32, port: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// Writes `bytes` zeros to `w`.
+fn pour(w: &mut impl Write, bytes: u64) -> io::Result<()> {
+    let buf = vec![0u8; 64 * 1024];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        w.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -285,13 +297,7 @@ mod host {
     pub fn send(uds: &str, port: u32, bytes: u64) -> io::Result<()> {
         let start = Instant::now();
         let mut s = connect(uds, port)?;
-        let buf = vec![0u8; 64 * 1024];
-        let mut left = bytes;
-        while left > 0 {
-            let n = left.min(buf.len() as u64) as usize;
-            s.write_all(&buf[..n])?;
-            left -= n as u64;
-        }
+        super::pour(&mut s, bytes)?;
         s.shutdown(Shutdown::Write)?;
         io::copy(&mut s, &mut io::sink())?;
         println!("ms {}", start.elapsed().as_millis());
@@ -329,7 +335,7 @@ mod host {
 
 /// The same transfers over TCP, timed the same way.
 mod tcp {
-    use std::io::{self, Write};
+    use std::io;
     use std::net::{Shutdown, TcpListener, TcpStream};
     use std::time::Instant;
 
@@ -348,13 +354,7 @@ mod tcp {
     pub fn send(addr: &str, bytes: u64) -> io::Result<()> {
         let start = Instant::now();
         let mut s = TcpStream::connect(addr)?;
-        let buf = vec![0u8; 64 * 1024];
-        let mut left = bytes;
-        while left > 0 {
-            let n = left.min(buf.len() as u64) as usize;
-            s.write_all(&buf[..n])?;
-            left -= n as u64;
-        }
+        super::pour(&mut s, bytes)?;
         s.shutdown(Shutdown::Write)?;
         io::copy(&mut s, &mut io::sink())?;
         println!("ms {}", start.elapsed().as_millis());
