@@ -152,22 +152,21 @@ linux_test!(
         let uds = dir.path().join("v.sock");
         let api = dir.path().join("api.sock");
         let vsock = format!("cid=3,uds={}", uds.display());
-        let mut vm = Session::start(&[
-            "--kernel",
-            p(&g.vmlinux),
-            "--initrd",
-            p(&g.initramfs),
-            "--cmdline",
+        let mut vm = crate::start(
+            &g.vmlinux,
+            g,
             CMDLINE,
-            "--vcpus",
-            "2",
-            "--memory",
-            "256",
-            "--api-socket",
-            p(&api),
-            "--vsock",
-            &vsock,
-        ]);
+            &[
+                "--vcpus",
+                "2",
+                "--memory",
+                "256",
+                "--api-socket",
+                p(&api),
+                "--vsock",
+                &vsock,
+            ],
+        );
         vm.expect("FENNEC-GUEST-READY");
         vm.run(&format!(
             "fennec-agent hash 5000 {STREAMS} > /tmp/h2g 2>&1 & \

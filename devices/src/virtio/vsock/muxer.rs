@@ -209,20 +209,22 @@ impl Muxer {
         let Some(p) = self.pending.remove(&fd) else {
             return;
         };
-        let refused = match port {
-            None => Some("it did not start with CONNECT <port>"),
-            Some(_) if !self.active => Some("the guest's vsock driver is not running"),
-            _ => None,
+        let accepted = match port {
+            None => Err("it did not start with CONNECT <port>"),
+            Some(_) if !self.active => Err("the guest's vsock driver is not running"),
+            Some(peer) => self
+                .free_local_port(peer)
+                .map(|local| (peer, local))
+                .ok_or("no free port"),
         };
-        let local_port = port.and_then(|peer| self.free_local_port(peer));
-        let (Some(peer_port), Some(local_port), None) = (port, local_port, refused) else {
-            log::debug!(
-                "vsock: a host connection was closed: {}",
-                refused.unwrap_or("no free port")
-            );
-            add(&m.host_refused, 1);
-            self.closed.push(p.stream);
-            return;
+        let (peer_port, local_port) = match accepted {
+            Ok(ports) => ports,
+            Err(why) => {
+                log::debug!("vsock: a host connection was closed: {why}");
+                add(&m.host_refused, 1);
+                self.closed.push(p.stream);
+                return;
+            }
         };
         // The guest has REQUEST_TIMEOUT to answer once the REQUEST is sent (`next_rx`).
         let conn = Connection::local_init(p.stream, self.guest_cid, local_port, peer_port);
