@@ -23,8 +23,7 @@
 //!         ..BlockConfig::path("rootfs", "rootfs.ext4")
 //!     }],
 //!     net: vec![NetConfig { id: "eth0".into(), tap: "tap0".into(), ..Default::default() }],
-//!     mmds_config: None,
-//!     entropy: None,
+//!     ..Default::default()
 //! };
 //! let console = Console { output: Box::new(std::io::stdout()), input: None };
 //! let reason = Vm::new(&config, console)?.start()?.wait()?;
