@@ -47,7 +47,7 @@ if [ ! -f "$kdir/vmlinuz" ]; then
     # Debian ships a stub, the real table is in the -dbg package.
     cp "$tmp"/x/boot/System.map-* "$kdir.tmp/System.map"
     for m in virt/lib/irqbypass arch/x86/kvm/kvm arch/x86/kvm/kvm-amd drivers/net/tun drivers/net/veth \
-        fs/fuse/fuse; do
+        fs/fuse/fuse net/llc/llc net/802/stp net/bridge/bridge; do
         cp "$tmp/x/lib/modules/"*/kernel/$m.ko "$kdir.tmp/modules/"
     done
     rm -rf "$kdir" && mv "$kdir.tmp" "$kdir"
@@ -58,6 +58,9 @@ root="$(mktemp -d)"
 cleanup+=("$root")
 # (zfs-fuse exits at once, saying nothing, without /var/lock and /var/lib for its files.)
 mkdir -p "$root"/{bin,dev,proc,sys,tmp,run,root,lib64,fennec/lib,guest,modules,etc/zfs,var/run,var/lock,var/lib}
+# (mktemp made the root 0700: an unprivileged test's fennec and passt must get through it.)
+chmod 755 "$root"
+chmod 1777 "$root/tmp"
 cp /bin/busybox "$root/bin/busybox"
 ln -s busybox "$root/bin/sh"
 cp "$init" "$root/init"

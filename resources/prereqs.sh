@@ -11,6 +11,7 @@
 #                                          Known problems)
 #   namespaces, TAPs, the API tests        util-linux iproute2 curl
 #   the ZFS image-store tests              zfs-fuse
+#   user-mode networking (--net user)      passt
 #   the ACPI tables' tests (iasl -d)       acpica-tools
 #   the stock Debian guest                 debootstrap
 #   the fuzz targets (libFuzzer is C++)    g++
@@ -18,7 +19,7 @@
 set -euo pipefail
 packages=(gcc make binutils linux-source bc bison flex libelf-dev libssl-dev xz-utils
     busybox-static cpio e2fsprogs qemu-system-x86 util-linux iproute2 curl zfs-fuse
-    acpica-tools debootstrap g++ python3-venv)
+    acpica-tools debootstrap g++ python3-venv passt)
 
 qemu_min="1:10.0"
 backports=/etc/apt/sources.list.d/fennec-backports.sources

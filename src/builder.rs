@@ -31,7 +31,8 @@ use std::sync::Arc;
 pub use crate::console::ConsoleStream;
 
 use crate::config::{
-    BlockConfig, BootSourceConfig, DriveSource, MachineConfig, NetConfig, TemplateDrive, VmConfig,
+    BlockConfig, BootSourceConfig, DriveSource, MachineConfig, NetConfig, NetHost, TemplateDrive,
+    UserNetConfig, VmConfig,
 };
 use crate::mmds::Mmds;
 use crate::storage::helper::StorageHelper;
@@ -138,11 +139,17 @@ impl VmBuilder {
     }
 
     /// Puts network interface `id` on TAP `tap` (a restored clone's own network).
-    pub fn net_tap(mut self, id: &str, tap: &str) -> Self {
+    pub fn net_tap(self, id: &str, tap: &str) -> Self {
+        self.net_host(id, NetHost::Tap(tap))
+    }
+
+    /// Connects network interface `id` to `host` instead: a TAP, a bridge, user mode (a
+    /// restored clone's own network, whatever the snapshot's was on).
+    pub fn net_host(mut self, id: &str, host: NetHost<'_>) -> Self {
         if let Some(net) = self.config.net.iter_mut().find(|n| n.id == id) {
             // The guest keeps the MAC it has (one derived from the old TAP's name too).
             net.mac = Some(net.guest_mac());
-            net.tap = tap.to_string();
+            net.set_host(host);
         }
         self
     }
@@ -238,6 +245,27 @@ impl VmBuilder {
         self.net_config(NetConfig {
             id,
             tap: tap.to_string(),
+            ..NetConfig::default()
+        })
+    }
+
+    /// Adds a virtio-net interface on a TAP that fennec makes on bridge `bridge`, named `net0`,
+    /// `net1`, ...
+    pub fn net_bridge(self, bridge: &str) -> Self {
+        let id = format!("net{}", self.config.net.len());
+        self.net_config(NetConfig {
+            id,
+            bridge: Some(bridge.to_string()),
+            ..NetConfig::default()
+        })
+    }
+
+    /// Adds a virtio-net interface on user-mode networking (passt), named `net0`, `net1`, ...
+    pub fn net_user(self, user: UserNetConfig) -> Self {
+        let id = format!("net{}", self.config.net.len());
+        self.net_config(NetConfig {
+            id,
+            user: Some(user),
             ..NetConfig::default()
         })
     }

@@ -12,6 +12,8 @@ mod debian;
 mod jail;
 #[path = "linux/mmds.rs"]
 mod mmds;
+#[path = "linux/network.rs"]
+mod network;
 #[path = "linux/snapshot.rs"]
 mod snapshot;
 #[path = "linux/vsock.rs"]

@@ -184,6 +184,14 @@ impl RateLimiter {
         bandwidth.into_iter().chain(ops)
     }
 
+    /// Gives back what [`RateLimiter::consume`] took for a request that did not go after all
+    /// (it will be charged again when it does), up to full buckets.
+    pub fn refund(&mut self, bytes: u64) {
+        for (bucket, tokens) in self.buckets(bytes) {
+            bucket.budget = (bucket.budget + i128::from(tokens)).min(i128::from(bucket.spec.size));
+        }
+    }
+
     /// Whether a request waits for the timer.
     pub fn is_blocked(&self) -> bool {
         self.blocked

@@ -8,7 +8,8 @@
 # /guest (the Debian guest's, say). With FENNEC_BASELINE=PATH, that fennec binary (an earlier
 # build, to compare with) goes in as /fennec/fennec-baseline. QEMU's monitor listens on
 # WORK_DIR/monitor.sock (`info registers -a` tells where a frozen test host's CPUs are; the
-# test host's System.map is WORK_DIR/host/System.map).
+# test host's System.map is WORK_DIR/host/System.map). passt goes in as /fennec/passt when
+# PASST names it.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 script="$1"; n="$2"; work="$3"; shift 3
@@ -26,6 +27,7 @@ chmod +x "$work/run"
 "$root/resources/build-test-host.sh" "$work/host" "$root/resources/test-host/init" "$work/guest" \
     "fennec=$root/target/x86_64-unknown-linux-gnu/release/fennec" "qemu-system-x86_64=$(command -v qemu-system-x86_64)" \
     "qemu-share=/usr/share/qemu" "seabios-share=/usr/share/seabios" "ip=$(command -v ip)" "run=$work/run" \
+    ${PASST:+"passt=$PASST"} \
     ${FENNEC_BASELINE:+"fennec-baseline=$FENNEC_BASELINE"} > /dev/null
 echo "booting the test host; $n runs of each VMM follow" >&2
 timeout 3600 qemu-system-x86_64 -accel tcg,thread=multi -smp 2 -m 4096 -M q35 -cpu EPYC,+svm \

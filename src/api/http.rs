@@ -291,10 +291,10 @@ impl Connection {
             message: "The VMM is shutting down".into(),
         };
         self.calls
-            .send(Event::Call(ApiCall {
+            .send(Event::Call(Box::new(ApiCall {
                 request: routed,
                 reply,
-            }))
+            })))
             .map_err(|_| gone())?;
         answer.recv().map_err(|_| gone())?
     }

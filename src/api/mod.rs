@@ -146,8 +146,8 @@ pub enum ApiRequest {
 pub struct NetOverride {
     /// The interface.
     pub iface_id: String,
-    /// Its TAP.
-    pub tap: String,
+    /// Its new host side (`tap`, `bridge` or `user`; the rest of it unused).
+    pub host: crate::config::NetConfig,
     /// The MAC address its device reports from now on (the guest's driver reads it when it
     /// next probes the device).
     pub guest_mac: Option<crate::MacAddr>,
@@ -194,8 +194,9 @@ pub struct ApiCall {
 
 /// What the serving loop reacts to.
 pub enum Event {
-    /// A request from the control socket.
-    Call(ApiCall),
+    /// A request from the control socket (boxed: a whole device's configuration is large
+    /// beside the other events).
+    Call(Box<ApiCall>),
     /// The guest ended.
     Exited,
     /// The process was asked to stop (SIGTERM, SIGINT, SIGHUP) or to describe the VM

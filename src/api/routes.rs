@@ -60,10 +60,15 @@ struct MemBackend {
 #[serde(deny_unknown_fields)]
 struct NetworkOverride {
     iface_id: String,
+    #[serde(default)]
     host_dev_name: String,
-    /// fennec's extension.
+    /// fennec's extensions: another MAC, or a bridge or user mode instead of a TAP.
     #[serde(default)]
     guest_mac: Option<String>,
+    #[serde(default)]
+    bridge: Option<String>,
+    #[serde(default)]
+    user: Option<crate::config::UserNetConfig>,
 }
 
 /// `vsock_override`: the vsock device's new host socket.
@@ -139,9 +144,19 @@ fn snapshot_load(raw: &[u8]) -> Result<ApiRequest, ApiError> {
             }
             Some(Err(e)) => return Err(ApiError::bad_request(e)),
         };
+        // The same checks as a configured interface's: exactly one host side, a valid name.
+        let host = crate::config::NetConfig {
+            id: o.iface_id.clone(),
+            tap: o.host_dev_name,
+            bridge: o.bridge,
+            user: o.user,
+            ..Default::default()
+        };
+        host.validate_host()
+            .map_err(|e| ApiError::bad_request(format!("network_overrides: {e}")))?;
         network_overrides.push(super::NetOverride {
             iface_id: o.iface_id,
-            tap: o.host_dev_name,
+            host,
             guest_mac,
         });
     }
@@ -482,6 +497,37 @@ mod tests {
         }
         let e = route("GET", "/drives/root/snapshot", b"").unwrap_err();
         assert_eq!(e.status, 405);
+    }
+
+    #[test]
+    fn test_route_network_hosts_and_snapshot_overrides() {
+        let bridge = br#"{"iface_id": "eth0", "bridge": "vmbr0"}"#;
+        match route("PUT", "/network-interfaces/eth0", bridge) {
+            Ok(ApiRequest::PutDevice(DeviceConfig::Net(n))) => {
+                assert_eq!(n.host(), crate::config::NetHost::Bridge("vmbr0"))
+            }
+            other => panic!("{other:?}"),
+        }
+        let load = |over: &str| {
+            let body = format!(
+                r#"{{"snapshot_path": "/s", "mem_backend": {{"backend_type": "File",
+                    "backend_path": "/m"}}, "network_overrides": [{over}]}}"#
+            );
+            route("PUT", "/snapshot/load", body.as_bytes())
+        };
+        match load(r#"{"iface_id": "eth0", "user": {}}"#) {
+            Ok(ApiRequest::LoadSnapshot(l)) => assert!(matches!(
+                l.network_overrides[0].host.host(),
+                crate::config::NetHost::User(_)
+            )),
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            r#"{"iface_id": "eth0"}"#,
+            r#"{"iface_id": "eth0", "host_dev_name": "tap0", "user": {}}"#,
+        ] {
+            assert_eq!(load(bad).unwrap_err().status, 400, "{bad}");
+        }
     }
 
     #[test]

@@ -58,6 +58,17 @@ pub enum ConfigError {
         /// The name.
         name: String,
     },
+    /// A network interface names no host side, or more than one.
+    #[error("Network interface {0:?}: give exactly one of host_dev_name (a TAP), bridge, user")]
+    NetHost(String),
+    /// A user-mode interface's settings are not usable.
+    #[error("Network interface {id:?}: {why}")]
+    UserNet {
+        /// The interface.
+        id: String,
+        /// What is wrong.
+        why: String,
+    },
     /// Two network interfaces use the same TAP.
     #[error("Two network interfaces use TAP {0:?}")]
     DuplicateTap(String),
@@ -84,7 +95,7 @@ pub enum ConfigError {
     #[error("Invalid vsock device: {0}")]
     Vsock(String),
     /// A `--net` argument could not be parsed.
-    #[error("Invalid --net {arg:?}: {why} (expected tap=NAME[,mac=MAC][,id=ID])")]
+    #[error("Invalid --net {arg:?}: {why} (expected tap=NAME, bridge=BR or user[,hostfwd=tcp::HOSTPORT-:GUESTPORT]..., then [,mac=MAC][,id=ID])")]
     NetArg {
         /// The argument.
         arg: String,

@@ -21,6 +21,7 @@ mod error;
 pub mod json;
 mod machine;
 mod net;
+mod net_user;
 mod options;
 mod vm;
 mod vsock;
@@ -33,7 +34,8 @@ pub use drive::{
 pub use entropy::{EntropyConfig, ENTROPY_ID};
 pub use error::ConfigError;
 pub use machine::{BootSourceConfig, MachineConfig};
-pub use net::NetConfig;
+pub use net::{NetConfig, NetHost};
+pub use net_user::{find_passt, PasstError, PortForward, Protocol, UserNetConfig};
 pub use options::buckets as rate_limiter_buckets;
 pub use options::{
     CacheType, CpuTemplate, HugePages, IoEngine, RateLimiterConfig, TokenBucketConfig, Unsupported,

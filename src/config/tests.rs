@@ -52,7 +52,17 @@ fn test_net_arg_default_id_and_stable_mac() {
 #[test]
 fn test_net_arg_errors_name_the_problem() {
     for (arg, why) in [
-        ("mac=02:fc:00:00:00:07", "no tap"),
+        (
+            "mac=02:fc:00:00:00:07",
+            "exactly one of tap=NAME, bridge=BR, user",
+        ),
+        ("tap=a,bridge=br0", "exactly one of"),
+        ("user,user", "given twice"),
+        ("hostfwd=tcp::1-:2,user", "needs user first"),
+        (
+            "user,hostfwd=tcp::8080-10.0.2.15:80",
+            "the guest address is the guest's own",
+        ),
         ("tap=a,tap=b", "given twice"),
         ("tap=a,queues=4", "unknown option"),
         ("tap=a,mac=nonsense", "not a MAC address"),
@@ -60,6 +70,46 @@ fn test_net_arg_errors_name_the_problem() {
         let e = NetConfig::from_cli(arg, "net0").unwrap_err().to_string();
         assert!(e.contains(why), "{arg}: {e}");
     }
+}
+
+#[test]
+fn test_net_hosts_from_the_command_line_and_json() {
+    let n = NetConfig::from_cli("bridge=vmbr0,id=lan", "net0").unwrap();
+    assert_eq!(n.host(), NetHost::Bridge("vmbr0"));
+    assert_eq!(n.id, "lan");
+    let n =
+        NetConfig::from_cli("user,hostfwd=tcp::2222-:22,hostfwd=udp::5353-:53", "net0").unwrap();
+    let NetHost::User(user) = n.host() else {
+        panic!("{n:?}")
+    };
+    assert_eq!(user.hostfwd.len(), 2);
+    assert_eq!(
+        n.guest_mac(),
+        MacAddr::stable("user/net0"),
+        "stable in user mode"
+    );
+    // The API's form: fennec's fields instead of host_dev_name; exactly one of them.
+    let json = r#"{"iface_id": "eth0", "user": {"hostfwd": [
+        {"protocol": "tcp", "host_port": 2222, "guest_port": 22}]}}"#;
+    let from_json: NetConfig = serde_json::from_str(json).unwrap();
+    from_json.validate_host().unwrap();
+    assert_eq!(from_json.user.unwrap().hostfwd, user.hostfwd[..1]);
+    for bad in [
+        r#"{"iface_id": "eth0"}"#,
+        r#"{"iface_id": "eth0", "host_dev_name": "tap0", "bridge": "br0"}"#,
+        r#"{"iface_id": "eth0", "bridge": "no/slash"}"#,
+    ] {
+        let n: NetConfig = serde_json::from_str(bad).unwrap();
+        assert!(n.validate_host().is_err(), "{bad}");
+    }
+    // A bridge's VMs must not share a MAC: it comes from this process, and is pinned for
+    // snapshots when the VM is built.
+    let b = NetConfig::from_cli("bridge=br0", "net0").unwrap();
+    assert_eq!(b.guest_mac(), b.guest_mac());
+    assert_ne!(b.guest_mac(), MacAddr::stable("br0"));
+    let mut c = config(None);
+    c.net = vec![b.clone()];
+    assert_eq!(c.with_macs_pinned().net[0].mac, Some(b.guest_mac()));
 }
 
 #[test]

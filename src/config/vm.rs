@@ -131,6 +131,16 @@ pub struct VmConfig {
 }
 
 impl VmConfig {
+    /// This configuration with every network interface's MAC address written out (a derived
+    /// one as [`NetConfig::guest_mac`] gives it in this process).
+    pub fn with_macs_pinned(&self) -> VmConfig {
+        let mut config = self.clone();
+        for net in &mut config.net {
+            net.mac = Some(net.guest_mac());
+        }
+        config
+    }
+
     /// Checks the whole configuration. A missing kernel is the last thing it reports, so a
     /// configuration still waiting for one (the control socket before `PUT /boot-source`)
     /// has had every other check when the answer is [`ConfigError::NoKernel`].
@@ -156,7 +166,7 @@ impl VmConfig {
             if before.iter().any(|n| n.id == net.id) {
                 return Err(ConfigError::DuplicateIface(net.id.clone()));
             }
-            if before.iter().any(|n| n.tap == net.tap) {
+            if !net.tap.is_empty() && before.iter().any(|n| n.tap == net.tap) {
                 return Err(ConfigError::DuplicateTap(net.tap.clone()));
             }
             if before.iter().any(|n| n.guest_mac() == net.guest_mac()) {

@@ -46,6 +46,15 @@ pub enum DeviceError {
         #[source]
         source: TapError,
     },
+    /// A user-mode interface's passt could not be started.
+    #[error("Network interface {id:?}")]
+    Passt {
+        /// The interface.
+        id: String,
+        /// Why.
+        #[source]
+        source: crate::config::PasstError,
+    },
     /// The vsock device could not listen at its socket path.
     #[error("The vsock device cannot listen at {path:?}")]
     VsockSocket {

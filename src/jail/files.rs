@@ -42,6 +42,20 @@ pub(super) fn place_files(config: &VmConfig) -> Result<(Vec<Placed>, VmConfig), 
             *initrd = "/initrd".into();
         }
     }
+    // The jailed fennec has no capabilities and no programs: it can neither make a TAP nor
+    // start passt. (A jail for those would make the TAP, or start passt, before confining.)
+    for net in &config.net {
+        let made = match net.host() {
+            crate::config::NetHost::Tap(_) => continue,
+            crate::config::NetHost::Bridge(_) => "bridge= (a TAP made on a bridge)",
+            crate::config::NetHost::User(_) => "user (user-mode networking through passt)",
+        };
+        return Err(JailError::Unsupported(format!(
+            "network interface {:?}: {made} is not available in the jail; give it a TAP the \
+             VM's uid can use (ip tuntap add NAME mode tap user UID) with tap=NAME",
+            net.id
+        )));
+    }
     for drive in &mut config.drives {
         let Some(path) = drive.image_path().map(Path::to_path_buf) else {
             return Err(JailError::Unsupported(format!(

@@ -89,6 +89,22 @@ fn test_template_drives_and_odd_drive_ids_are_refused() {
 }
 
 #[test]
+fn test_interfaces_fennec_would_make_are_refused_with_the_tap_to_use() {
+    for arg in ["bridge=br0", "user"] {
+        let mut c = config();
+        c.net = vec![crate::config::NetConfig::from_cli(arg, "net0").unwrap()];
+        let e = place_files(&c).unwrap_err().to_string();
+        assert!(
+            e.contains("not available in the jail") && e.contains("tap=NAME"),
+            "{arg}: {e}"
+        );
+    }
+    let mut c = config();
+    c.net = vec![crate::config::NetConfig::from_cli("tap=tap0", "net0").unwrap()];
+    place_files(&c).unwrap();
+}
+
+#[test]
 fn test_root_ids_and_bad_names_are_refused_before_anything_is_made() {
     let mut s = spec(Some(config()));
     s.uid = 0;

@@ -100,7 +100,9 @@ impl Vm {
             kvm_vm,
             vcpus,
             devices,
-            config: config.clone(),
+            // Each interface's MAC as the guest has it, so a snapshot keeps it (a bridge's is
+            // new each start).
+            config: config.with_macs_pinned(),
             paused: false,
             snapshots,
         })

@@ -140,7 +140,7 @@ pub fn host_tool(name: &str) -> PathBuf {
             return p;
         }
     }
-    panic!("{name} not found: apt-get install e2fsprogs");
+    panic!("{name} not found: resources/prereqs.sh installs the packages the tests need");
 }
 
 /// A running fennec with a Linux guest, driven like a terminal session.
@@ -162,6 +162,70 @@ impl Session {
     /// Starts `fennec run` with `args` inside network namespace `ns`.
     pub fn start_in(ns: &super::netns::NetNs, args: &[&str]) -> Session {
         Self::start_cmd(ns.command(&fennec_bin()), args)
+    }
+
+    /// Starts `fennec run` with `args` inside `ns` as user and group `uid`, with no
+    /// supplementary groups and no capabilities: an unprivileged user's fennec. `/dev/kvm` is
+    /// reachable to it through a device node of its own, bound over `/dev/kvm` in a mount
+    /// namespace of the child's (the host's node and its permissions are left as they are).
+    pub fn start_unprivileged_in(ns: &super::netns::NetNs, uid: u32, args: &[&str]) -> Session {
+        use std::ffi::CString;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        use std::os::unix::process::CommandExt;
+        let rdev = std::fs::metadata("/dev/kvm").expect("/dev/kvm").rdev();
+        let node = std::env::temp_dir().join(format!("fennec-kvm-{uid}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&node);
+        let c_node = CString::new(node.to_str().unwrap()).unwrap();
+        // SAFETY: mknod and chown on a path this test owns, NUL-terminated, alive for the calls.
+        unsafe {
+            assert_eq!(
+                libc::mknod(c_node.as_ptr(), libc::S_IFCHR | 0o600, rdev),
+                0,
+                "mknod"
+            );
+            assert_eq!(libc::chown(c_node.as_ptr(), uid, uid), 0, "chown");
+        }
+        let kvm = CString::new("/dev/kvm").unwrap();
+        let root = CString::new("/").unwrap();
+        // A copy the user can reach (the build's may sit under root's 0700 home).
+        let dir = std::env::temp_dir().join(format!("fennec-unprivileged-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let exe = dir.join("fennec");
+        if !exe.exists() {
+            std::fs::copy(fennec_bin(), &exe).expect("copy fennec for the unprivileged user");
+        }
+        let mut cmd = ns.command(&exe);
+        // SAFETY: between fork and exec the closure makes system calls only (no allocation),
+        // on strings made before the fork and moved in.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fail = || Err(std::io::Error::last_os_error());
+                if libc::unshare(libc::CLONE_NEWNS) != 0
+                    || libc::mount(
+                        std::ptr::null(),
+                        root.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_REC | libc::MS_PRIVATE,
+                        std::ptr::null(),
+                    ) != 0
+                    || libc::mount(
+                        c_node.as_ptr(),
+                        kvm.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND,
+                        std::ptr::null(),
+                    ) != 0
+                    || libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setresgid(uid, uid, uid) != 0
+                    || libc::setresuid(uid, uid, uid) != 0
+                {
+                    return fail();
+                }
+                Ok(())
+            });
+        }
+        Self::start_cmd(cmd, args)
     }
 
     /// Every guest runs with fennec's debug log (`-vv`): a failure shows it whole.
@@ -251,7 +315,7 @@ impl Session {
     /// What a failure shows: the console's tail, and fennec's log with the VM's state at the
     /// failure (fennec logs it on SIGUSR1: each vCPU's registers and local APIC, the serial
     /// port's registers, the IOAPIC pins).
-    fn context(&self) -> String {
+    pub fn context(&self) -> String {
         if !self.reaped {
             // Twice, a second apart: whether the vCPUs move at all shows in the difference.
             for snapshot in 1..=2 {

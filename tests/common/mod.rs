@@ -313,6 +313,7 @@ pub mod procfs;
 pub mod running;
 pub mod store;
 pub mod testhost;
+pub mod tiny_net;
 pub mod zfs;
 
 /// `fennec ctl --api-socket SOCKET ARGS...`, which must succeed; its JSON answer (`Null` when

@@ -122,6 +122,78 @@ impl NetNs {
         c
     }
 
+    /// Adds an uplink as a host has one, for passt (user-mode networking) to take its
+    /// addresses and routes from: veth `up0` at `addr` (CIDR) with the default route through
+    /// `gateway`, its peer `up1` in the namespace too, so nothing sent leaves it.
+    pub fn add_uplink(&self, addr: &str, gateway: &str) {
+        self.ip(&["link", "add", "up0", "type", "veth", "peer", "name", "up1"]);
+        self.ip(&["addr", "add", addr, "dev", "up0"]);
+        self.ip(&["link", "set", "up0", "up"]);
+        self.ip(&["link", "set", "up1", "up"]);
+        self.ip(&["route", "add", "default", "via", gateway]);
+    }
+
+    /// The interfaces in the namespace whose names start with `prefix`.
+    pub fn links_named(&self, prefix: &str) -> Vec<String> {
+        let out = Command::new(&self.ip)
+            .args(["-n", &self.name, "-o", "link", "show"])
+            .output()
+            .expect("ip link show");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|name| name.split('@').next().unwrap_or(name).to_string())
+            .filter(|name| name.starts_with(prefix))
+            .collect()
+    }
+
+    /// `ip -d link show NAME` in the namespace.
+    pub fn link_details(&self, name: &str) -> String {
+        let out = Command::new(&self.ip)
+            .args(["-n", &self.name, "-d", "link", "show", name])
+            .output()
+            .expect("ip link show");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The live (not zombie) processes in the namespace whose command name starts with
+    /// `prefix`: their PIDs and real UIDs.
+    pub fn processes_named(&self, prefix: &str) -> Vec<(u32, u32)> {
+        use std::os::unix::fs::MetadataExt;
+        let ino = std::fs::metadata(format!("/run/netns/{}", self.name))
+            .expect("the namespace's file")
+            .ino();
+        let ns_link = PathBuf::from(format!("net:[{ino}]"));
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(str::trim)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            if !comm.starts_with(prefix) || field("State:").starts_with('Z') {
+                continue;
+            }
+            if std::fs::read_link(format!("/proc/{pid}/ns/net")).ok() == Some(ns_link.clone()) {
+                let uid = field("Uid:")
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .parse();
+                found.push((pid, uid.unwrap_or(u32::MAX)));
+            }
+        }
+        found
+    }
+
     /// Runs `f` on a thread that joined the namespace; sockets it opens belong there.
     pub fn run_in<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         let path = format!("/run/netns/{}", self.name);

@@ -250,6 +250,8 @@ fn boot_and_run(exe: &Path, tests: &[String], boot: usize) -> HostRun {
         .arg(entry("debugfs", &host_tool("debugfs")))
         .arg(entry("e2fsck", &host_tool("e2fsck")))
         .arg(entry("ip", &super::netns::ip_tool()))
+        // User-mode networking's process.
+        .arg(entry("passt", &host_tool("passt")))
         // ZFS (zfs-fuse) for the checkpoint test's store.
         .arg(entry("zfs-fuse", &host_tool("zfs-fuse")))
         .arg(entry("zfs", &host_tool("zfs")))

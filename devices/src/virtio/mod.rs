@@ -158,6 +158,12 @@ pub trait VirtioDevice: Send {
     fn config_generation(&self) -> u32 {
         0
     }
+    /// What a driver may have accepted before a snapshot that the device still serves when
+    /// restored: what it offers, and what it can do for a driver that has it though it would
+    /// not offer it now (a network device on a stream backend does a TAP's offloads itself).
+    fn restorable_features(&self) -> u64 {
+        self.features()
+    }
     /// Refuses accepted features that break the device type's dependency rules (a feature
     /// without one it needs); the transport then refuses FEATURES_OK.
     fn check_features(&self, _acked: u64) -> Result<(), String> {

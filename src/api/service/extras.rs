@@ -66,7 +66,7 @@ impl VmService {
             // The MAC the guest knows stays, unless asked otherwise: a MAC derived from the
             // old TAP's name is pinned before the TAP changes.
             net.mac = Some(net.guest_mac());
-            net.tap = over.tap.clone();
+            net.set_host(over.host.host());
             if let Some(mac) = over.guest_mac {
                 net.mac = Some(mac);
             }

@@ -97,12 +97,16 @@ pub struct RunArgs {
           value_parser = |s: &str| BlockConfig::from_cli(s, ""))]
     pub disk: Vec<BlockConfig>,
 
-    /// A virtio-net interface on an existing TAP interface; repeat for more. The guest sees
-    /// them as eth0, eth1, ... in the order given. `mac=` sets the guest's MAC address (default:
-    /// a locally administered one derived from the TAP name, the same on every run); `id=` names
-    /// the interface (default net0, net1, ...). Create the TAP first, for example:
-    /// `ip tuntap add tap0 mode tap && ip link set tap0 up`.
-    #[arg(long, value_name = "tap=NAME[,mac=MAC][,id=ID]",
+    /// A virtio-net interface; repeat for more. The guest sees them as eth0, eth1, ... in the
+    /// order given. Its host side is one of: `tap=NAME`, an existing TAP (`ip tuntap add tap0
+    /// mode tap && ip link set tap0 up`); `bridge=BR`, a TAP fennec makes on bridge BR and
+    /// removes with the VM (needs root); `user`, user-mode networking through passt (no root:
+    /// DHCP, DNS and outbound connections through the host), with
+    /// `hostfwd=tcp::HOSTPORT-:GUESTPORT` (or udp) for each host port forwarded to the guest.
+    /// `mac=` sets the guest's MAC address (default: derived from the TAP name, or the ID in
+    /// user mode, the same on every run; on a bridge a new one each start); `id=` names the
+    /// interface (default net0, net1, ...).
+    #[arg(long, value_name = "tap=NAME|bridge=BR|user[,hostfwd=..][,mac=MAC][,id=ID]",
           value_parser = |s: &str| NetConfig::from_cli(s, ""))]
     pub net: Vec<NetConfig>,
 

@@ -65,7 +65,7 @@ impl MmioTransport {
         }
         // What a driver must have negotiated, once FEATURES_OK: the features a guest could
         // get accepted, no others.
-        if state.status & status::FEATURES_OK != 0 && !self.acceptable(state.acked_features) {
+        if state.status & status::FEATURES_OK != 0 && !self.restorable(state.acked_features) {
             return Err(TransportStateError::Features(state.acked_features));
         }
         self.queues = queues;

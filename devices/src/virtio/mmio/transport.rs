@@ -298,8 +298,17 @@ impl MmioTransport {
     /// Whether a driver may accept `acked`: only offered features, VERSION_1 among them, and
     /// nothing the device's own rules refuse.
     pub(super) fn acceptable(&self, acked: u64) -> bool {
+        self.acceptable_from(acked, |d| d.features())
+    }
+
+    /// [`Self::acceptable`] for a restored driver: against what the device still serves.
+    pub(super) fn restorable(&self, acked: u64) -> bool {
+        self.acceptable_from(acked, |d| d.restorable_features())
+    }
+
+    fn acceptable_from(&self, acked: u64, offered: impl Fn(&dyn VirtioDevice) -> u64) -> bool {
         let device = lock(&self.device);
-        let offered = device.features();
+        let offered = offered(&*device);
         if let Err(why) = device.check_features(acked) {
             log::debug!("virtio-mmio: {why}");
             return false;

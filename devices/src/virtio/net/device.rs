@@ -75,6 +75,7 @@ pub struct Net {
     /// The waiting frame came from the service, not the TAP.
     rx_from_service: bool,
     features: u64,
+    restorable: u64,
     config: [u8; CONFIG_LEN],
     queue_events: Vec<EventFd>,
     pub(super) activate_evt: EventFd,
@@ -94,20 +95,20 @@ pub struct Net {
     tx_broken: bool,
     /// The TAP reported an error or hang-up; it is no longer read.
     pub(super) backend_failed: bool,
-    /// Whether the event loop watches the backend (kept by the event handler).
-    pub(super) backend_watched: bool,
+    /// The last receive pass read the backend until it had nothing more.
+    pub(super) rx_drained: bool,
+    /// Transmit stopped because the backend takes no more until its fd is writable.
+    pub(super) tx_backend_full: bool,
+    /// What the event loop watches the backend for (kept by the event handler).
+    pub(super) backend_watched: Option<vmm_sys_util::epoll::EventSet>,
     pub(super) metrics: Arc<NetMetrics>,
 }
 
 impl Net {
     /// A network device over `spec.backend`.
     pub fn new(spec: NetSpec) -> io::Result<Self> {
-        let features = features::VERSION_1
-            | features::RING_EVENT_IDX
-            | features::RING_INDIRECT_DESC
-            | feature::CSUM
+        let offloads = feature::CSUM
             | feature::GUEST_CSUM
-            | feature::MAC
             | feature::GUEST_TSO4
             | feature::GUEST_TSO6
             | feature::GUEST_ECN
@@ -115,9 +116,19 @@ impl Net {
             | feature::HOST_TSO4
             | feature::HOST_TSO6
             | feature::HOST_ECN
-            | feature::HOST_UFO
+            | feature::HOST_UFO;
+        let mut features = features::VERSION_1
+            | features::RING_EVENT_IDX
+            | features::RING_INDIRECT_DESC
+            | feature::MAC
             | feature::MRG_RXBUF
             | feature::STATUS;
+        // A driver restored onto a backend without offloads keeps those it had: the backend
+        // does them (`offload.rs`).
+        let restorable = features | offloads;
+        if spec.backend.carries_offloads() {
+            features |= offloads;
+        }
         let mut config = [0u8; CONFIG_LEN];
         config[0..6].copy_from_slice(&spec.mac.0);
         config[6..8].copy_from_slice(&LINK_UP.to_le_bytes());
@@ -127,6 +138,7 @@ impl Net {
             service: spec.service,
             rx_from_service: false,
             features,
+            restorable,
             config,
             queue_events: vec![EventFd::new(EFD_NONBLOCK)?, EventFd::new(EFD_NONBLOCK)?],
             activate_evt: EventFd::new(EFD_NONBLOCK)?,
@@ -143,7 +155,9 @@ impl Net {
             tx_frame: vec![0; MAX_FRAME_LEN],
             tx_broken: false,
             backend_failed: false,
-            backend_watched: false,
+            tx_backend_full: false,
+            rx_drained: false,
+            backend_watched: None,
             metrics: Arc::new(NetMetrics::default()),
         })
     }
@@ -193,6 +207,7 @@ impl Net {
         };
         let _ = rx.queue.disable_notification(rx.mem);
         let mut frames = 0;
+        self.rx_drained = false;
         loop {
             if self.rx_limiter.is_blocked() {
                 // Its timer calls again; a frame read meanwhile waits, and the TAP is unwatched.
@@ -216,14 +231,21 @@ impl Net {
                 (None, None) if frames == RX_BUDGET || self.backend_failed => break,
                 (None, None) => match self.backend.recv(&mut self.rx_frame) {
                     Ok(len) => len,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.rx_drained = true;
+                        break;
+                    }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
-                        // A TAP read fails only when the TAP is gone or broken; watching a
+                        // A backend read fails only when it is gone or broken; watching a
                         // readable fd that cannot be read would spin the loop.
                         NetMetrics::add(&self.metrics.rx_errors, 1);
-                        log::warn!("virtio-net: reading the TAP failed ({e}); the guest receives nothing more");
-                        self.backend_failed = true;
+                        fail_backend(
+                            &mut self.backend_failed,
+                            &mut self.config,
+                            Some(&*active.interrupt),
+                            &format!("reading it failed ({e})"),
+                        );
                         break;
                     }
                 },
@@ -282,10 +304,26 @@ impl Net {
         }
         // Unusable buffers returned on the way count as used too.
         rx.notify(&*active.interrupt);
-        // The TAP wakes the loop while it has frames; the service's frames need a nudge.
-        if frames == RX_BUDGET && self.rx_pending.is_none() && self.service_has_frames() {
+        // A TAP wakes the loop while it has frames; the service's frames and those a stream
+        // holds in its buffer need a nudge.
+        if frames == RX_BUDGET
+            && self.rx_pending.is_none()
+            && (self.service_has_frames() || self.backend.pending())
+        {
             let _ = self.queue_events[RX_QUEUE].write(1);
         }
+    }
+
+    /// The backend is gone (a TAP removed, a network process ended): the guest's link goes down
+    /// and the device stops watching it; the VM runs on.
+    pub(super) fn backend_gone(&mut self, why: &str) {
+        let irq = self.active.as_ref().map(|a| &*a.interrupt);
+        fail_backend(&mut self.backend_failed, &mut self.config, irq, why);
+    }
+
+    /// Whether the guest's link is up (the configuration space's status).
+    pub fn link_up(&self) -> bool {
+        u16::from_le_bytes([self.config[6], self.config[7]]) & LINK_UP != 0
     }
 
     fn service_has_frames(&self) -> bool {
@@ -301,11 +339,13 @@ impl Net {
         let Some(active) = self.active.as_mut() else {
             return;
         };
-        if self.tx_limiter.is_blocked() {
-            // Its timer calls again.
+        if self.tx_limiter.is_blocked() || self.tx_backend_full {
+            // Its timer, or the backend's fd turning writable, calls again.
             return;
         }
+        let offloads = self.backend.carries_offloads();
         let (backend, frame, metrics) = (&mut self.backend, &mut self.tx_frame, &self.metrics);
+        let backend_full = &mut self.tx_backend_full;
         let service = &mut self.service;
         let limiter = &mut self.tx_limiter;
         let queue = &mut active.queues[TX_QUEUE];
@@ -322,8 +362,11 @@ impl Net {
                         .is_some_and(|s| s.offer(&frame[VNET_HDR_LEN..len]));
                     if taken {
                         NetMetrics::add(&metrics.service_tx_packets, 1);
-                    } else {
-                        send(backend.as_mut(), &frame[..len], metrics)
+                    } else if !send(backend.as_mut(), &frame[..len], metrics, offloads) {
+                        // Read again when the backend takes more; already charged, though.
+                        limiter.refund((len - VNET_HDR_LEN) as u64);
+                        *backend_full = true;
+                        return None;
                     }
                 }
                 Err(e) => {
@@ -376,15 +419,42 @@ impl Net {
     }
 }
 
-fn send(backend: &mut dyn NetBackend, frame: &[u8], metrics: &NetMetrics) {
+/// The backend is gone: counted once, logged, and the guest's link set down (with a
+/// configuration interrupt when the device runs).
+fn fail_backend(
+    failed: &mut bool,
+    config: &mut [u8; CONFIG_LEN],
+    irq: Option<&dyn VirtioInterrupt>,
+    why: &str,
+) {
+    if std::mem::replace(failed, true) {
+        return;
+    }
+    log::warn!("virtio-net: the backend is gone: {why}; the guest's link is down");
+    config[6..8].copy_from_slice(&0u16.to_le_bytes());
+    if let Some(irq) = irq {
+        irq.trigger(InterruptKind::Config);
+    }
+}
+
+/// Sends one frame; false when the backend takes no more for now (the frame was not taken).
+/// `offloads`: whether the backend carries the header's offloads (else the backend does them).
+fn send(backend: &mut dyn NetBackend, frame: &[u8], metrics: &NetMetrics, offloads: bool) -> bool {
     match backend.send(frame) {
         Ok(_) => {
+            if !offloads && !super::offload::VnetHdr::parse(frame).is_plain() {
+                NetMetrics::add(&metrics.tx_offloaded, 1);
+            }
             NetMetrics::add(&metrics.tx_packets, 1);
             NetMetrics::add(&metrics.tx_bytes, (frame.len() - VNET_HDR_LEN) as u64);
         }
-        // The TAP refuses a frame whose header makes no sense: the guest's doing.
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EMSGSIZE)) => {
-            log::debug!("virtio-net: the TAP refused a frame: {e}");
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+        // The backend refuses a frame whose header makes no sense: the guest's doing.
+        Err(e)
+            if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EMSGSIZE))
+                || e.kind() == io::ErrorKind::InvalidInput =>
+        {
+            log::debug!("virtio-net: the backend refused a frame: {e}");
             NetMetrics::add(&metrics.tx_dropped, 1);
         }
         Err(e) => {
@@ -392,10 +462,11 @@ fn send(backend: &mut dyn NetBackend, frame: &[u8], metrics: &NetMetrics) {
             // This device's first few, then only counted.
             crate::warn_guest!(
                 nth: metrics.tx_errors.load(Ordering::Relaxed),
-                "virtio-net: writing to the TAP failed: {e}"
+                "virtio-net: writing to the backend failed: {e}"
             );
         }
     }
+    true
 }
 
 /// The receive queue while one call of [`Net::process_rx`] serves it.
@@ -509,6 +580,10 @@ impl VirtioDevice for Net {
         self.features
     }
 
+    fn restorable_features(&self) -> u64 {
+        self.restorable
+    }
+
     fn check_features(&self, acked: u64) -> Result<(), String> {
         super::features::check(acked)
     }
@@ -580,5 +655,7 @@ impl VirtioDevice for Net {
     }
 }
 
+#[cfg(test)]
+mod stream_tests;
 #[cfg(test)]
 mod tests;

@@ -1,8 +1,9 @@
-//! The network device on the event loop: activation, the two queue eventfds, and the TAP.
+//! The network device on the event loop: activation, the two queue eventfds, and the backend.
 //!
-//! The TAP is watched (level-triggered) only while [`Net::wants_backend`] says so: a frame that
-//! waits for receive buffers takes the TAP off the loop until the guest posts more, so a
-//! readable TAP the device cannot serve never spins the loop.
+//! The backend is watched (level-triggered) for input only while [`Net::wants_backend`] says
+//! so: a frame that waits for receive buffers takes it off the loop until the guest posts more,
+//! so a readable backend the device cannot serve never spins the loop. It is watched for output
+//! only while transmit waits for it (a frame stream whose peer reads slowly).
 
 use std::os::fd::AsRawFd;
 
@@ -21,25 +22,49 @@ const PROCESS_RX_LIMITER: u32 = 4;
 const PROCESS_TX_LIMITER: u32 = 5;
 
 impl Net {
-    fn backend_events(&self) -> Events {
-        Events::with_data_raw(self.backend.as_raw_fd(), PROCESS_BACKEND, EventSet::IN)
+    fn backend_events(&self, set: EventSet) -> Events {
+        Events::with_data_raw(self.backend.as_raw_fd(), PROCESS_BACKEND, set)
     }
 
-    /// Starts or stops watching the backend to match what the device can take.
+    /// Starts, changes or stops watching the backend to match what the device can take and
+    /// what waits to be written.
     fn watch_backend(&mut self, ops: &mut EventOps) {
-        let want = self.wants_backend();
+        let mut want = EventSet::empty();
+        if self.wants_backend() {
+            want |= EventSet::IN;
+        }
+        if self.tx_backend_full && !self.backend_failed {
+            want |= EventSet::OUT;
+        }
+        let want = (!want.is_empty()).then_some(want);
         if want == self.backend_watched {
             return;
         }
-        let result = if want {
-            ops.add(self.backend_events())
-        } else {
-            ops.remove(self.backend_events())
+        let result = match (self.backend_watched, want) {
+            (None, Some(set)) => ops.add(self.backend_events(set)),
+            (Some(_), Some(set)) => ops.modify(self.backend_events(set)),
+            (Some(old), None) => ops.remove(self.backend_events(old)),
+            (None, None) => Ok(()),
         };
         match result {
             Ok(()) => self.backend_watched = want,
             Err(e) => {
-                log::error!("virtio-net: failed to change the TAP's event registration: {e:?}")
+                log::error!("virtio-net: failed to change the backend's event registration: {e:?}")
+            }
+        }
+    }
+
+    /// The backend's fd is writable: what waited goes out, then the frames the guest queued.
+    pub(super) fn backend_writable(&mut self) {
+        match self.backend.flush() {
+            Ok(()) if self.backend.wants_write() => {}
+            Ok(()) => {
+                self.tx_backend_full = false;
+                self.process_tx();
+            }
+            Err(e) => {
+                self.tx_backend_full = false;
+                self.backend_gone(&format!("writing to it failed ({e})"));
             }
         }
     }
@@ -64,16 +89,19 @@ impl MutEventSubscriber for Net {
                 self.process_tx();
             }
             PROCESS_BACKEND => {
-                if events
-                    .event_set()
-                    .intersects(EventSet::ERROR | EventSet::HANG_UP)
-                {
-                    log::warn!(
-                        "virtio-net: the TAP failed (removed?); the guest receives nothing more"
-                    );
-                    self.backend_failed = true;
-                } else {
+                let set = events.event_set();
+                let gone = set.intersects(EventSet::ERROR | EventSet::HANG_UP);
+                if set.contains(EventSet::IN) || gone {
+                    // Read first: a stream's peer may have sent its last frames before hanging
+                    // up, and the read's error (or end) says what happened.
                     self.process_rx();
+                }
+                if set.contains(EventSet::OUT) {
+                    self.backend_writable();
+                }
+                if gone && self.rx_drained && !self.backend_failed {
+                    // Nothing to read, yet the fd hangs up: a level-triggered loop would spin.
+                    self.backend_gone("its fd reported an error or hang-up");
                 }
             }
             // A frame waiting for tokens may go now.

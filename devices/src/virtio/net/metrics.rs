@@ -40,6 +40,9 @@ pub struct NetMetrics {
     pub service_tx_packets: AtomicU64,
     /// Frames from the link's service delivered to the guest.
     pub service_rx_packets: AtomicU64,
+    /// Frames whose checksum or segmentation offload fennec did itself: a guest that
+    /// negotiated offloads on a TAP, restored onto a backend that cannot carry them.
+    pub tx_offloaded: AtomicU64,
 }
 
 impl NetMetrics {

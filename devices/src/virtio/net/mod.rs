@@ -15,6 +15,7 @@
 //! Frames carry the 12-byte `virtio_net_hdr_v1` in both directions, and the TAP is told to use
 //! the same header, so checksum and segmentation offloads pass between guest and host untouched.
 
+mod bridge;
 pub mod device;
 mod event_handler;
 pub mod features;
@@ -23,11 +24,14 @@ pub mod frame;
 pub mod fuzzing;
 mod mac;
 mod metrics;
+pub mod offload;
 pub mod service;
+pub mod stream;
 pub mod tap;
 
 pub use device::{Net, NetSpec};
 pub use mac::MacAddr;
 pub use metrics::NetMetrics;
 pub use service::FrameService;
+pub use stream::FrameStream;
 pub use tap::{NetBackend, Tap, TapError};

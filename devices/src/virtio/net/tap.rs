@@ -1,9 +1,10 @@
 //! The TAP interface behind a network device, and the [`NetBackend`] trait the device talks to
 //! (so queue processing can be tested against a socket pair instead of a TAP).
 //!
-//! fennec attaches to a TAP that already exists (made by the user or an orchestrator with
-//! `ip tuntap add NAME mode tap`); it never creates one, so a typo cannot leave a guest on a
-//! fresh, unconnected interface. The fd is non-blocking and every frame carries a 12-byte
+//! `tap=NAME` attaches to a TAP that already exists (made by the user or an orchestrator with
+//! `ip tuntap add NAME mode tap`); fennec does not create one by that name, so a typo cannot
+//! leave a guest on a fresh, unconnected interface. (`bridge=BR` makes its own, on the bridge:
+//! `bridge.rs`.) The fd is non-blocking and every frame carries a 12-byte
 //! `virtio_net_hdr_v1` (`IFF_VNET_HDR` + `TUNSETVNETHDRSZ`), the header the guest uses.
 //!
 //! This module has the crate's `ioctl` calls on the TUN device; each says why it is sound.
@@ -44,6 +45,22 @@ pub enum TapError {
     /// Not allowed to attach.
     #[error("Not allowed to attach to TAP interface {0:?}: run as root or create it with `user` set to this user")]
     Permission(String),
+    /// No interface has the bridge's name.
+    #[error(
+        "Bridge {0:?} does not exist in this network namespace; create it first: \
+         ip link add {0} type bridge && ip link set {0} up"
+    )]
+    NoBridge(String),
+    /// The interface named as the bridge is not one.
+    #[error("Interface {0:?} is not a bridge")]
+    NotBridge(String),
+    /// Not allowed to create a TAP.
+    #[error(
+        "Not allowed to create a TAP on bridge {0:?}: that needs CAP_NET_ADMIN (run fennec as \
+         root), or have root make one for your user and use tap=NAME: \
+         ip tuntap add NAME mode tap user $USER && ip link set NAME master {0} up"
+    )]
+    BridgePermission(String),
     /// Any other failure of an ioctl.
     #[error("Failed to configure TAP interface {name:?} ({what})")]
     Ioctl {
@@ -65,6 +82,23 @@ pub trait NetBackend: AsRawFd + Send {
     fn send(&mut self, frame: &[u8]) -> io::Result<usize>;
     /// Sets the offloads the device accepts on receive (`TUN_F_*` bits).
     fn set_offload(&mut self, flags: u32) -> io::Result<()>;
+    /// Whether the virtio header's offloads (checksum, segmentation) reach the other side; a
+    /// device offers the guest its offload features only over a backend that carries them.
+    fn carries_offloads(&self) -> bool {
+        true
+    }
+    /// Whether a frame waits in the backend's own buffer, where no readiness event announces it.
+    fn pending(&self) -> bool {
+        false
+    }
+    /// Whether sent bytes wait for the backend's fd to be writable ([`NetBackend::flush`]).
+    fn wants_write(&self) -> bool {
+        false
+    }
+    /// Writes what waits, as far as the fd takes it.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// An attached TAP interface.
@@ -95,6 +129,19 @@ impl Tap {
         if unsafe { libc::if_nametoindex(cname.as_ptr()) } == 0 {
             return Err(TapError::NotFound(name.to_string()));
         }
+        let tap = Tap::create(name)?;
+        if !tap.is_up() {
+            log::warn!(
+                "TAP interface {name:?} is down: the guest's frames are dropped until \
+                 `ip link set {name} up`"
+            );
+        }
+        Ok(tap)
+    }
+
+    /// Attaches to TAP `name`, creating it if it does not exist (a non-persistent one, gone
+    /// with its fd); a `%d` in `name` has the kernel pick the number.
+    pub(super) fn create(name: &str) -> Result<Self, TapError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -133,17 +180,13 @@ impl Tap {
                 source: io::Error::last_os_error(),
             });
         }
-        let tap = Tap {
-            file,
-            name: name.to_string(),
-        };
-        if !tap.is_up() {
-            log::warn!(
-                "TAP interface {name:?} is down: the guest's frames are dropped until \
-                 `ip link set {name} up`"
-            );
-        }
-        Ok(tap)
+        // The name the kernel gave it (the same, unless `name` had a `%d`).
+        let len = req.ifr_name.iter().position(|&c| c == 0).unwrap_or(0);
+        let name: String = req.ifr_name[..len]
+            .iter()
+            .map(|&c| c as u8 as char)
+            .collect();
+        Ok(Tap { file, name })
     }
 
     /// The interface's name.

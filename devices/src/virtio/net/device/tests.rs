@@ -37,7 +37,7 @@ impl NetBackend for SocketBackend {
     }
 }
 
-const RING_SIZE: u16 = 16;
+pub(super) const RING_SIZE: u16 = 16;
 const BUFS: u64 = 0x1_0000;
 
 struct Fixture {
@@ -72,8 +72,27 @@ fn fixture_with(acked: u64, service: Option<Box<dyn FrameService>>) -> Fixture {
         service,
     })
     .unwrap();
-    let rx = TestRing::new(&mem, 0, RING_SIZE);
-    let tx = TestRing::new(&mem, 0x1000, RING_SIZE);
+    let (rx, tx, irq) = activate(&mut net, &mem, acked);
+    Fixture {
+        mem,
+        net,
+        rx,
+        tx,
+        peer,
+        irq,
+        offloads,
+    }
+}
+
+/// Activates `net` with `acked` (and VERSION_1) on two fresh rings of `RING_SIZE`; the rings
+/// and the interrupt's eventfd.
+pub(super) fn activate(
+    net: &mut Net,
+    mem: &GuestMemoryMmap,
+    acked: u64,
+) -> (TestRing, TestRing, EventFd) {
+    let rx = TestRing::new(mem, 0, RING_SIZE);
+    let tx = TestRing::new(mem, 0x1000, RING_SIZE);
     let irq = EventFd::new(EFD_NONBLOCK).unwrap();
     let interrupt = Arc::new(MmioInterrupt::new(EventFdTrigger::new(
         irq.try_clone().unwrap(),
@@ -85,15 +104,7 @@ fn fixture_with(acked: u64, service: Option<Box<dyn FrameService>>) -> Fixture {
         interrupt,
     })
     .unwrap();
-    Fixture {
-        mem,
-        net,
-        rx,
-        tx,
-        peer,
-        irq,
-        offloads,
-    }
+    (rx, tx, irq)
 }
 
 /// A frame with a zero header and `len - 12` bytes of a pattern seeded by `seed`.
