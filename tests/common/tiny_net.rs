@@ -8,7 +8,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use super::netns::{ethernet, NetNs};
-use super::{tiny, TIMEOUT};
+use super::{tiny, KillOnDrop, TIMEOUT};
 
 pub const ETHERTYPE: u16 = 0x88b5;
 pub const GUEST_MAC: [u8; 6] = [0x02, 0xfc, 0, 0, 0, 1];
@@ -113,7 +113,7 @@ pub fn tiny_net_args(net_arg: &str) -> Vec<String> {
 pub fn start_tiny_net(
     ns: &NetNs,
     net_arg: &str,
-) -> (Child, Console, std::thread::JoinHandle<String>) {
+) -> (KillOnDrop, Console, std::thread::JoinHandle<String>) {
     let mut child = ns
         .command(env!("CARGO_BIN_EXE_fennec").as_ref())
         .arg("-v")
@@ -126,5 +126,5 @@ pub fn start_tiny_net(
     let console = Console::new(&mut child);
     let stderr = child.stderr.take().unwrap();
     let stderr = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap());
-    (child, console, stderr)
+    (KillOnDrop(child), console, stderr)
 }
