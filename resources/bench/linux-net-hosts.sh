@@ -20,7 +20,7 @@ for line in sys.stdin:
     w = line.split()
     if w and w[0] == "BENCHNET" and len(w) == 4:
         runs.setdefault(w[1], []).append((64 / max(int(w[2]), 1) * 100, 64 / max(int(w[3]), 1) * 100))
-    elif w and w[0] == "BENCH-FAILED":
+    elif w and w[0] in ("BENCH-FAILED", "BENCH-STALLED"):
         failed.append(line.strip())
     elif failed and not (w and w[0].startswith("BENCH")):
         failed.append("    " + line.rstrip())
@@ -38,6 +38,6 @@ for f, q in [("fennec-bridge", "qemu-bridge"), ("fennec-user", "qemu-stream")]:
     if f in med and q in med:
         print(f"{f}/{q}: host->guest {med[f][0] / med[q][0]:.2f}  guest->host {med[f][1] / med[q][1]:.2f}")
 if failed:
-    print("runs that did not finish (stopped after 240 s):")
+    print("runs that did not finish or stalled:")
     print("\n".join(failed))
 ' "$work/console"
