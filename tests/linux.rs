@@ -35,6 +35,23 @@ fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
+/// fennec's arguments for the microVM guest (its kernel and initramfs, the quiet command line,
+/// 256 MiB), then `extra`.
+fn guest_args<'a>(g: &'a Guest, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--kernel",
+        p(&g.vmlinux),
+        "--initrd",
+        p(&g.initramfs),
+        "--cmdline",
+        CMDLINE,
+        "--memory",
+        "256",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// Starts fennec on `kernel` with the guest initramfs, the quiet command line and `extra` flags.
 fn start(kernel: &Path, g: &Guest, cmdline: &str, extra: &[&str]) -> Session {
     let mut args = vec![
@@ -483,21 +500,16 @@ linux_test!(linux_network_ping_and_16_mib_each_way, |g: &Guest| {
     ns.add_tap("tap1", None);
     let mut vm = Session::start_in(
         &ns,
-        &[
-            "--kernel",
-            p(&g.vmlinux),
-            "--initrd",
-            p(&g.initramfs),
-            "--cmdline",
-            CMDLINE,
-            "--memory",
-            "256",
-            "--net",
-            "tap=tap0",
-            "--net",
-            "tap=tap1,mac=02:fc:00:00:00:22",
-            "-v",
-        ],
+        &guest_args(
+            g,
+            &[
+                "--net",
+                "tap=tap0",
+                "--net",
+                "tap=tap1,mac=02:fc:00:00:00:22",
+                "-v",
+            ],
+        ),
     );
     vm.expect("FENNEC-GUEST-READY");
     // Two interfaces, in order, with the derived and the configured MAC.

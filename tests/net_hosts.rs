@@ -19,6 +19,23 @@ fn fennec_taps(ns: &NetNs) -> Vec<String> {
     ns.links_named("fennec")
 }
 
+/// `fennec run` of the tiny kernel with `--net NET` in `ns` to its end (with `PATH` set to
+/// `path` if given): its output.
+fn run_tiny(ns: &NetNs, net: &str, path: Option<&str>) -> std::process::Output {
+    let mut cmd = ns.command(env!("CARGO_BIN_EXE_fennec").as_ref());
+    cmd.args([
+        "run",
+        "--kernel",
+        tiny("pvh.elf").to_str().unwrap(),
+        "--net",
+        net,
+    ]);
+    if let Some(path) = path {
+        cmd.env("PATH", path);
+    }
+    cmd.stdin(Stdio::null()).output().unwrap()
+}
+
 fn bridge_ns(tag: &str) -> NetNs {
     let ns = NetNs::new(tag);
     ns.ip(&["link", "add", "br0", "type", "bridge"]);
@@ -103,14 +120,7 @@ fn test_bridge_interface_is_made_attached_and_gone_with_the_vm() {
 fn test_bridge_missing_or_not_a_bridge_fails_clearly_and_leaves_nothing() {
     require_kvm();
     let ns = bridge_ns("nobridge");
-    let pvh = tiny("pvh.elf");
-    let run = |net: &str| {
-        ns.command(env!("CARGO_BIN_EXE_fennec").as_ref())
-            .args(["run", "--kernel", pvh.to_str().unwrap(), "--net", net])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    };
+    let run = |net: &str| run_tiny(&ns, net, None);
     let out = run("bridge=vmbr9");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -239,15 +249,7 @@ fn test_user_mode_bad_starts_fail_clearly() {
     require_kvm();
     let passt = require_passt();
     let ns = uplink_ns("userbad");
-    let pvh = tiny("pvh.elf");
-    let run = |net: &str, path: Option<&str>| {
-        let mut cmd = ns.command(env!("CARGO_BIN_EXE_fennec").as_ref());
-        cmd.args(["run", "--kernel", pvh.to_str().unwrap(), "--net", net]);
-        if let Some(path) = path {
-            cmd.env("PATH", path);
-        }
-        cmd.stdin(Stdio::null()).output().unwrap()
-    };
+    let run = |net: &str, path: Option<&str>| run_tiny(&ns, net, path);
     // No passt on PATH.
     let empty = tempfile::tempdir().unwrap();
     let out = run("user", Some(empty.path().to_str().unwrap()));

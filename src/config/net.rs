@@ -159,20 +159,16 @@ impl NetConfig {
         if given != 1 {
             return Err(ConfigError::NetHost(self.id.clone()));
         }
-        let name = match self.host() {
-            NetHost::Tap(name) | NetHost::Bridge(name) => name,
-            NetHost::User(user) => {
-                user.check(&self.id)?;
-                "user"
+        match self.host() {
+            NetHost::Tap(name) | NetHost::Bridge(name) if !tap::valid_name(name) => {
+                Err(ConfigError::TapName {
+                    id: self.id.clone(),
+                    name: name.to_string(),
+                })
             }
-        };
-        if !tap::valid_name(name) {
-            return Err(ConfigError::TapName {
-                id: self.id.clone(),
-                name: name.to_string(),
-            });
+            NetHost::User(user) => user.check(&self.id),
+            NetHost::Tap(_) | NetHost::Bridge(_) => Ok(()),
         }
-        Ok(())
     }
 
     /// Checks the ID, the host side and the MAC.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::linux::{Guest, Session};
 use crate::common::netns::NetNs;
-use crate::{guest_pings_host, linux_test, p, sha256_hex, CMDLINE, NET_BYTES};
+use crate::{guest_args, guest_pings_host, linux_test, sha256_hex, NET_BYTES};
 
 /// The uid the user-mode test runs fennec (and so passt) as: `nobody`.
 const UNPRIVILEGED: u32 = 65534;
@@ -24,18 +24,7 @@ exit 0
 "#;
 
 fn args<'a>(g: &'a Guest, net: &'a str) -> Vec<&'a str> {
-    vec![
-        "--kernel",
-        p(&g.vmlinux),
-        "--initrd",
-        p(&g.initramfs),
-        "--cmdline",
-        CMDLINE,
-        "--memory",
-        "256",
-        "--net",
-        net,
-    ]
+    guest_args(g, &["--net", net])
 }
 
 /// Runs udhcpc on eth0 in the guest (the lease's MTU applied or not); returns

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::common::linux::{Guest, Session};
 use crate::common::netns::NetNs;
-use crate::{api, guest_pings_host, linux_test, p, CMDLINE};
+use crate::{api, guest_args, guest_pings_host, linux_test, p};
 
 const MAC: &str = "02:fc:aa:bb:cc:01";
 /// The guest MAC clone 3 is given at restore (fennec's `guest_mac` override).
@@ -48,20 +48,7 @@ fn host_side(tag: &str, tap: &str) -> NetNs {
 
 /// The Linux guest on 256 MiB with `tap0` in `ns`, drive `disk` and `extra` flags.
 fn start_original(ns: &NetNs, g: &Guest, disk: &str, extra: &[&str]) -> Session {
-    let mut args = vec![
-        "--kernel",
-        p(&g.vmlinux),
-        "--initrd",
-        p(&g.initramfs),
-        "--cmdline",
-        CMDLINE,
-        "--memory",
-        "256",
-        "--net",
-        "tap=tap0",
-        "--disk",
-        disk,
-    ];
+    let mut args = guest_args(g, &["--net", "tap=tap0", "--disk", disk]);
     args.extend_from_slice(extra);
     Session::start_in(ns, &args)
 }

@@ -226,7 +226,12 @@ fn segment_tcp(
     let f = parse_tcp(eth)?;
     let payload = &eth[f.payload..];
     let mss_len = usize::from(mss);
-    if mss == 0 || payload.len().div_ceil(mss_len) > MAX_SEGMENTS {
+    if mss == 0 {
+        return Err(OffloadError::SegmentSize(mss));
+    }
+    // (A frame with headers only still goes out, as one segment.)
+    let count = payload.len().div_ceil(mss_len).max(1);
+    if count > MAX_SEGMENTS {
         return Err(OffloadError::SegmentSize(mss));
     }
     let seq = u32::from_be_bytes([
@@ -237,7 +242,6 @@ fn segment_tcp(
     ]);
     let flags = eth[f.tcp + 13];
     let ip_id = be16(eth, f.ip + 4);
-    let count = payload.len().div_ceil(mss_len).max(1);
     for i in 0..count {
         let chunk =
             &payload[(i * mss_len).min(payload.len())..((i + 1) * mss_len).min(payload.len())];
